@@ -1,0 +1,99 @@
+# llm-observatory: every target bootstraps what it needs on a fresh machine that has only
+# python3 (3.11), make, node/npm and the PostgreSQL server binaries, as root or as a user.
+#
+#   make demo     the main job on the embedded SQLite demo source, into a local lake
+#   make test     the whole suite, PostgreSQL- and Azurite-backed tests included (PYTEST_ARGS=...)
+#   make dev      the Dagster UI on the same definitions (DAGSTER_HOME shared with the CLI)
+#   make bench    the benchmark (bench/run.py, BENCH_ARGS=...)
+#   make lint     ruff
+#   make clean    remove caches and the installed environments (.venv, node_modules)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.make-synced
+NODE_STAMP := node_modules/.make-installed
+
+# uv: UV if given, else the one on PATH, else one that pip installs into a bootstrap folder.
+UV_VERSION ?= 0.13.9
+UV_BOOTSTRAP := .venv-bootstrap
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(UV_BOOTSTRAP)/bin/uv)
+UV_PREREQ := $(filter $(UV_BOOTSTRAP)/bin/uv,$(UV))
+
+LLM_OBS_HOME ?= .llm_observatory
+DAGSTER_HOME ?= $(LLM_OBS_HOME)/dagster
+# Dagster wants an absolute DAGSTER_HOME.
+DAGSTER_HOME_ABS = $(abspath $(DAGSTER_HOME))
+
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+DEV_ARGS ?=
+
+.PHONY: help venv .venv node_modules test demo dev bench lint clean clean-home
+
+help:
+	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
+
+# ------------------------------------------------------------------------------ environments
+
+# A venv when python3 has a working venv module (Debian needs python3-venv for that), else
+# pip --target: both leave the executable at $(UV_BOOTSTRAP)/bin/uv.
+$(UV_BOOTSTRAP)/bin/uv:
+	@echo "uv not on PATH: installing uv $(UV_VERSION) into $(UV_BOOTSTRAP)/"
+	rm -rf $(UV_BOOTSTRAP)
+	if $(PYTHON) -m venv $(UV_BOOTSTRAP) >/dev/null 2>&1 && [ -x $(UV_BOOTSTRAP)/bin/pip ]; then \
+	  $(UV_BOOTSTRAP)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; \
+	else \
+	  rm -rf $(UV_BOOTSTRAP); \
+	  $(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(UV_BOOTSTRAP) "uv==$(UV_VERSION)"; \
+	fi
+	$@ --version
+
+# The virtual environment, exactly as uv.lock says, with the dev group and every extra.
+# Re-synced only when pyproject.toml or uv.lock change (or .venv is gone).
+$(VENV_STAMP): pyproject.toml uv.lock | $(UV_PREREQ)
+	UV_PROJECT_ENVIRONMENT="$(abspath $(VENV))" $(UV) sync --frozen --all-extras --group dev
+	touch $@
+
+venv .venv: $(VENV_STAMP)
+
+# Azurite (the Azure Storage emulator) from npm, into ./node_modules, never globally.
+package-lock.json:
+	npm install --package-lock-only --no-audit --no-fund
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+node_modules: $(NODE_STAMP)
+
+# ----------------------------------------------------------------------------------- commands
+
+test: $(VENV_STAMP) $(NODE_STAMP)
+	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
+
+demo: $(VENV_STAMP)
+	$(VENV)/bin/llm-observatory demo
+
+dev: $(VENV_STAMP)
+	mkdir -p "$(DAGSTER_HOME_ABS)"
+	DAGSTER_HOME="$(DAGSTER_HOME_ABS)" $(VENV)/bin/dagster dev -w workspace.yaml $(DEV_ARGS)
+
+bench: $(VENV_STAMP) $(NODE_STAMP)
+	$(VENV_PYTHON) bench/run.py $(BENCH_ARGS)
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) $(UV_BOOTSTRAP) node_modules .pytest_cache .ruff_cache
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The demo's working folder (source database, lake, Dagster instance): not part of `clean`.
+clean-home:
+	rm -rf "$(LLM_OBS_HOME)"

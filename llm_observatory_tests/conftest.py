@@ -1,0 +1,82 @@
+"""Session-wide test services: a throwaway PostgreSQL and an Azurite blob service.
+
+Fixtures (see ``services.py`` for the objects they yield):
+
+- ``postgres_server`` (session): :class:`~llm_observatory_tests.services.PostgresServer`;
+  ``create_database(name=None) -> url`` makes a fresh database.
+- ``postgres_url`` (function): SQLAlchemy URL of a fresh, empty database for the test.
+- ``azurite`` (session): :class:`~llm_observatory_tests.services.AzuriteServer`;
+  ``create_container(prefix) -> name`` makes a fresh container.
+- ``azurite_container`` (function): name of a fresh, empty container for the test.
+
+A service that cannot start skips its tests on a developer's machine and fails them when
+``CI=true``: CI must never pass by skipping the PostgreSQL- and Azurite-backed tests.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+try:
+    from llm_observatory_tests import services
+except ModuleNotFoundError:  # pytest started by its script, not `python -m pytest`: no cwd on path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from llm_observatory_tests import services
+
+
+def _unavailable(error: services.ServiceUnavailable) -> None:
+    if services.running_in_ci():
+        pytest.fail(
+            f"{error}\n(CI=true: a missing test service is a failure, not a skip)", pytrace=False
+        )
+    pytest.skip(str(error))
+
+
+def _name_for(request: pytest.FixtureRequest) -> str:
+    """A readable prefix for per-test resources: the test's name, cut and cleaned."""
+    name = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:30]
+    return name if name[:1].isalpha() else f"t_{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[services.PostgresServer]:
+    """A PostgreSQL server for the whole session, on 127.0.0.1 and a free port."""
+    try:
+        server = services.start_postgres()
+    except services.ServiceUnavailable as error:
+        _unavailable(error)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: services.PostgresServer, request: pytest.FixtureRequest) -> str:
+    """``postgresql+psycopg://postgres@127.0.0.1:PORT/<fresh database>`` for this test."""
+    return postgres_server.create_database(f"{_name_for(request)}_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[services.AzuriteServer]:
+    """An Azurite blob service for the whole session, on 127.0.0.1 and a free port."""
+    try:
+        server = services.start_azurite()
+    except services.ServiceUnavailable as error:
+        _unavailable(error)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def azurite_container(azurite: services.AzuriteServer, request: pytest.FixtureRequest) -> str:
+    """Name of a fresh, empty blob container in ``azurite`` for this test."""
+    return azurite.create_container(_name_for(request))

@@ -1,0 +1,88 @@
+"""Bronze: the exact source rows of one UTC day, all columns, types kept.
+
+The copy streams from the source in Arrow batches straight into Parquet files and replaces the
+day's partition in one Delta commit, so a re-run gives the same rows and a failed run changes
+nothing. Its row-count check against the source is blocking: silver never builds on a short copy.
+"""
+
+
+import dagster as dg
+
+from llm_observatory.assets.progress import Throughput
+from llm_observatory.checks.row_counts import bronze_matches_source, BRONZE_ROWS_CHECK
+from llm_observatory.io.delta_lake import DeltaPartitionWriter
+from llm_observatory.layout import bronze_location, bronze_schema, day_filter, with_event_day
+from llm_observatory.partitions import daily_partitions
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.resources.source import SourceDatabase
+from llm_observatory.tables import TABLES, TableSpec
+
+SOURCE_POOL = "llm_obs_source"
+
+
+def bronze_key(table: TableSpec) -> dg.AssetKey:
+    return dg.AssetKey(["bronze", table.name])
+
+
+def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
+    key = bronze_key(table)
+
+    @dg.asset(
+        key=key,
+        partitions_def=daily_partitions,
+        group_name="bronze",
+        kinds={"delta", "parquet"},
+        description=f"Exact copy of source `{table.name}` for one UTC day. {table.description}",
+        pool=SOURCE_POOL,
+        check_specs=[
+            dg.AssetCheckSpec(
+                BRONZE_ROWS_CHECK,
+                asset=key,
+                blocking=True,
+                partitions_def=daily_partitions,
+                description="Bronze holds exactly the source's rows of the day (half-open UTC range).",
+            )
+        ],
+    )
+    def _bronze(context: dg.AssetExecutionContext, source: SourceDatabase, lake: LakeResource):
+        window = context.partition_time_window
+        day = window.start.date()
+        described = source.describe_table(table)
+        location = bronze_location(lake, table)
+        progress = Throughput(log=context.log, label=f"bronze/{table.name} {day}")
+        writer = DeltaPartitionWriter(
+            location,
+            bronze_schema(described.arrow_schema),
+            ["date"],
+            replace=day_filter(day),
+        )
+        try:
+            for batch in source.stream_range(described, window.start, window.end):
+                writer.write(with_event_day(batch, table.event_time))
+                progress.add(batch.num_rows, batch.nbytes)
+            summary = writer.commit({"layer": "bronze", "partition": day.isoformat(),
+                                     "run_id": context.run_id})
+        except BaseException:
+            writer.abort()
+            raise
+        context.log.info(progress.describe())
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": summary.rows,
+                **progress.metadata(),
+                "source_bytes_read": progress.bytes,
+                "lake_bytes": summary.bytes,
+                "files": len(summary.files),
+                "delta_version": summary.version,
+                "table_uri": dg.MetadataValue.path(location.uri),
+                "sha256": dg.MetadataValue.json(
+                    {written.path: written.sha256 for written in summary.files[:20]}
+                ),
+            }
+        )
+        yield bronze_matches_source(table, source, described, lake, window.start, window.end)
+
+    return _bronze
+
+
+bronze_assets = [bronze_asset(table) for table in TABLES]

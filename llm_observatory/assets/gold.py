@@ -1,0 +1,118 @@
+"""Gold: per day and model metrics over silver, rebuilt whole for each day it covers."""
+
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+
+from llm_observatory.assets.silver import silver_key
+from llm_observatory.io.delta_lake import DeltaPartitionWriter, count_partition_rows, scan_partition
+from llm_observatory.layout import daily_metrics_location, day_filter, silver_location
+from llm_observatory.partitions import daily_partitions
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.tables import LLM_INTERACTIONS
+
+DAILY_METRICS_KEY = dg.AssetKey(["gold", "daily_metrics"])
+GOLD_REQUESTS_CHECK = "requests_match_silver"
+
+DAILY_METRICS_SCHEMA = pa.schema(
+    [
+        pa.field("date", pa.date32()),
+        pa.field("model", pa.large_string()),
+        pa.field("requests", pa.int64()),
+        pa.field("successes", pa.int64()),
+        pa.field("errors", pa.int64()),
+        pa.field("timeouts", pa.int64()),
+        pa.field("latency_p50_ms", pa.float64()),
+        pa.field("latency_p95_ms", pa.float64()),
+        pa.field("latency_p99_ms", pa.float64()),
+        pa.field("latency_mean_ms", pa.float64()),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+        pa.field("cost_usd", pa.decimal128(38, 6)),
+    ]
+)
+METRIC_INPUT_COLUMNS = [
+    "model_name", "status", "latency_ms", "prompt_tokens", "completion_tokens", "cost_usd",
+]
+
+
+def daily_metrics(interactions: pl.DataFrame, day) -> pa.Table:
+    """Metrics of one day's silver interactions; latency percentiles interpolate linearly
+    between ranks, as DuckDB's `quantile_cont` does."""
+    latency = pl.col("latency_ms").cast(pl.Float64)
+    grouped = (
+        interactions.group_by("model_name")
+        .agg(
+            pl.len().cast(pl.Int64).alias("requests"),
+            (pl.col("status") == "success").sum().cast(pl.Int64).alias("successes"),
+            (pl.col("status") == "error").sum().cast(pl.Int64).alias("errors"),
+            (pl.col("status") == "timeout").sum().cast(pl.Int64).alias("timeouts"),
+            latency.quantile(0.50, interpolation="linear").alias("latency_p50_ms"),
+            latency.quantile(0.95, interpolation="linear").alias("latency_p95_ms"),
+            latency.quantile(0.99, interpolation="linear").alias("latency_p99_ms"),
+            latency.mean().alias("latency_mean_ms"),
+            pl.col("prompt_tokens").cast(pl.Int64).sum().alias("prompt_tokens"),
+            pl.col("completion_tokens").cast(pl.Int64).sum().alias("completion_tokens"),
+            pl.col("cost_usd").cast(pl.Decimal(38, 6)).sum().alias("cost_usd"),
+        )
+        .rename({"model_name": "model"})
+        .with_columns(pl.lit(day).cast(pl.Date).alias("date"))
+        .sort("model")
+    )
+    return grouped.select(DAILY_METRICS_SCHEMA.names).to_arrow().cast(DAILY_METRICS_SCHEMA)
+
+
+@dg.asset(
+    key=DAILY_METRICS_KEY,
+    deps=[silver_key(LLM_INTERACTIONS)],
+    partitions_def=daily_partitions,
+    group_name="gold",
+    kinds={"delta", "parquet"},
+    description="Requests, outcomes, latency percentiles, tokens and cost per day and model.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            GOLD_REQUESTS_CHECK,
+            asset=DAILY_METRICS_KEY,
+            partitions_def=daily_partitions,
+            description="The day's requests over all models equal its silver interactions.",
+        )
+    ],
+)
+def daily_metrics_asset(context: dg.AssetExecutionContext, lake: LakeResource):
+    day = context.partition_time_window.start.date()
+    silver = silver_location(lake, LLM_INTERACTIONS)
+    batches = list(scan_partition(silver, day_filter(day), METRIC_INPUT_COLUMNS))
+    if batches:
+        interactions = pl.from_arrow(pa.Table.from_batches(batches))
+    else:
+        interactions = pl.DataFrame(
+            schema={"model_name": pl.String, "status": pl.String, "latency_ms": pl.Int32,
+                    "prompt_tokens": pl.Int32, "completion_tokens": pl.Int32,
+                    "cost_usd": pl.Decimal(12, 6)}
+        )
+    metrics = daily_metrics(interactions, day)
+    writer = DeltaPartitionWriter(
+        daily_metrics_location(lake), DAILY_METRICS_SCHEMA, ["date"], replace=day_filter(day)
+    )
+    writer.write(metrics)
+    summary = writer.commit({"layer": "gold", "partition": day.isoformat(), "run_id": context.run_id})
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": metrics.num_rows,
+            "interactions": interactions.height,
+            "models": dg.MetadataValue.json(metrics.column("model").to_pylist()),
+            "delta_version": summary.version,
+            "table_uri": dg.MetadataValue.path(summary.table_uri),
+        }
+    )
+    silver_rows = count_partition_rows(silver, day_filter(day))
+    gold_requests = sum(metrics.column("requests").to_pylist())
+    yield dg.AssetCheckResult(
+        check_name=GOLD_REQUESTS_CHECK,
+        passed=gold_requests == silver_rows,
+        metadata={"silver_rows": silver_rows, "gold_requests": gold_requests},
+    )
+
+
+gold_assets = [daily_metrics_asset]

@@ -1,0 +1,92 @@
+"""The cutover report as an asset: what the team reviews before switching applications over."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from llm_observatory.assets.gold import DAILY_METRICS_KEY
+from llm_observatory.assets.silver import silver_key
+from llm_observatory.partitions import daily_partitions
+from llm_observatory.report import CutoverReport, account_days, last_source_day
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.resources.source import SourceDatabase
+from llm_observatory.tables import TABLES
+
+CUTOVER_REPORT_KEY = dg.AssetKey(["gold", "cutover_report"])
+REPORT_FILES = ("report.md", "report.json")
+
+
+def failed_error_checks(instance: dg.DagsterInstance, check_keys) -> list[dict]:
+    """Latest result per check and partition that failed (every check here is ERROR severity)."""
+    failed = []
+    infos = instance.event_log_storage.get_asset_check_partition_info(list(check_keys))
+    for info in infos:
+        if info.latest_execution_status.value == "FAILED":
+            failed.append(
+                {
+                    "asset": info.check_key.asset_key.to_user_string(),
+                    "check": info.check_key.name,
+                    "partition": info.partition_key,
+                }
+            )
+    return sorted(failed, key=lambda f: (f["asset"], f["check"], f["partition"] or ""))
+
+
+def build_cutover_report(
+    source: SourceDatabase, lake: LakeResource, instance: dg.DagsterInstance | None, check_keys
+) -> CutoverReport:
+    first_day = dt.date.fromisoformat(daily_partitions.get_first_partition_key())
+    last_partition = daily_partitions.get_last_partition_key()
+    last_day = dt.date.fromisoformat(last_partition) if last_partition else first_day
+    newest_source_day = last_source_day(source, TABLES)
+    if newest_source_day and newest_source_day > last_day:
+        last_day = newest_source_day
+    report = CutoverReport(
+        generated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        lake=lake.describe(),
+        first_day=first_day.isoformat(),
+        last_day=last_day.isoformat(),
+        accounts=account_days(source, lake, TABLES, first_day, last_day),
+        failed_checks=failed_error_checks(instance, check_keys) if instance else [],
+    )
+    return report
+
+
+def write_report(lake: LakeResource, report: CutoverReport) -> str:
+    location = lake.location("gold", "cutover_report")
+    filesystem = location.filesystem
+    for name, text in (("report.md", report.to_markdown()), ("report.json", report.to_json())):
+        with filesystem.open(f"{location.fs_path}/{name}", "w") as handle:
+            handle.write(text)
+    return location.uri
+
+
+@dg.asset(
+    key=CUTOVER_REPORT_KEY,
+    deps=[*(silver_key(table) for table in TABLES), DAILY_METRICS_KEY],
+    group_name="gold",
+    kinds={"markdown", "json"},
+    description="GO/NO-GO: every source row accounted for, every ERROR check passing.",
+)
+def cutover_report(context: dg.AssetExecutionContext, source: SourceDatabase, lake: LakeResource):
+    check_keys = [
+        key
+        for key in context.repository_def.asset_graph.asset_check_keys
+    ]
+    report = build_cutover_report(source, lake, context.instance, check_keys)
+    where = write_report(lake, report)
+    context.log.info(report.verdict_line())
+    return dg.MaterializeResult(
+        metadata={
+            "verdict": report.verdict,
+            "verdict_line": report.verdict_line(),
+            "incomplete_table_days": len(report.incomplete),
+            "failing_error_checks": len(report.failed_checks),
+            "report": dg.MetadataValue.md(report.to_markdown()),
+            "location": dg.MetadataValue.path(where),
+        }
+    )
+
+
+report_assets = [cutover_report]

@@ -1,0 +1,212 @@
+"""Silver: the day's rows that pass every quality rule, one per key, the latest version.
+
+Rows that break a rule are not dropped: they land in `silver/_quarantine/<table>` with the first
+rule broken and every reason, so silver + quarantine accounts for every bronze key. Bronze is
+read back from the lake in batches; only the keys that occur more than once in a day (change
+batches, redeliveries) are held in memory to pick their latest version.
+"""
+
+
+import datetime as dt
+from collections import Counter
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from llm_observatory.assets.bronze import bronze_key
+from llm_observatory.assets.progress import Throughput
+from llm_observatory.checks.row_counts import SILVER_ROWS_CHECK, silver_accounts_for_bronze
+from llm_observatory.io.delta_lake import (
+    DeltaPartitionWriter,
+    LakeWriteError,
+    open_table,
+    scan_partition,
+    table_schema,
+)
+from llm_observatory.layout import (
+    bronze_location,
+    day_filter,
+    quarantine_location,
+    quarantine_schema,
+    silver_location,
+    silver_schema,
+    source_columns,
+    with_event_day,
+    with_silver_partitions,
+)
+from llm_observatory.partitions import daily_partitions
+from llm_observatory.quality import evaluate
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.tables import TABLES, TableSpec
+
+
+def silver_key(table: TableSpec) -> dg.AssetKey:
+    return dg.AssetKey(["silver", table.name])
+
+
+class LatestVersions:
+    """Decides, row by row, whether a bronze row is the one silver keeps for its key.
+
+    Keys seen once in the day (nearly all) pass straight through. For repeated keys the row
+    with the greatest change column wins; an exact re-delivery of the winner is kept once.
+    """
+
+    def __init__(self, table: TableSpec, repeated: dict[object, object]) -> None:
+        self.table = table
+        self.winning_version = repeated
+        self.emitted: set[object] = set()
+
+    @classmethod
+    def scan(cls, table: TableSpec, lake: LakeResource, day: dt.date) -> tuple["LatestVersions", int, int]:
+        """One pass over the day's keys and change columns (two narrow columns, not the rows)."""
+        versions: dict[object, object] = {}
+        rows = 0
+        columns = [table.key, table.change_column]
+        frames = [
+            pl.from_arrow(batch)
+            for batch in scan_partition(bronze_location(lake, table), day_filter(day), columns)
+        ]
+        if frames:
+            keys = pl.concat(frames)
+            rows = keys.height
+            repeated = (
+                keys.group_by(table.key)
+                .agg(pl.len().alias("copies"), pl.col(table.change_column).max().alias("latest"))
+                .filter(pl.col("copies") > 1)
+            )
+            versions = dict(zip(repeated[table.key].to_list(), repeated["latest"].to_list()))
+            distinct = keys[table.key].n_unique()
+            del keys
+        else:
+            distinct = 0
+        return cls(table, versions), rows, distinct
+
+    def keep(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if not self.winning_version:
+            return batch
+        keys = batch.column(self.table.key)
+        repeated_mask = pc.is_in(keys, value_set=pa.array(list(self.winning_version)))
+        if not pc.any(repeated_mask).as_py():
+            return batch
+        key_values = keys.to_pylist()
+        change_values = batch.column(self.table.change_column).to_pylist()
+        flags = repeated_mask.to_pylist()
+        keep = []
+        for key, version, is_repeated in zip(key_values, change_values, flags):
+            if not is_repeated:
+                keep.append(True)
+            elif version == self.winning_version[key] and key not in self.emitted:
+                self.emitted.add(key)
+                keep.append(True)
+            else:
+                keep.append(False)
+        return batch.filter(pa.array(keep))
+
+
+def silver_asset(table: TableSpec) -> dg.AssetsDefinition:
+    key = silver_key(table)
+
+    @dg.asset(
+        key=key,
+        deps=[bronze_key(table)],
+        partitions_def=daily_partitions,
+        group_name="silver",
+        kinds={"delta", "parquet"},
+        description=(
+            f"Validated `{table.name}`: one row per `{table.key}`, latest version; rule breakers "
+            f"quarantined. Partitioned by {', '.join(table.silver_partition_by)}."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                SILVER_ROWS_CHECK,
+                asset=key,
+                blocking=True,
+                partitions_def=daily_partitions,
+                description="Silver rows + quarantined rows == distinct bronze keys of the day.",
+            )
+        ],
+    )
+    def _silver(context: dg.AssetExecutionContext, lake: LakeResource):
+        day = context.partition_time_window.start.date()
+        bronze = bronze_location(lake, table)
+        bronze_table_schema = table_schema(bronze)
+        if bronze_table_schema is None:
+            raise LakeWriteError(
+                f"bronze/{table.name} does not exist yet at {bronze.uri}: materialize bronze first"
+            )
+        source_schema = pa.schema(
+            [bronze_table_schema.field(name) for name in source_columns(bronze_table_schema)]
+        )
+        latest, bronze_rows, bronze_keys = LatestVersions.scan(table, lake, day)
+        silver_writer = DeltaPartitionWriter(
+            silver_location(lake, table),
+            silver_schema(table, source_schema),
+            table.silver_partition_by,
+            replace=day_filter(day),
+        )
+        quarantine_writer = DeltaPartitionWriter(
+            quarantine_location(lake, table),
+            quarantine_schema(source_schema),
+            ["date"],
+            replace=day_filter(day),
+        )
+        progress = Throughput(log=context.log, label=f"silver/{table.name} {day}",
+                              expected_rows=bronze_rows)
+        broken_counts: Counter = Counter()
+        silver_rows = quarantined_rows = 0
+        try:
+            for batch in scan_partition(bronze, day_filter(day), source_schema.names):
+                batch = batch.cast(source_schema)
+                progress.add(batch.num_rows, batch.nbytes)
+                batch = latest.keep(batch)
+                verdict = evaluate(batch, table.rules)
+                broken_counts.update(verdict.broken_counts)
+                passing = batch.filter(verdict.passed)
+                silver_rows += passing.num_rows
+                silver_writer.write(with_silver_partitions(passing, table))
+                if verdict.failed_rows.num_rows:
+                    quarantined_rows += verdict.failed_rows.num_rows
+                    failed = verdict.failed_rows
+                    failed = with_event_day(failed.select(source_schema.names), table.event_time)
+                    failed = failed.append_column(
+                        "quarantine_rule", verdict.failed_rows.column("quarantine_rule")
+                    ).append_column(
+                        "quarantine_reason", verdict.failed_rows.column("quarantine_reason")
+                    )
+                    quarantine_writer.write(failed)
+            commit_metadata = {"partition": day.isoformat(), "run_id": context.run_id}
+            # The quarantine commit only ever adds evidence; silver is the table readers use.
+            if quarantined_rows or open_table(quarantine_location(lake, table)) is not None:
+                quarantine_writer.commit({"layer": "silver_quarantine", **commit_metadata})
+            else:
+                quarantine_writer.abort()
+            summary = silver_writer.commit({"layer": "silver", **commit_metadata})
+        except BaseException:
+            silver_writer.abort()
+            quarantine_writer.abort()
+            raise
+        context.log.info(progress.describe())
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": silver_rows,
+                **progress.metadata(),
+                "bronze_rows": bronze_rows,
+                "bronze_distinct_keys": bronze_keys,
+                "superseded_versions_dropped": bronze_rows - bronze_keys,
+                "silver_rows": silver_rows,
+                "quarantined_rows": quarantined_rows,
+                "quarantined_by_rule": dg.MetadataValue.json(dict(broken_counts)),
+                "lake_bytes": summary.bytes,
+                "files": len(summary.files),
+                "delta_version": summary.version,
+                "table_uri": dg.MetadataValue.path(summary.table_uri),
+            }
+        )
+        yield silver_accounts_for_bronze(table, lake, day, bronze_keys, bronze_rows)
+
+    return _silver
+
+
+silver_assets = [silver_asset(table) for table in TABLES]

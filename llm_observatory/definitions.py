@@ -1,0 +1,49 @@
+"""The code location: assembles assets, checks, jobs and resources; does no I/O."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from llm_observatory import settings
+from llm_observatory.assets.bronze import bronze_assets
+from llm_observatory.assets.gold import gold_assets
+from llm_observatory.assets.report import report_assets
+from llm_observatory.assets.silver import silver_assets
+from llm_observatory.resources.control import ControlDatabase
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.resources.source import SourceDatabase
+
+MIGRATE_HISTORY_JOB = "migrate_history"
+CUTOVER_REPORT_JOB = "cutover_report_job"
+
+migrate_history = dg.define_asset_job(
+    MIGRATE_HISTORY_JOB,
+    selection=dg.AssetSelection.groups("bronze", "silver")
+    | dg.AssetSelection.assets(["gold", "daily_metrics"]),
+    description="One UTC day of every table: bronze copy, silver validation, gold metrics, checks.",
+)
+cutover_report_job = dg.define_asset_job(
+    CUTOVER_REPORT_JOB,
+    selection=dg.AssetSelection.assets(["gold", "cutover_report"]),
+    description="Recounts every day against the source and writes the GO/NO-GO cutover report.",
+)
+
+
+def build_resources() -> dict:
+    return {
+        "source": SourceDatabase(url=settings.source_url()),
+        "lake": LakeResource(
+            url=settings.lake_url(),
+            azure_storage_connection_string=settings.azure_connection_string(),
+            azure_storage_account_name=settings.azure_account_name(),
+            azure_storage_account_key=settings.azure_account_key(),
+        ),
+        "control": ControlDatabase(url=settings.control_url()),
+    }
+
+
+defs = dg.Definitions(
+    assets=[*bronze_assets, *silver_assets, *gold_assets, *report_assets],
+    jobs=[migrate_history, cutover_report_job],
+    resources=build_resources(),
+)

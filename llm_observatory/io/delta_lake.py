@@ -1,0 +1,554 @@
+"""The one writer of every lake table: streamed Parquet files, committed to Delta atomically.
+
+delta-rs' own `write_deltalake` buffers a whole partition (1.5-2.5 GiB for a 1M-row day, over
+5 GiB laid out by model/date/hour), so we write the Parquet files ourselves with pyarrow's
+streaming `ParquetWriter`, hash every byte as it goes out (SHA-256 per file), and then commit
+the new files together with the removal of the replaced partitions' old files in one Delta
+transaction. A reader sees the old partition or the new one, never a mix; a run that fails
+before the commit leaves only unreferenced files behind (and deletes them when it can).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction
+
+from llm_observatory.resources.lake import LakeLocation
+
+# Rows per Parquet row group: large enough for zstd to compress text well, small enough that a
+# buffered group of a 2 KB-per-row table stays near 64 MB.
+ROW_GROUP_ROWS = 32_768
+# A new data file starts past this size, so no single file becomes unwieldy to re-read.
+TARGET_FILE_BYTES = 256 * 1024 * 1024
+# Rows buffered across all open partitions before the largest buffer is flushed early.
+BUFFERED_BYTES_LIMIT = 96 * 1024 * 1024
+# Strings longer than this get no min/max statistics: they would copy whole prompts into the log.
+STATS_STRING_LIMIT = 64
+COMMIT_METADATA_PREFIX = "llm_observatory."
+COMMIT_RETRIES = 5
+
+
+class LakeWriteError(RuntimeError):
+    """A lake write could not be committed; the table is as it was before."""
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """A data file as committed: what the checksum checks verify later."""
+
+    path: str
+    partition: dict[str, str | None]
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class CommitSummary:
+    table_uri: str
+    version: int
+    files: list[WrittenFile] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(written.rows for written in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(written.bytes for written in self.files)
+
+
+class _HashingSink:
+    """A write-only file that hashes what passes through on its way to the real file."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self.bytes_written = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self._digest.update(view)
+        self._handle.write(view)
+        self.bytes_written += view.nbytes
+        return view.nbytes
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def tell(self) -> int:
+        return self.bytes_written
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if not self.closed:
+            self._handle.close()
+            self.closed = True
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
+def partition_path(partition: dict[str, str | None]) -> str:
+    """Hive-style folder of a partition, e.g. `model=ollama/date=2026-11-01/hour=13`."""
+    from urllib.parse import quote
+
+    parts = []
+    for name, value in partition.items():
+        text = "__HIVE_DEFAULT_PARTITION__" if value is None else quote(value, safe="")
+        parts.append(f"{name}={text}")
+    return "/".join(parts)
+
+
+def _stat_value(value, data_type: pa.DataType, bound: str):
+    if value is None:
+        return None
+    if pa.types.is_timestamp(data_type):
+        # Readers parse these at millisecond precision: widen to whole milliseconds.
+        micro = value.microsecond % 1000
+        if bound == "min":
+            value = value - dt.timedelta(microseconds=micro)
+        elif micro:
+            value = value + dt.timedelta(microseconds=1000 - micro)
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    if pa.types.is_date(data_type):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return None
+    return value
+
+
+def _column_stats(table: pa.Table) -> dict:
+    """Delta statistics: row count, nulls everywhere, min/max where they are short."""
+    minimums, maximums, nulls = {}, {}, {}
+    for name, column in zip(table.column_names, table.columns):
+        nulls[name] = column.null_count
+        data_type = column.type
+        if column.null_count == len(column):
+            continue
+        if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+            if pc.max(pc.utf8_length(column)).as_py() > STATS_STRING_LIMIT:
+                continue
+        elif not (
+            pa.types.is_integer(data_type)
+            or pa.types.is_floating(data_type)
+            or pa.types.is_decimal(data_type)
+            or pa.types.is_timestamp(data_type)
+            or pa.types.is_date(data_type)
+            or pa.types.is_boolean(data_type)
+        ):
+            continue
+        extremes = pc.min_max(column).as_py()
+        low = _stat_value(extremes["min"], data_type, "min")
+        high = _stat_value(extremes["max"], data_type, "max")
+        if low is not None and high is not None:
+            minimums[name], maximums[name] = low, high
+    return {"minValues": minimums, "maxValues": maximums, "nullCount": nulls}
+
+
+class _MergedStats:
+    """Statistics of a file built up row group by row group."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.minimums: dict = {}
+        self.maximums: dict = {}
+        self.nulls: dict = {}
+        self.unbounded: set[str] = set()
+
+    def add(self, table: pa.Table) -> None:
+        stats = _column_stats(table)
+        self.rows += table.num_rows
+        for name, count in stats["nullCount"].items():
+            self.nulls[name] = self.nulls.get(name, 0) + count
+            all_null = count == table.num_rows
+            if name not in stats["minValues"] and not all_null:
+                self.unbounded.add(name)
+        for name, low in stats["minValues"].items():
+            self.minimums[name] = low if name not in self.minimums else min(self.minimums[name], low)
+        for name, high in stats["maxValues"].items():
+            self.maximums[name] = high if name not in self.maximums else max(self.maximums[name], high)
+
+    def to_json(self) -> str:
+        bounded = {k: v for k, v in self.minimums.items() if k not in self.unbounded}
+        return json.dumps(
+            {
+                "numRecords": self.rows,
+                "minValues": bounded,
+                "maxValues": {k: v for k, v in self.maximums.items() if k in bounded},
+                "nullCount": self.nulls,
+            },
+            default=str,
+        )
+
+
+class _PartitionFiles:
+    """The open data file of one partition, rolled over past the target size."""
+
+    def __init__(self, writer: DeltaPartitionWriter, partition: dict[str, str | None]) -> None:
+        self.writer = writer
+        self.partition = partition
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.pending_bytes = 0
+        self._sink: _HashingSink | None = None
+        self._parquet: pq.ParquetWriter | None = None
+        self._relative_path = ""
+        self._stats = _MergedStats()
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        self.pending_bytes += batch.nbytes
+        if self.pending_rows >= self.writer.row_group_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        table = pa.Table.from_batches(self.pending, schema=self.writer.file_schema)
+        self.writer.buffered_bytes -= self.pending_bytes
+        self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
+        if self._parquet is None:
+            self._open()
+        self._parquet.write_table(table, row_group_size=max(table.num_rows, 1))
+        self._stats.add(table)
+        if self._sink.bytes_written >= self.writer.target_file_bytes:
+            self.close()
+
+    def _open(self) -> None:
+        folder = partition_path(self.partition)
+        name = f"part-{self.writer.write_id}-{uuid.uuid4().hex[:12]}.zstd.parquet"
+        self._relative_path = f"{folder}/{name}" if folder else name
+        location = self.writer.location
+        full_path = f"{location.fs_path.rstrip('/')}/{self._relative_path}"
+        self.writer.started_paths.append(full_path)
+        handle = location.filesystem.open(full_path, "wb")
+        self._sink = _HashingSink(handle)
+        self._parquet = pq.ParquetWriter(
+            self._sink,
+            self.writer.file_schema,
+            compression="zstd",
+            compression_level=self.writer.compression_level,
+            write_statistics=self.writer.parquet_statistics_columns,
+            use_dictionary=self.writer.dictionary_columns,
+        )
+        self._stats = _MergedStats()
+
+    def close(self) -> None:
+        self.flush()
+        if self._parquet is None:
+            return
+        self._parquet.close()
+        self._sink.close()
+        self.writer.finished.append(
+            (
+                WrittenFile(
+                    path=self._relative_path,
+                    partition=dict(self.partition),
+                    rows=self._stats.rows,
+                    bytes=self._sink.bytes_written,
+                    sha256=self._sink.sha256,
+                ),
+                self._stats.to_json(),
+            )
+        )
+        self._parquet, self._sink = None, None
+
+
+class DeltaPartitionWriter:
+    """Streams Arrow batches into a Delta table and replaces whole partitions in one commit.
+
+    `replace` lists the partition filters whose current files the commit removes (e.g.
+    `[("date", "=", "2026-11-01")]`); every row written must fall inside them. Memory is bounded
+    by the row-group buffers, whatever the partition's size.
+    """
+
+    def __init__(
+        self,
+        location: LakeLocation,
+        schema: pa.Schema,
+        partition_by: Sequence[str],
+        *,
+        replace: list[tuple[str, str, str]] | None,
+        row_group_rows: int = ROW_GROUP_ROWS,
+        target_file_bytes: int = TARGET_FILE_BYTES,
+        compression_level: int = 3,
+    ) -> None:
+        self.location = location
+        self.schema = schema
+        self.partition_by = list(partition_by)
+        self.replace = replace
+        self.row_group_rows = row_group_rows
+        self.target_file_bytes = target_file_bytes
+        self.compression_level = compression_level
+        self.file_schema = pa.schema([f for f in schema if f.name not in self.partition_by])
+        self.parquet_statistics_columns = [
+            f.name
+            for f in self.file_schema
+            if not (pa.types.is_large_string(f.type) or pa.types.is_string(f.type))
+            or f.name.endswith("_id")
+            or f.name in ("model_name", "status", "level")
+        ]
+        self.dictionary_columns = [
+            f.name
+            for f in self.file_schema
+            if f.name in ("model_name", "status", "level", "quarantine_rule")
+        ]
+        self.write_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        self.buffered_bytes = 0
+        self.started_paths: list[str] = []
+        self.finished: list[tuple[WrittenFile, str]] = []
+        self._partitions: dict[tuple, _PartitionFiles] = {}
+        self.rows_written = 0
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        """Adds rows; they must carry the partition columns, typed as in the schema."""
+        if isinstance(batch, pa.Table):
+            for piece in batch.to_batches():
+                self.write(piece)
+            return
+        if batch.num_rows == 0:
+            return
+        batch = batch.select(self.schema.names).cast(self.schema)
+        self.rows_written += batch.num_rows
+        for partition, rows in self._split_by_partition(batch):
+            key = tuple(partition.values())
+            files = self._partitions.get(key)
+            if files is None:
+                files = self._partitions[key] = _PartitionFiles(self, partition)
+            data = rows.select(self.file_schema.names)
+            self.buffered_bytes += data.nbytes
+            files.add(data)
+        while self.buffered_bytes > BUFFERED_BYTES_LIMIT:
+            largest = max(self._partitions.values(), key=lambda files: files.pending_bytes)
+            if not largest.pending:
+                break
+            largest.flush()
+
+    def _split_by_partition(
+        self, batch: pa.RecordBatch
+    ) -> Iterator[tuple[dict[str, str | None], pa.RecordBatch]]:
+        if not self.partition_by:
+            yield {}, batch
+            return
+        values = [batch.column(name) for name in self.partition_by]
+        if all(pc.count_distinct(v, mode="all").as_py() == 1 for v in values):
+            yield self._partition_of(batch, 0), batch
+            return
+        order = pc.sort_indices(batch, [(name, "ascending") for name in self.partition_by])
+        ordered = batch.take(order)
+        keys = list(zip(*(ordered.column(name).to_pylist() for name in self.partition_by)))
+        offset = 0
+        for _, run in itertools.groupby(keys):
+            length = sum(1 for _ in run)
+            piece = ordered.slice(offset, length)
+            yield self._partition_of(piece, 0), piece
+            offset += length
+
+    def _partition_of(self, batch: pa.RecordBatch, row: int) -> dict[str, str | None]:
+        partition = {}
+        for name in self.partition_by:
+            value = batch.column(name)[row].as_py()
+            partition[name] = None if value is None else (
+                value.isoformat() if isinstance(value, dt.date) else str(value)
+            )
+        return partition
+
+    def _close_files(self) -> None:
+        for files in self._partitions.values():
+            files.close()
+        self._partitions.clear()
+
+    def commit(self, custom_metadata: dict[str, str] | None = None) -> CommitSummary:
+        """Closes every file and commits them, replacing the `replace` partitions atomically."""
+        try:
+            self._close_files()
+            return self._commit(custom_metadata or {})
+        except BaseException:
+            self.abort()
+            raise
+
+    def _commit(self, custom_metadata: dict[str, str]) -> CommitSummary:
+        now_ms = int(time.time() * 1000)
+        actions = [
+            AddAction(
+                path=written.path,
+                size=written.bytes,
+                partition_values=written.partition,
+                modification_time=now_ms,
+                data_change=True,
+                stats=stats,
+            )
+            for written, stats in self.finished
+        ]
+        written_files = [written for written, _ in self.finished]
+        metadata = {f"{COMMIT_METADATA_PREFIX}{k}": v for k, v in custom_metadata.items()}
+        metadata[f"{COMMIT_METADATA_PREFIX}files"] = json.dumps(
+            [asdict(written) for written in written_files]
+        )
+        table = ensure_table(self.location, self.schema, self.partition_by)
+        last_error: Exception | None = None
+        for attempt in range(COMMIT_RETRIES):
+            try:
+                table.update_incremental()
+                table.create_write_transaction(
+                    actions,
+                    mode="overwrite" if self.replace is not None else "append",
+                    schema=self.schema,
+                    partition_by=self.partition_by or None,
+                    partition_filters=self.replace or None,
+                    commit_properties=CommitProperties(custom_metadata=metadata),
+                )
+                table.update_incremental()
+                return CommitSummary(
+                    table_uri=self.location.uri, version=table.version(), files=written_files
+                )
+            except CommitFailedError as error:
+                # Another writer committed another partition first: re-read the log and retry.
+                last_error = error
+                time.sleep(0.2 * (attempt + 1))
+        raise LakeWriteError(
+            f"could not commit to {self.location.uri} after {COMMIT_RETRIES} attempts: {last_error}"
+        )
+
+    def abort(self) -> None:
+        """Drops files written but never committed; readers never saw them."""
+        for files in self._partitions.values():
+            try:
+                if files._parquet is not None:
+                    files._parquet.close()
+                    files._sink.close()
+            except Exception:  # noqa: BLE001 - best effort on the failure path
+                pass
+        self._partitions.clear()
+        for path in self.started_paths:
+            try:
+                self.location.filesystem.rm(path)
+            except Exception:  # noqa: BLE001
+                pass
+        self.started_paths.clear()
+        self.finished.clear()
+
+
+def open_table(location: LakeLocation) -> DeltaTable | None:
+    """The Delta table at `location`, or None when nothing was committed there yet."""
+    try:
+        return DeltaTable(location.uri, storage_options=location.storage_options or None)
+    except TableNotFoundError:
+        return None
+
+
+def ensure_table(
+    location: LakeLocation, schema: pa.Schema, partition_by: Sequence[str]
+) -> DeltaTable:
+    """Opens the table, creating it empty first; safe when parallel runs race to create it."""
+    existing = open_table(location)
+    if existing is not None:
+        return existing
+    if location.is_azure:
+        container = location.fs_path.split("/")[0]
+        if not location.filesystem.exists(container):
+            try:
+                location.filesystem.mkdir(container)
+            except Exception:  # noqa: BLE001 - another run created it meanwhile
+                pass
+    try:
+        return DeltaTable.create(
+            location.uri,
+            schema,
+            mode="ignore",
+            partition_by=list(partition_by) or None,
+            storage_options=location.storage_options or None,
+        )
+    except Exception:  # noqa: BLE001 - lost a creation race: the winner's table is as good
+        table = open_table(location)
+        if table is None:
+            raise
+        return table
+
+
+def scan_partition(
+    location: LakeLocation,
+    filters: list[tuple[str, str, object]] | None,
+    columns: Sequence[str] | None = None,
+    batch_rows: int = 16_384,
+) -> Iterator[pa.RecordBatch]:
+    """Streams the current rows of matching partitions (an absent table has none)."""
+    table = open_table(location)
+    if table is None:
+        return
+    dataset = table.to_pyarrow_dataset(partitions=filters or None)
+    yield from dataset.to_batches(
+        columns=list(columns) if columns else None, batch_size=batch_rows, batch_readahead=2
+    )
+
+
+def count_partition_rows(
+    location: LakeLocation, filters: list[tuple[str, str, object]] | None
+) -> int:
+    """Rows in the current version of matching partitions, read from the data files' footers."""
+    table = open_table(location)
+    if table is None:
+        return 0
+    return table.to_pyarrow_dataset(partitions=filters or None).count_rows()
+
+
+def table_schema(location: LakeLocation) -> pa.Schema | None:
+    table = open_table(location)
+    if table is None:
+        return None
+    return pa.schema(table.schema())
+
+
+def commit_files(table: DeltaTable, versions: Iterable[dict] | None = None) -> list[dict]:
+    """The files recorded (with SHA-256) by our commits, newest commit first."""
+    recorded = []
+    for entry in versions or table.history():
+        files = entry.get(f"{COMMIT_METADATA_PREFIX}files")
+        if files:
+            recorded.extend(json.loads(files))
+    return recorded
+
+
+def rows_per_day(location: LakeLocation) -> dict[str, int]:
+    """Rows per `date` partition of the current version, from the log's per-file statistics."""
+    table = open_table(location)
+    if table is None:
+        return {}
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return {}
+    totals: dict[str, int] = {}
+    for day, rows in zip(
+        actions.column("partition.date").to_pylist(), actions.column("num_records").to_pylist()
+    ):
+        key = day.isoformat() if hasattr(day, "isoformat") else str(day)
+        totals[key] = totals.get(key, 0) + (rows or 0)
+    return totals

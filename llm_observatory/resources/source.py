@@ -1,0 +1,305 @@
+"""The database being migrated: read-only, one streaming range query per partition.
+
+Every query is a SQLAlchemy construct with bound parameters over a half-open range
+`[start, end)` of the event-time column, so an index on that column serves it on every
+database (never `DATE(col)`, which defeats the index) and the same statement compiles for SQL
+Server. PostgreSQL is read through ADBC, whose `fetch_record_batch` hands Arrow batches
+straight from libpq's COPY-like binary protocol; other databases stream through SQLAlchemy
+with server-side cursors and are converted to Arrow batch by batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+from pydantic import PrivateAttr
+
+from llm_observatory.tables import TableSpec
+
+DEFAULT_BATCH_ROWS = 16_384
+
+
+class SourceError(RuntimeError):
+    """The source cannot be read; the message names the host, never the password."""
+
+
+class MissingColumnsError(SourceError):
+    """A source table lacks a column the migration needs; raised before any data moves."""
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """A reflected source table with the Arrow schema the lake will hold it in."""
+
+    spec: TableSpec
+    table: sa.Table
+    arrow_schema: pa.Schema
+
+    @property
+    def event_time(self) -> sa.Column:
+        return self.table.c[self.spec.event_time]
+
+
+def arrow_type_for(column_type: sa.types.TypeEngine) -> pa.DataType:
+    """The lake type of a source column: decimals stay decimal, times become UTC microseconds."""
+    if isinstance(column_type, sa.Boolean):
+        return pa.bool_()
+    if isinstance(column_type, sa.BigInteger):
+        return pa.int64()
+    if isinstance(column_type, sa.SmallInteger):
+        return pa.int16()
+    if isinstance(column_type, sa.Integer):
+        return pa.int32()
+    if isinstance(column_type, sa.Numeric) and not isinstance(column_type, sa.Float):
+        precision = column_type.precision or 38
+        scale = column_type.scale if column_type.scale is not None else 10
+        return pa.decimal128(precision, scale)
+    if isinstance(column_type, sa.Float):
+        return pa.float64()
+    if isinstance(column_type, sa.DateTime):
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(column_type, sa.Date):
+        return pa.date32()
+    if isinstance(column_type, (sa.LargeBinary, sa.types._Binary)):
+        return pa.large_binary()
+    # Text, strings, UUIDs, JSON and anything exotic travel as text.
+    return pa.large_string()
+
+
+def describe_error(url: sa.URL, error: BaseException) -> str:
+    """An error message that names the database host and hides the password everywhere."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if url.password:
+        message = message.replace(str(url.password), "***")
+    where = url.host or url.database or "?"
+    if url.port:
+        where = f"{where}:{url.port}"
+    return f"source database at {where} ({url.get_backend_name()}): {message}"
+
+
+class SourceDatabase(dg.ConfigurableResource):
+    """The production database being migrated (SQL Server; PostgreSQL or SQLite in tests/demo).
+
+    Only ever reads. Connections open lazily, so Dagster loads the definitions with the source
+    down.
+    """
+
+    url: str
+    batch_rows: int = DEFAULT_BATCH_ROWS
+
+    _engine: sa.Engine | None = PrivateAttr(default=None)
+
+    @cached_property
+    def sa_url(self) -> sa.URL:
+        return sa.make_url(self.url)
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = sa.create_engine(self.sa_url, pool_pre_ping=True)
+        return self._engine
+
+    @property
+    def dialect_name(self) -> str:
+        return self.sa_url.get_backend_name()
+
+    def describe_table(self, spec: TableSpec) -> SourceTable:
+        """Reflects the table and fails before any data moves if a needed column is missing."""
+        try:
+            table = sa.Table(spec.name, sa.MetaData(), autoload_with=self.engine)
+        except sa.exc.NoSuchTableError:
+            raise MissingColumnsError(
+                describe_error(self.sa_url, LookupError(f"table {spec.name!r} does not exist"))
+            ) from None
+        except sa.exc.SQLAlchemyError as error:
+            raise SourceError(describe_error(self.sa_url, error)) from None
+        missing = [column for column in spec.required_columns if column not in table.c]
+        if missing:
+            raise MissingColumnsError(
+                f"source table {spec.name!r} lacks the required column(s) {', '.join(missing)}; "
+                f"it has {', '.join(table.c.keys())}"
+            )
+        schema = pa.schema(
+            [pa.field(column.name, arrow_type_for(column.type), nullable=True) for column in table.c]
+        )
+        return SourceTable(spec=spec, table=table, arrow_schema=schema)
+
+    def _bind_time(self, moment: dt.datetime) -> dt.datetime:
+        """UTC instants bind as aware values where the column has a zone, naive UTC elsewhere."""
+        moment = moment.astimezone(dt.timezone.utc)
+        if self.dialect_name == "postgresql":
+            return moment
+        return moment.replace(tzinfo=None)
+
+    def range_query(
+        self, source: SourceTable, start: dt.datetime, end: dt.datetime, columns=None
+    ) -> sa.Select:
+        """All rows with `start <= event_time < end`, as a bound-parameter select."""
+        selected = [source.table.c[name] for name in columns] if columns else list(source.table.c)
+        return sa.select(*selected).where(
+            source.event_time >= sa.bindparam("range_start", self._bind_time(start)),
+            source.event_time < sa.bindparam("range_end", self._bind_time(end)),
+        )
+
+    def count_rows(self, source: SourceTable, start: dt.datetime, end: dt.datetime) -> int:
+        query = sa.select(sa.func.count()).select_from(source.table).where(
+            source.event_time >= sa.bindparam("range_start", self._bind_time(start)),
+            source.event_time < sa.bindparam("range_end", self._bind_time(end)),
+        )
+        try:
+            with self.engine.connect() as connection:
+                return int(connection.execute(query).scalar_one())
+        except sa.exc.SQLAlchemyError as error:
+            raise SourceError(describe_error(self.sa_url, error)) from None
+
+    def latest_event_time(self, source: SourceTable) -> dt.datetime | None:
+        """Newest event time in the table, as a UTC instant (an index lookup, never a scan)."""
+        query = sa.select(sa.func.max(source.event_time))
+        try:
+            with self.engine.connect() as connection:
+                newest = connection.execute(query).scalar_one_or_none()
+        except sa.exc.SQLAlchemyError as error:
+            raise SourceError(describe_error(self.sa_url, error)) from None
+        if newest is None:
+            return None
+        if isinstance(newest, str):  # SQLite without declared types hands back text
+            newest = dt.datetime.fromisoformat(newest)
+        if newest.tzinfo is None:
+            newest = newest.replace(tzinfo=dt.timezone.utc)
+        return newest.astimezone(dt.timezone.utc)
+
+    def stream_range(
+        self, source: SourceTable, start: dt.datetime, end: dt.datetime
+    ) -> Iterator[pa.RecordBatch]:
+        """Rows of `[start, end)` as Arrow batches in the declared schema, read ahead in a thread.
+
+        The reader thread keeps at most a few batches queued, so fetching from the database
+        overlaps converting and compressing downstream while memory stays bounded.
+        """
+        query = self.range_query(source, start, end)
+        if self.dialect_name == "postgresql":
+            batches = self._stream_adbc_postgresql(query)
+        else:
+            batches = self._stream_sqlalchemy(query, source.arrow_schema)
+        for batch in _read_ahead(batches, depth=3):
+            yield conform_batch(batch, source.arrow_schema)
+
+    def _stream_adbc_postgresql(self, query: sa.Select) -> Iterator[pa.RecordBatch]:
+        import adbc_driver_postgresql.dbapi as adbc_pg
+        from sqlalchemy.dialects import postgresql
+
+        compiled = query.compile(dialect=postgresql.psycopg.dialect(paramstyle="numeric_dollar"))
+        parameters = [compiled.params[name] for name in compiled.positiontup]
+        uri = self.sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            connection = adbc_pg.connect(uri)
+        except Exception as error:  # noqa: BLE001 - ADBC raises its own hierarchy
+            raise SourceError(describe_error(self.sa_url, error)) from None
+        try:
+            cursor = connection.cursor()
+            cursor.adbc_statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": str(16 * 1024 * 1024)}
+            )
+            try:
+                cursor.execute(compiled.string, parameters)
+                reader = cursor.fetch_record_batch()
+            except Exception as error:  # noqa: BLE001
+                raise SourceError(describe_error(self.sa_url, error)) from None
+            for batch in reader:
+                if batch.num_rows:
+                    yield batch
+            cursor.close()
+        finally:
+            connection.close()
+
+    def _stream_sqlalchemy(self, query: sa.Select, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        try:
+            with self.engine.connect() as connection:
+                result = connection.execution_options(
+                    stream_results=True, yield_per=self.batch_rows
+                ).execute(query)
+                for rows in result.partitions(self.batch_rows):
+                    columns = list(zip(*rows)) if rows else [[] for _ in schema]
+                    yield pa.record_batch(
+                        [pa.array(values, type=field.type) for values, field in zip(columns, schema)],
+                        schema=schema,
+                    )
+        except sa.exc.SQLAlchemyError as error:
+            raise SourceError(describe_error(self.sa_url, error)) from None
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Casts a batch to the declared schema (ADBC hands `numeric` over as opaque text)."""
+    if batch.schema.equals(schema):
+        return batch
+    arrays = []
+    for field in schema:
+        column = batch.column(batch.schema.get_field_index(field.name))
+        if isinstance(column.type, pa.ExtensionType):
+            column = column.storage
+        if pa.types.is_timestamp(field.type) and pa.types.is_timestamp(column.type):
+            if column.type.tz is None:
+                column = pc.assume_timezone(column, "UTC")
+        if not column.type.equals(field.type):
+            column = pc.cast(column, field.type)
+        arrays.append(column)
+    return pa.record_batch(arrays, schema=schema)
+
+
+_END = object()
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:
+    """Runs `batches` in a thread, `depth` batches ahead; re-raises its error in the consumer."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        buffer.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    close = getattr(batches, "close", None)
+                    if close is not None:
+                        close()
+                    return
+            buffer.put(_END)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            buffer.put(error)
+
+    reader = threading.Thread(target=produce, name="source-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                reader.join(timeout=0.2)

@@ -1,0 +1,56 @@
+"""Configuration from the environment (CONTRACT §3), with the embedded defaults.
+
+A variable that is set is handed to Dagster as an `EnvVar`, so its value (a URL with a password,
+a storage key) is read at run time and never shown in the UI or stored in run configuration.
+Unset variables fall back to files under `LLM_OBS_HOME`; nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+DEMO_SOURCE_FILE = "demo_source.sqlite"
+CONTROL_FILE = "control.sqlite"
+
+
+def home() -> Path:
+    return Path(os.environ.get("LLM_OBS_HOME") or ".llm_observatory").expanduser().resolve()
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or home() / "dagster").expanduser().resolve()
+
+
+def demo_source_url() -> str:
+    return f"sqlite:///{home() / DEMO_SOURCE_FILE}"
+
+
+def _from_env(name: str, default: str | None):
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def source_url():
+    return _from_env("LLM_OBS_SOURCE_URL", demo_source_url())
+
+
+def lake_url():
+    return _from_env("LLM_OBS_LAKE_URL", str(home() / "lake"))
+
+
+def control_url():
+    return _from_env("LLM_OBS_CONTROL_URL", f"sqlite:///{home() / CONTROL_FILE}")
+
+
+def azure_connection_string():
+    return _from_env("AZURE_STORAGE_CONNECTION_STRING", None)
+
+
+def azure_account_name():
+    return _from_env("AZURE_STORAGE_ACCOUNT_NAME", None)
+
+
+def azure_account_key():
+    return _from_env("AZURE_STORAGE_ACCOUNT_KEY", None)

@@ -1,0 +1,271 @@
+"""`llm-observatory`: the operator's command line, thin over the Dagster definitions.
+
+Every command runs its work as Dagster runs in the instance of `DAGSTER_HOME`, so what it did
+shows in the UI (runs, per-partition check results, materialization metadata) exactly as if
+it had been launched there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _prepare_environment() -> Path:
+    """Points DAGSTER_HOME at the shared instance folder (CONTRACT §3) and makes sure it exists."""
+    from llm_observatory import settings
+
+    settings.home().mkdir(parents=True, exist_ok=True)
+    dagster_home = settings.dagster_home()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    instance_yaml = dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text("telemetry:\n  enabled: false\n")
+    return dagster_home
+
+
+def _day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day as YYYY-MM-DD") from None
+
+
+def _selected_tables(names: list[str] | None):
+    from llm_observatory.tables import TABLES, table_spec
+
+    if not names:
+        return TABLES
+    return tuple(table_spec(name) for name in names)
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _run_rows(result, prefix: str) -> int:
+    rows = 0
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.path[0] == prefix:
+            value = materialization.metadata.get("dagster/row_count")
+            rows += int(value.value) if value is not None else 0
+    return rows
+
+
+def _failed_checks(result) -> list[str]:
+    failed = []
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed and evaluation.severity.value == "ERROR":
+            failed.append(
+                f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+                f"[{evaluation.partition}]"
+            )
+    return failed
+
+
+def backfill(first: dt.date, last: dt.date, table_names: list[str] | None, out=sys.stdout) -> int:
+    """Materializes bronze, silver and gold for every day of [first, last], one run per day."""
+    _prepare_environment()
+    import dagster as dg
+
+    from llm_observatory.assets.bronze import bronze_key
+    from llm_observatory.assets.gold import DAILY_METRICS_KEY
+    from llm_observatory.assets.silver import silver_key
+    from llm_observatory.definitions import MIGRATE_HISTORY_JOB, defs
+    from llm_observatory.partitions import daily_partitions, days_between
+    from llm_observatory.tables import LLM_INTERACTIONS
+
+    tables = _selected_tables(table_names)
+    days = days_between(first, last)
+    known = set(daily_partitions.get_partition_keys())
+    unknown = [day.isoformat() for day in days if day.isoformat() not in known]
+    if unknown:
+        first_key = daily_partitions.get_first_partition_key()
+        last_key = daily_partitions.get_last_partition_key()
+        print(
+            f"error: day(s) {', '.join(unknown[:5])} are not partitions: partitions run from "
+            f"{first_key} (LLM_OBS_START_DATE) to {last_key} (the last complete UTC day)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    selection = [key for table in tables for key in (bronze_key(table), silver_key(table))]
+    if LLM_INTERACTIONS in tables:
+        selection.append(DAILY_METRICS_KEY)
+
+    job = defs.resolve_job_def(MIGRATE_HISTORY_JOB)
+    instance = dg.DagsterInstance.get()
+    backfill_id = uuid.uuid4().hex[:8]
+    started = time.perf_counter()
+    total_rows, failures = 0, []
+    names = ", ".join(table.name for table in tables)
+    print(f"backfill {backfill_id}: {len(days)} day(s) {first}..{last} of {names}", file=out)
+    for position, day in enumerate(days, start=1):
+        result = job.execute_in_process(
+            partition_key=day.isoformat(),
+            instance=instance,
+            asset_selection=selection,
+            raise_on_error=False,
+            run_config=QUIET_RUN_CONFIG,
+            tags={
+                "llm_observatory/command": "backfill",
+                "llm_observatory/backfill_id": backfill_id,
+                "llm_observatory/progress": f"{position}/{len(days)}",
+            },
+        )
+        rows = _run_rows(result, "bronze")
+        total_rows += rows
+        failed_checks = _failed_checks(result)
+        elapsed = time.perf_counter() - started
+        eta = elapsed / position * (len(days) - position)
+        status = "ok" if result.success and not failed_checks else "FAILED"
+        if status == "FAILED":
+            failures.append((day, result.run_id, failed_checks))
+        print(
+            f"  [{position}/{len(days)}] {day} {status}: {rows:,} rows, "
+            f"{total_rows / max(elapsed, 1e-9):,.0f} rows/s overall, elapsed "
+            f"{_format_seconds(elapsed)}, ETA {_format_seconds(eta)} (run {result.run_id[:8]})",
+            file=out,
+            flush=True,
+        )
+    for day, run_id, failed_checks in failures:
+        reason = f"failing checks {', '.join(failed_checks)}" if failed_checks else "run failed"
+        print(f"  {day}: {reason}; see run {run_id} in the UI", file=out)
+    print(
+        f"backfill {backfill_id}: {len(days) - len(failures)}/{len(days)} day(s) ok, "
+        f"{total_rows:,} source rows in {_format_seconds(time.perf_counter() - started)}",
+        file=out,
+    )
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def report(out=sys.stdout) -> int:
+    """Builds the cutover report through Dagster and prints it; 0 on GO, 1 on NO-GO."""
+    _prepare_environment()
+    import dagster as dg
+
+    from llm_observatory.assets.report import CUTOVER_REPORT_KEY
+    from llm_observatory.definitions import CUTOVER_REPORT_JOB, defs
+
+    result = defs.resolve_job_def(CUTOVER_REPORT_JOB).execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+        run_config=QUIET_RUN_CONFIG,
+        tags={"llm_observatory/command": "report"},
+    )
+    if not result.success:
+        error = result.get_step_failure_events()[0].event_specific_data.error
+        print(f"error: the cutover report could not be built: {error.message.strip()}",
+              file=sys.stderr)
+        print("Verdict: NO-GO: the report could not be built", file=out)
+        return EXIT_FAILED
+    materialization = result.asset_materializations_for_node(
+        CUTOVER_REPORT_KEY.to_python_identifier()
+    )[0]
+    print(materialization.metadata["report"].value, file=out)
+    print(f"Report written to {materialization.metadata['location'].value}", file=out)
+    verdict_line = materialization.metadata["verdict_line"].value
+    print(verdict_line, file=out)
+    return EXIT_OK if materialization.metadata["verdict"].value == "GO" else EXIT_FAILED
+
+
+def demo(days: int, rows_per_day: int, seed: int, out=sys.stdout) -> int:
+    """Builds the SQLite demo source, migrates every day of it, and prints the verdict."""
+    from llm_observatory import settings
+    from llm_observatory.partitions import DEMO_START_DATE, start_date
+    from llm_observatory.synthetic import generate_source
+
+    if os.environ.get("LLM_OBS_SOURCE_URL"):
+        print(
+            "error: the demo builds its own SQLite source and would not overwrite "
+            "LLM_OBS_SOURCE_URL; unset it to run the demo",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if start_date() != DEMO_START_DATE:
+        print(
+            f"error: the demo data starts on {DEMO_START_DATE}; unset LLM_OBS_START_DATE "
+            f"(now {start_date()}) to run the demo",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    home = settings.home()
+    home.mkdir(parents=True, exist_ok=True)
+    print(
+        f"demo: building the synthetic source ({days} days x {rows_per_day:,} interactions/day) "
+        f"at {settings.demo_source_url()}",
+        file=out,
+        flush=True,
+    )
+    begun = time.perf_counter()
+    summary = generate_source(
+        settings.demo_source_url(),
+        start_date=DEMO_START_DATE,
+        days=days,
+        rows_per_day=rows_per_day,
+        seed=seed,
+    )
+    print(f"demo: source ready in {time.perf_counter() - begun:,.1f} s: {summary}", file=out)
+    last = DEMO_START_DATE + dt.timedelta(days=days - 1)
+    status = backfill(DEMO_START_DATE, last, None, out=out)
+    verdict = report(out=out)
+    print(f"Lake: {settings.lake_url() if isinstance(settings.lake_url(), str) else 'LLM_OBS_LAKE_URL'}",
+          file=out)
+    print(f"Dagster instance: {settings.dagster_home()} (make dev serves the UI on it)", file=out)
+    return EXIT_FAILED if status or verdict else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm-observatory",
+        description="Migrate LLM interaction logs into a Delta lake through Dagster, provably.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo_parser = commands.add_parser("demo", help="build the SQLite demo source and migrate it")
+    demo_parser.add_argument("--days", type=int, default=7)
+    demo_parser.add_argument("--rows-per-day", type=int, default=15_000)
+    demo_parser.add_argument("--seed", type=int, default=7)
+
+    backfill_parser = commands.add_parser(
+        "backfill", help="materialize bronze, silver and gold for days D..D with their checks"
+    )
+    backfill_parser.add_argument("--start", type=_day, required=True, help="first UTC day")
+    backfill_parser.add_argument("--end", type=_day, required=True, help="last UTC day, included")
+    backfill_parser.add_argument(
+        "--table", action="append", dest="tables", help="a source table (repeatable)"
+    )
+
+    commands.add_parser("report", help="build and print the cutover report (GO / NO-GO)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return demo(args.days, args.rows_per_day, args.seed)
+        if args.command == "backfill":
+            return backfill(args.start, args.end, args.tables)
+        if args.command == "report":
+            return report()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

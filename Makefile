@@ -24,6 +24,9 @@ UV_VERSION ?= 0.13.9
 UV_BOOTSTRAP := .venv-bootstrap
 UV ?= $(or $(shell command -v uv 2>/dev/null),$(UV_BOOTSTRAP)/bin/uv)
 UV_PREREQ := $(filter $(UV_BOOTSTRAP)/bin/uv,$(UV))
+# Trust the machine's certificate store (as pip and npm do), not only uv's bundled roots:
+# behind a TLS-inspecting proxy uv otherwise fails with "invalid peer certificate".
+export UV_SYSTEM_CERTS ?= true
 
 LLM_OBS_HOME ?= .llm_observatory
 DAGSTER_HOME ?= $(LLM_OBS_HOME)/dagster

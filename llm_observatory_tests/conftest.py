@@ -18,8 +18,9 @@ from __future__ import annotations
 import re
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -29,13 +30,22 @@ except ModuleNotFoundError:  # pytest started by its script, not `python -m pyte
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from llm_observatory_tests import services
 
+ServerT = TypeVar("ServerT")
 
-def _unavailable(error: services.ServiceUnavailable) -> None:
+
+def _start_or_skip(start: Callable[[], ServerT]) -> ServerT:
+    """``start()``, or skip the requesting tests (fail them when ``CI=true``) with the reason."""
+    try:
+        return start()
+    except services.ServiceUnavailable as error:
+        reason = str(error)
+    # Reported outside `except`, so pytest shows the reason once, not a chained traceback.
     if services.running_in_ci():
         pytest.fail(
-            f"{error}\n(CI=true: a missing test service is a failure, not a skip)", pytrace=False
+            f"{reason}\n(CI=true: a test service that cannot start is a failure, not a skip)",
+            pytrace=False,
         )
-    pytest.skip(str(error))
+    pytest.skip(reason)
 
 
 def _name_for(request: pytest.FixtureRequest) -> str:
@@ -47,10 +57,7 @@ def _name_for(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[services.PostgresServer]:
     """A PostgreSQL server for the whole session, on 127.0.0.1 and a free port."""
-    try:
-        server = services.start_postgres()
-    except services.ServiceUnavailable as error:
-        _unavailable(error)
+    server = _start_or_skip(services.start_postgres)
     try:
         yield server
     finally:
@@ -66,10 +73,7 @@ def postgres_url(postgres_server: services.PostgresServer, request: pytest.Fixtu
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[services.AzuriteServer]:
     """An Azurite blob service for the whole session, on 127.0.0.1 and a free port."""
-    try:
-        server = services.start_azurite()
-    except services.ServiceUnavailable as error:
-        _unavailable(error)
+    server = _start_or_skip(services.start_azurite)
     try:
         yield server
     finally:

@@ -104,6 +104,15 @@ def _service_root() -> str:
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not count)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except ImportError:
+        pass
+    except Exception:  # noqa: BLE001 - psutil.NoSuchProcess and kin
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -327,14 +336,19 @@ class PostgresServer:
 
 
 def _kill_postmaster(data_dir: Path) -> None:
-    """SIGKILL the postmaster of ``data_dir`` if it still runs (checked by its command line)."""
+    """End the postmaster of ``data_dir`` if it still runs (checked by its command line):
+    SIGQUIT (immediate shutdown, which still releases shared memory), then SIGKILL."""
     pid = _read_pid(data_dir / "postmaster.pid")
-    if pid and _process_alive(pid) and _process_refers_to(pid, str(data_dir)):
+    if not pid or not _process_alive(pid) or not _process_refers_to(pid, str(data_dir)):
+        return
+    for sig in (signal.SIGQUIT, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
         deadline = time.monotonic() + 10
         while _process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
+        if not _process_alive(pid):
+            return
 
 
 def _cleanup_stale_postgres() -> None:
@@ -395,7 +409,8 @@ def _initdb_and_start(server: PostgresServer) -> None:
     )
     if initdb.returncode != 0:
         raise ServiceUnavailable(
-            f"initdb failed (exit {initdb.returncode}):\n{initdb.stdout[-2000:]}{initdb.stderr[-2000:]}"
+            f"initdb failed (exit {initdb.returncode}):\n"
+            f"{initdb.stdout[-2000:]}{initdb.stderr[-2000:]}"
         )
     version = server._run([str(server.bin_dir / "pg_ctl"), "--version"], timeout=30)
     server.version = version.stdout.strip()

@@ -39,7 +39,8 @@ def rule_violations(rule: Rule, column: pa.Array | pa.ChunkedArray) -> pa.Boolea
         return pc.fill_null(pc.or_(below, above), False)
     if rule.kind == "allowed":
         allowed = pa.array(rule.allowed_values, type=column.type)
-        return pc.fill_null(pc.invert(pc.is_in(column, value_set=allowed)), False)
+        outside = pc.invert(pc.is_in(column, value_set=allowed))
+        return pc.and_(pc.is_valid(column), outside)
     if rule.kind == "json":
         return pa.array([value is not None and not _is_json(value) for value in column.to_pylist()])
     raise ValueError(f"unknown rule kind {rule.kind!r} for column {rule.column!r}")

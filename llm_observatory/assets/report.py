@@ -16,6 +16,7 @@ from llm_observatory.tables import TABLES
 
 CUTOVER_REPORT_KEY = dg.AssetKey(["gold", "cutover_report"])
 REPORT_FILES = ("report.md", "report.json")
+CUTOVER_READY_CHECK = "verdict_is_go"
 
 
 def migration_check_keys() -> list[dg.AssetCheckKey]:
@@ -75,12 +76,19 @@ def write_report(lake: LakeResource, report: CutoverReport) -> str:
     group_name="gold",
     kinds={"markdown", "json"},
     description="GO/NO-GO: every source row accounted for, every ERROR check passing.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            CUTOVER_READY_CHECK,
+            asset=CUTOVER_REPORT_KEY,
+            description="The report's verdict is GO: the lake may replace the source.",
+        )
+    ],
 )
 def cutover_report(context: dg.AssetExecutionContext, source: SourceDatabase, lake: LakeResource):
     report = build_cutover_report(source, lake, context.instance, migration_check_keys())
     where = write_report(lake, report)
     context.log.info(report.verdict_line())
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "verdict": report.verdict,
             "verdict_line": report.verdict_line(),
@@ -89,6 +97,14 @@ def cutover_report(context: dg.AssetExecutionContext, source: SourceDatabase, la
             "report": dg.MetadataValue.md(report.to_markdown()),
             "location": dg.MetadataValue.path(where),
         }
+    )
+    yield dg.AssetCheckResult(
+        check_name=CUTOVER_READY_CHECK,
+        passed=report.verdict == "GO",
+        metadata={
+            "incomplete_table_days": len(report.incomplete),
+            "failing_error_checks": len(report.failed_checks),
+        },
     )
 
 

@@ -1,0 +1,179 @@
+"""The lake writer on a local folder and on Azurite: atomic partition replacement, checksums,
+bounded statistics, and no trace of a failed write."""
+
+import datetime as dt
+import decimal
+import hashlib
+import json
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from llm_observatory.io.delta_lake import (
+    COMMIT_METADATA_PREFIX,
+    DeltaPartitionWriter,
+    commit_files,
+    count_partition_rows,
+    rows_per_day,
+)
+from llm_observatory.resources.lake import LakeResource
+
+UTC = dt.timezone.utc
+SCHEMA = pa.schema(
+    [
+        ("key", pa.large_string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("cost", pa.decimal128(12, 6)),
+        ("prompt", pa.large_string()),
+        ("model", pa.large_string()),
+        ("date", pa.date32()),
+        ("hour", pa.int32()),
+    ]
+)
+PARTITION_BY = ["model", "date", "hour"]
+
+
+def rows_for(day: int, count: int, tag: str = "v1") -> pa.Table:
+    moments = [
+        dt.datetime(2026, 11, day, tzinfo=UTC) + dt.timedelta(minutes=37 * i) for i in range(count)
+    ]
+    moments = [m for m in moments if m.day == day]
+    models = ["ollama", "gemini", "grok"]
+    return pa.table(
+        {
+            "key": [f"{tag}-{day}-{i}" for i in range(len(moments))],
+            "ts": moments,
+            "cost": [decimal.Decimal(i) / 1_000_000 for i in range(len(moments))],
+            "prompt": ["é世🚀 " * 100 for _ in moments],
+            "model": [models[i % 3] for i in range(len(moments))],
+            "date": [m.date() for m in moments],
+            "hour": [m.hour for m in moments],
+        },
+        schema=SCHEMA,
+    )
+
+
+def write_day(location, day: int, table: pa.Table, **kwargs):
+    writer = DeltaPartitionWriter(
+        location, SCHEMA, PARTITION_BY, replace=[("date", "=", f"2026-11-{day:02d}")], **kwargs
+    )
+    writer.write(table)
+    return writer.commit({"partition": f"2026-11-{day:02d}"})
+
+
+@pytest.fixture(params=["local", "azurite"])
+def lake(request, tmp_path) -> LakeResource:
+    if request.param == "local":
+        return LakeResource(url=str(tmp_path / "lake"))
+    azurite = request.getfixturevalue("azurite")
+    container = request.getfixturevalue("azurite_container")
+    return LakeResource(
+        url=azurite.abfs_url(container, "lake"),
+        azure_storage_connection_string=azurite.connection_string,
+    )
+
+
+def read(location) -> pl.DataFrame:
+    return pl.read_delta(location.uri, storage_options=location.storage_options or None)
+
+
+def test_replacing_a_partition_leaves_the_others_and_drops_old_rows(lake):
+    location = lake.location("silver", "t")
+    write_day(location, 1, rows_for(1, 40))
+    write_day(location, 2, rows_for(2, 30))
+    write_day(location, 1, rows_for(1, 10, tag="v2"))
+
+    frame = read(location).sort("key")
+    day_one = frame.filter(pl.col("date") == dt.date(2026, 11, 1))
+    assert day_one["key"].to_list() == sorted(f"v2-1-{i}" for i in range(10))
+    assert frame.filter(pl.col("date") == dt.date(2026, 11, 2)).height == 30
+    assert count_partition_rows(location, [("date", "=", "2026-11-01")]) == 10
+    assert rows_per_day(location) == {"2026-11-01": 10, "2026-11-02": 30}
+    # Values round-trip exactly: unicode, decimals, microsecond UTC timestamps.
+    expected = pl.from_arrow(rows_for(1, 10, tag="v2")).sort("key")
+    assert day_one.select(expected.columns).equals(expected)
+
+
+def test_each_committed_file_carries_the_sha256_of_its_bytes(lake):
+    location = lake.location("bronze", "t")
+    summary = write_day(location, 3, rows_for(3, 39))
+    assert summary.rows == 39
+    table = DeltaTable(location.uri, storage_options=location.storage_options or None)
+    recorded = commit_files(table)
+    assert {f["path"] for f in recorded} == {f.path for f in summary.files}
+    for entry in recorded:
+        with location.filesystem.open(f"{location.fs_path}/{entry['path']}", "rb") as handle:
+            content = handle.read()
+        assert hashlib.sha256(content).hexdigest() == entry["sha256"]
+        assert len(content) == entry["bytes"]
+
+
+def test_statistics_skip_long_text_but_bound_keys_and_times(tmp_path):
+    location = LakeResource(url=str(tmp_path)).location("silver", "t")
+    write_day(location, 4, rows_for(4, 10))
+    table = DeltaTable(location.uri)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    # Whole prompts never go into the log; keys and times are bounded for pruning.
+    if "min.prompt" in actions.column_names:
+        assert actions.column("min.prompt").null_count == actions.num_rows
+    assert actions.column("min.key").null_count == 0
+    assert actions.column("min.ts").null_count == 0
+    log_text = "".join(p.read_text() for p in (tmp_path / "silver/t/_delta_log").glob("*.json"))
+    assert "é世🚀 é世🚀" not in log_text
+
+
+def test_a_failed_write_leaves_the_table_as_it_was(lake):
+    location = lake.location("silver", "t")
+    write_day(location, 5, rows_for(5, 20))
+    version_before = DeltaTable(
+        location.uri, storage_options=location.storage_options or None
+    ).version()
+
+    writer = DeltaPartitionWriter(
+        location, SCHEMA, PARTITION_BY, replace=[("date", "=", "2026-11-05")], row_group_rows=4
+    )
+    writer.write(rows_for(5, 12, tag="broken"))  # some files are already being written
+    writer._partitions[next(iter(writer._partitions))].flush()
+    assert writer.started_paths
+    writer.abort()
+
+    table = DeltaTable(location.uri, storage_options=location.storage_options or None)
+    assert table.version() == version_before
+    assert sorted(read(location)["key"].to_list()) == sorted(f"v1-5-{i}" for i in range(20))
+    for path in writer.started_paths:
+        assert not location.filesystem.exists(path)
+
+
+def test_an_empty_day_replaces_the_partition_with_nothing(tmp_path):
+    location = LakeResource(url=str(tmp_path)).location("gold", "t")
+    write_day(location, 6, rows_for(6, 10))
+    writer = DeltaPartitionWriter(location, SCHEMA, PARTITION_BY, replace=[("date", "=", "2026-11-06")])
+    writer.commit()
+    assert count_partition_rows(location, [("date", "=", "2026-11-06")]) == 0
+
+
+def test_commit_metadata_is_kept_in_the_delta_history(tmp_path):
+    location = LakeResource(url=str(tmp_path)).location("bronze", "t")
+    write_day(location, 7, rows_for(7, 5))
+    history = DeltaTable(location.uri).history(1)[0]
+    assert history[f"{COMMIT_METADATA_PREFIX}partition"] == "2026-11-07"
+    files = json.loads(history[f"{COMMIT_METADATA_PREFIX}files"])
+    assert sum(f["rows"] for f in files) == 5
+
+
+def test_large_partition_rolls_into_several_bounded_files(tmp_path):
+    location = LakeResource(url=str(tmp_path)).location("bronze", "t")
+    schema = pa.schema([("key", pa.large_string()), ("date", pa.date32())])
+    writer = DeltaPartitionWriter(
+        location, schema, ["date"], replace=[("date", "=", "2026-11-08")],
+        row_group_rows=1000, target_file_bytes=20_000,
+    )
+    for chunk in range(10):
+        writer.write(pa.table({"key": [hashlib.sha256(f"{chunk}-{i}".encode()).hexdigest() for i in range(1000)],
+                               "date": [dt.date(2026, 11, 8)] * 1000}, schema=schema))
+    summary = writer.commit()
+    assert summary.rows == 10_000
+    assert len(summary.files) > 1
+    assert count_partition_rows(location, None) == 10_000

@@ -247,6 +247,9 @@ class _PartitionFiles:
         name = f"part-{self.writer.write_id}-{uuid.uuid4().hex[:12]}.zstd.parquet"
         self._relative_path = f"{folder}/{name}" if folder else name
         location = self.writer.location
+        if not self.writer.container_ready:
+            ensure_container(location)
+            self.writer.container_ready = True
         full_path = f"{location.fs_path.rstrip('/')}/{self._relative_path}"
         self.writer.started_paths.append(full_path)
         handle = location.filesystem.open(full_path, "wb")
@@ -323,6 +326,7 @@ class DeltaPartitionWriter:
         ]
         self.write_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         self.buffered_bytes = 0
+        self.container_ready = False
         self.started_paths: list[str] = []
         self.finished: list[tuple[WrittenFile, str]] = []
         self._partitions: dict[tuple, _PartitionFiles] = {}
@@ -465,6 +469,20 @@ def open_table(location: LakeLocation) -> DeltaTable | None:
         return None
 
 
+def ensure_container(location: LakeLocation) -> None:
+    """Creates the blob container of an Azure location (one per layer) when it is missing."""
+    if not location.is_azure:
+        return
+    container = location.fs_path.split("/")[0]
+    if location.filesystem.exists(container):
+        return
+    try:
+        location.filesystem.mkdir(container)
+    except Exception:  # noqa: BLE001 - another run created it meanwhile
+        if not location.filesystem.exists(container):
+            raise
+
+
 def ensure_table(
     location: LakeLocation, schema: pa.Schema, partition_by: Sequence[str]
 ) -> DeltaTable:
@@ -472,13 +490,7 @@ def ensure_table(
     existing = open_table(location)
     if existing is not None:
         return existing
-    if location.is_azure:
-        container = location.fs_path.split("/")[0]
-        if not location.filesystem.exists(container):
-            try:
-                location.filesystem.mkdir(container)
-            except Exception:  # noqa: BLE001 - another run created it meanwhile
-                pass
+    ensure_container(location)
     try:
         return DeltaTable.create(
             location.uri,

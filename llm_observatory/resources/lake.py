@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 from urllib.parse import urlparse
 
@@ -71,8 +70,9 @@ class LakeResource(dg.ConfigurableResource):
     azure_storage_account_key: str | None = None
 
     _filesystem: Any = PrivateAttr(default=None)
+    _storage_options: dict[str, str] | None = PrivateAttr(default=None)
 
-    @cached_property
+    @property
     def is_azure(self) -> bool:
         return urlparse(self.url).scheme in AZURE_SCHEMES
 
@@ -105,7 +105,7 @@ class LakeResource(dg.ConfigurableResource):
             filesystem=self.filesystem,
         )
 
-    @cached_property
+    @property
     def _azure_settings(self) -> dict[str, str]:
         settings: dict[str, str] = {}
         if self.azure_storage_connection_string:
@@ -128,11 +128,16 @@ class LakeResource(dg.ConfigurableResource):
                 settings["account_name"] = host.split(".")[0]
         return settings
 
-    @cached_property
+    @property
     def storage_options(self) -> dict[str, str]:
-        """delta-rs (object_store) options for the same account."""
+        """delta-rs (object_store) options for the same account (computed once per resource)."""
         if not self.is_azure:
             return {}
+        if self._storage_options is None:
+            self._storage_options = self._azure_storage_options()
+        return self._storage_options
+
+    def _azure_storage_options(self) -> dict[str, str]:
         settings = self._azure_settings
         if "account_name" not in settings:
             raise ValueError(

@@ -15,7 +15,6 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
 
 import dagster as dg
 import pyarrow as pa
@@ -98,7 +97,7 @@ class SourceDatabase(dg.ConfigurableResource):
 
     _engine: sa.Engine | None = PrivateAttr(default=None)
 
-    @cached_property
+    @property
     def sa_url(self) -> sa.URL:
         return sa.make_url(self.url)
 

@@ -33,6 +33,9 @@ DAGSTER_HOME ?= $(LLM_OBS_HOME)/dagster
 # Dagster wants an absolute DAGSTER_HOME.
 DAGSTER_HOME_ABS = $(abspath $(DAGSTER_HOME))
 
+# Keep runs offline: `dagster dev` otherwise uploads usage telemetry to Dagster Labs.
+export DAGSTER_DISABLE_TELEMETRY ?= true
+
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 DEV_ARGS ?=

@@ -185,7 +185,7 @@ def demo(days: int, rows_per_day: int, seed: int, out=sys.stdout) -> int:
     """Builds the SQLite demo source, migrates every day of it, and prints the verdict."""
     from llm_observatory import settings
     from llm_observatory.partitions import DEMO_START_DATE, start_date
-    from llm_observatory.synthetic import generate_source
+    from llm_observatory.synthetic.generator import generate_source
 
     if os.environ.get("LLM_OBS_SOURCE_URL"):
         print(
@@ -217,7 +217,7 @@ def demo(days: int, rows_per_day: int, seed: int, out=sys.stdout) -> int:
         rows_per_day=rows_per_day,
         seed=seed,
     )
-    print(f"demo: source ready in {time.perf_counter() - begun:,.1f} s: {summary}", file=out)
+    print(f"demo: source ready in {time.perf_counter() - begun:,.1f} s\n{summary.format()}", file=out)
     last = DEMO_START_DATE + dt.timedelta(days=days - 1)
     status = backfill(DEMO_START_DATE, last, None, out=out)
     verdict = report(out=out)

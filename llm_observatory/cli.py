@@ -167,8 +167,10 @@ def report(out=sys.stdout) -> int:
     )
     if not result.success:
         error = result.get_step_failure_events()[0].event_specific_data.error
-        print(f"error: the cutover report could not be built: {error.message.strip()}",
-              file=sys.stderr)
+        print(
+            f"error: the cutover report could not be built: {error.message.strip()}",
+            file=sys.stderr,
+        )
         print("Verdict: NO-GO: the report could not be built", file=out)
         return EXIT_FAILED
     materialization = result.asset_materializations_for_node(
@@ -217,12 +219,16 @@ def demo(days: int, rows_per_day: int, seed: int, out=sys.stdout) -> int:
         rows_per_day=rows_per_day,
         seed=seed,
     )
-    print(f"demo: source ready in {time.perf_counter() - begun:,.1f} s\n{summary.format()}", file=out)
+    print(
+        f"demo: source ready in {time.perf_counter() - begun:,.1f} s\n{summary.format()}", file=out
+    )
     last = DEMO_START_DATE + dt.timedelta(days=days - 1)
     status = backfill(DEMO_START_DATE, last, None, out=out)
     verdict = report(out=out)
-    print(f"Lake: {settings.lake_url() if isinstance(settings.lake_url(), str) else 'LLM_OBS_LAKE_URL'}",
-          file=out)
+    print(
+        f"Lake: {os.environ.get('LLM_OBS_LAKE_URL') or settings.home() / 'lake'}",
+        file=out,
+    )
     print(f"Dagster instance: {settings.dagster_home()} (make dev serves the UI on it)", file=out)
     return EXIT_FAILED if status or verdict else EXIT_OK
 

@@ -31,7 +31,7 @@ daily_partitions = dg.DailyPartitionsDefinition(
 
 def day_window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """Half-open UTC range [day 00:00, next day 00:00) of one partition."""
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     return start, start + dt.timedelta(days=1)
 
 

@@ -32,10 +32,18 @@ def rule_violations(rule: Rule, column: pa.Array | pa.ChunkedArray) -> pa.Boolea
     if rule.kind == "required":
         return pc.is_null(column)
     if rule.kind == "range":
-        below = pc.less(column, pa.scalar(rule.minimum).cast(column.type)
-                        if pa.types.is_decimal(column.type) else rule.minimum)
-        above = pc.greater(column, pa.scalar(rule.maximum).cast(column.type)
-                           if pa.types.is_decimal(column.type) else rule.maximum)
+        below = pc.less(
+            column,
+            pa.scalar(rule.minimum).cast(column.type)
+            if pa.types.is_decimal(column.type)
+            else rule.minimum,
+        )
+        above = pc.greater(
+            column,
+            pa.scalar(rule.maximum).cast(column.type)
+            if pa.types.is_decimal(column.type)
+            else rule.maximum,
+        )
         return pc.fill_null(pc.or_(below, above), False)
     if rule.kind == "allowed":
         allowed = pa.array(rule.allowed_values, type=column.type)
@@ -69,9 +77,9 @@ def evaluate(batch: pa.RecordBatch, rules: tuple[Rule, ...]) -> BatchVerdict:
     if not rules:
         return BatchVerdict(
             passed=pa.array([True] * batch.num_rows, pa.bool_()),
-            failed_rows=table.slice(0, 0).append_column(
-                "quarantine_rule", pa.array([], pa.large_string())
-            ).append_column("quarantine_reason", pa.array([], pa.large_string())),
+            failed_rows=table.slice(0, 0)
+            .append_column("quarantine_rule", pa.array([], pa.large_string()))
+            .append_column("quarantine_reason", pa.array([], pa.large_string())),
             broken_counts={},
         )
     violations = [rule_violations(rule, table.column(rule.column)) for rule in rules]

@@ -61,8 +61,13 @@ class CutoverReport:
         for account in self.accounts:
             table = totals.setdefault(
                 account.table,
-                {"days": 0, "source_rows": 0, "bronze_rows": 0, "silver_rows": 0,
-                 "quarantined_rows": 0},
+                {
+                    "days": 0,
+                    "source_rows": 0,
+                    "bronze_rows": 0,
+                    "silver_rows": 0,
+                    "quarantined_rows": 0,
+                },
             )
             table["days"] += 1
             for name in ("source_rows", "bronze_rows", "silver_rows", "quarantined_rows"):
@@ -116,7 +121,8 @@ class CutoverReport:
             accounted = t["silver_rows"] + t["quarantined_rows"] == t["source_rows"]
             lines.append(
                 f"| {name} | {t['days']} | {t['source_rows']:,} | {t['bronze_rows']:,} | "
-                f"{t['silver_rows']:,} | {t['quarantined_rows']:,} | {'yes' if accounted else 'NO'} |"
+                f"{t['silver_rows']:,} | {t['quarantined_rows']:,} | "
+                f"{'yes' if accounted else 'NO'} |"
             )
         lines += ["", "## Incomplete days", ""]
         if not self.incomplete:

@@ -40,9 +40,19 @@ def test_definitions_load_with_the_source_down_and_validate(tmp_path):
         "PATH": "/usr/bin:/bin",
     }
     completed = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-m",
-         "llm_observatory.definitions"],
-        env=env, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-m",
+            "llm_observatory.definitions",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
 

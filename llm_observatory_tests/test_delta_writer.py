@@ -20,7 +20,7 @@ from llm_observatory.io.delta_lake import (
 )
 from llm_observatory.resources.lake import LakeResource
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SCHEMA = pa.schema(
     [
         ("key", pa.large_string()),
@@ -149,7 +149,9 @@ def test_a_failed_write_leaves_the_table_as_it_was(lake):
 def test_an_empty_day_replaces_the_partition_with_nothing(tmp_path):
     location = LakeResource(url=str(tmp_path)).location("gold", "t")
     write_day(location, 6, rows_for(6, 10))
-    writer = DeltaPartitionWriter(location, SCHEMA, PARTITION_BY, replace=[("date", "=", "2026-11-06")])
+    writer = DeltaPartitionWriter(
+        location, SCHEMA, PARTITION_BY, replace=[("date", "=", "2026-11-06")]
+    )
     writer.commit()
     assert count_partition_rows(location, [("date", "=", "2026-11-06")]) == 0
 
@@ -167,12 +169,25 @@ def test_large_partition_rolls_into_several_bounded_files(tmp_path):
     location = LakeResource(url=str(tmp_path)).location("bronze", "t")
     schema = pa.schema([("key", pa.large_string()), ("date", pa.date32())])
     writer = DeltaPartitionWriter(
-        location, schema, ["date"], replace=[("date", "=", "2026-11-08")],
-        row_group_rows=1000, target_file_bytes=20_000,
+        location,
+        schema,
+        ["date"],
+        replace=[("date", "=", "2026-11-08")],
+        row_group_rows=1000,
+        target_file_bytes=20_000,
     )
     for chunk in range(10):
-        writer.write(pa.table({"key": [hashlib.sha256(f"{chunk}-{i}".encode()).hexdigest() for i in range(1000)],
-                               "date": [dt.date(2026, 11, 8)] * 1000}, schema=schema))
+        writer.write(
+            pa.table(
+                {
+                    "key": [
+                        hashlib.sha256(f"{chunk}-{i}".encode()).hexdigest() for i in range(1000)
+                    ],
+                    "date": [dt.date(2026, 11, 8)] * 1000,
+                },
+                schema=schema,
+            )
+        )
     summary = writer.commit()
     assert summary.rows == 10_000
     assert len(summary.files) > 1

@@ -31,8 +31,12 @@ ROWS_PER_DAY = 400
 MIGRATION_ASSETS = [*bronze_assets, *silver_assets, *gold_assets]
 # High enough that every defect occurs on every day even with a few hundred rows.
 DEFECTS = DefectRates(
-    latency_null=0.02, latency_out_of_range=0.02, unknown_model=0.02, model_null=0.01,
-    invalid_json=0.03, missing_hour=(1, 13),
+    latency_null=0.02,
+    latency_out_of_range=0.02,
+    unknown_model=0.02,
+    model_null=0.01,
+    invalid_json=0.03,
+    missing_hour=(1, 13),
 )
 
 
@@ -45,8 +49,11 @@ def materialize_days(resources: dict, instance: dg.DagsterInstance, keys=None, a
     for key in keys or partition_keys():
         results.append(
             dg.materialize(
-                assets or MIGRATION_ASSETS, partition_key=key, resources=resources,
-                instance=instance, raise_on_error=False,
+                assets or MIGRATION_ASSETS,
+                partition_key=key,
+                resources=resources,
+                instance=instance,
+                raise_on_error=False,
             )
         )
     return results
@@ -69,7 +76,7 @@ def source_rows(url: str, table_name: str) -> list[dict]:
 def normalized(row: dict) -> dict:
     """Source rows as the lake must hold them: instants in UTC."""
     return {
-        name: value.astimezone(dt.timezone.utc) if isinstance(value, dt.datetime) else value
+        name: value.astimezone(dt.UTC) if isinstance(value, dt.datetime) else value
         for name, value in row.items()
     }
 
@@ -108,8 +115,9 @@ def test_every_run_and_check_succeeds(migrated_local):
 @pytest.mark.parametrize("table", TABLES, ids=lambda t: t.name)
 def test_bronze_equals_the_source_value_by_value(migrated_local, table):
     url, _, lake, *_ = migrated_local
-    expected = sorted((normalized(row) for row in source_rows(url, table.name)),
-                      key=lambda row: row[table.key])
+    expected = sorted(
+        (normalized(row) for row in source_rows(url, table.name)), key=lambda row: row[table.key]
+    )
     bronze = sorted(read_table(bronze_location(lake, table)), key=lambda row: row[table.key])
     assert len(bronze) == len(expected)
     for lake_row, source_row in zip(bronze, expected):
@@ -152,8 +160,12 @@ def test_silver_interactions_are_laid_out_by_model_date_hour(migrated_local):
     table = DeltaTable(silver_location(lake, LLM_INTERACTIONS).uri)
     assert table.metadata().partition_columns == ["model", "date", "hour"]
     actions = pa.table(table.get_add_actions(flatten=True))
-    partitions = set(zip(actions.column("partition.model").to_pylist(),
-                         actions.column("partition.hour").to_pylist()))
+    partitions = set(
+        zip(
+            actions.column("partition.model").to_pylist(),
+            actions.column("partition.hour").to_pylist(),
+        )
+    )
     assert {model for model, _ in partitions} == set(MODELS)
 
 
@@ -180,7 +192,11 @@ def test_gold_metrics_match_an_independent_computation_from_the_source(migrated_
         assert metrics["successes"] == sum(row["status"] == "success" for row in rows)
         assert metrics["errors"] == sum(row["status"] == "error" for row in rows)
         assert metrics["timeouts"] == sum(row["status"] == "timeout" for row in rows)
-        for name, q in (("latency_p50_ms", 0.5), ("latency_p95_ms", 0.95), ("latency_p99_ms", 0.99)):
+        for name, q in (
+            ("latency_p50_ms", 0.5),
+            ("latency_p95_ms", 0.95),
+            ("latency_p99_ms", 0.99),
+        ):
             assert metrics[name] == pytest.approx(_quantile_linear(latencies, q))
         assert metrics["latency_mean_ms"] == pytest.approx(sum(latencies) / len(latencies))
         assert metrics["prompt_tokens"] == sum(row["prompt_tokens"] for row in rows)
@@ -199,7 +215,9 @@ def test_the_missing_hour_has_no_rows_in_the_lake(migrated_local):
 
 def test_rerunning_a_partition_gives_the_same_rows(migrated_local):
     _, _, lake, resources, instance, _ = migrated_local
-    locations = [bronze_location(lake, t) for t in TABLES] + [silver_location(lake, t) for t in TABLES]
+    locations = [bronze_location(lake, t) for t in TABLES] + [
+        silver_location(lake, t) for t in TABLES
+    ]
     locations.append(daily_metrics_location(lake))
     before = {loc.uri: sorted(map(repr, read_table(loc))) for loc in locations}
     versions = {loc.uri: DeltaTable(loc.uri).version() for loc in locations}
@@ -214,11 +232,15 @@ def test_an_unreachable_source_fails_the_run_and_changes_nothing(migrated_local)
     from llm_observatory_tests.services import free_port
 
     _, _, lake, _, instance, _ = migrated_local
-    down = SourceDatabase(url=f"postgresql+psycopg://migrator:Secret-Pw-1@127.0.0.1:{free_port()}/x")
+    down = SourceDatabase(
+        url=f"postgresql+psycopg://migrator:Secret-Pw-1@127.0.0.1:{free_port()}/x"
+    )
     location = bronze_location(lake, LLM_INTERACTIONS)
     version = DeltaTable(location.uri).version()
     [result] = materialize_days(
-        {"source": down, "lake": lake}, instance, keys=[partition_keys()[0]],
+        {"source": down, "lake": lake},
+        instance,
+        keys=[partition_keys()[0]],
         assets=[bronze_assets[0]],
     )
     assert not result.success
@@ -236,15 +258,20 @@ def test_the_lake_on_azurite_holds_the_same_rows(postgres_source, azurite):
     )
     key = partition_keys()[0]
     [result] = materialize_days(
-        {"source": SourceDatabase(url=url), "lake": lake}, dg.DagsterInstance.ephemeral(), keys=[key]
+        {"source": SourceDatabase(url=url), "lake": lake},
+        dg.DagsterInstance.ephemeral(),
+        keys=[key],
     )
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
     day = dt.date.fromisoformat(key)
     for table in TABLES:
         expected = sorted(
-            (normalized(r) for r in source_rows(url, table.name)
-             if r[table.event_time].astimezone(dt.timezone.utc).date() == day),
+            (
+                normalized(r)
+                for r in source_rows(url, table.name)
+                if r[table.event_time].astimezone(dt.UTC).date() == day
+            ),
             key=lambda r: r[table.key],
         )
         bronze = sorted(read_table(bronze_location(lake, table)), key=lambda r: r[table.key])

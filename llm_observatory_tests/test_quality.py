@@ -3,7 +3,7 @@
 import pyarrow as pa
 
 from llm_observatory.quality import evaluate
-from llm_observatory.tables import LLM_INTERACTIONS, METADATA, LOGS
+from llm_observatory.tables import LLM_INTERACTIONS, LOGS, METADATA
 
 
 def interactions(**columns) -> pa.RecordBatch:

@@ -14,7 +14,7 @@ from llm_observatory.resources.source import MissingColumnsError, SourceDatabase
 from llm_observatory.synthetic.schema import reference_metadata
 from llm_observatory.tables import LLM_INTERACTIONS, TABLES
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 DAY = dt.date(2026, 11, 2)
 
 

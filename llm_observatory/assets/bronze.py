@@ -5,11 +5,10 @@ day's partition in one Delta commit, so a re-run gives the same rows and a faile
 nothing. Its row-count check against the source is blocking: silver never builds on a short copy.
 """
 
-
 import dagster as dg
 
 from llm_observatory.assets.progress import Throughput
-from llm_observatory.checks.row_counts import bronze_matches_source, BRONZE_ROWS_CHECK
+from llm_observatory.checks.row_counts import BRONZE_ROWS_CHECK, bronze_matches_source
 from llm_observatory.io.delta_lake import DeltaPartitionWriter
 from llm_observatory.layout import bronze_location, bronze_schema, day_filter, with_event_day
 from llm_observatory.partitions import daily_partitions
@@ -40,7 +39,7 @@ def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
                 asset=key,
                 blocking=True,
                 partitions_def=daily_partitions,
-                description="Bronze holds exactly the source's rows of the day (half-open UTC range).",
+                description="Bronze holds exactly the source's rows of the day (half-open range).",
             )
         ],
     )
@@ -60,8 +59,9 @@ def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
             for batch in source.stream_range(described, window.start, window.end):
                 writer.write(with_event_day(batch, table.event_time))
                 progress.add(batch.num_rows, batch.nbytes)
-            summary = writer.commit({"layer": "bronze", "partition": day.isoformat(),
-                                     "run_id": context.run_id})
+            summary = writer.commit(
+                {"layer": "bronze", "partition": day.isoformat(), "run_id": context.run_id}
+            )
         except BaseException:
             writer.abort()
             raise

@@ -1,6 +1,5 @@
 """Gold: per day and model metrics over silver, rebuilt whole for each day it covers."""
 
-
 import dagster as dg
 import polars as pl
 import pyarrow as pa
@@ -33,7 +32,12 @@ DAILY_METRICS_SCHEMA = pa.schema(
     ]
 )
 METRIC_INPUT_COLUMNS = [
-    "model_name", "status", "latency_ms", "prompt_tokens", "completion_tokens", "cost_usd",
+    "model_name",
+    "status",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
 ]
 
 
@@ -87,16 +91,23 @@ def daily_metrics_asset(context: dg.AssetExecutionContext, lake: LakeResource):
         interactions = pl.from_arrow(pa.Table.from_batches(batches))
     else:
         interactions = pl.DataFrame(
-            schema={"model_name": pl.String, "status": pl.String, "latency_ms": pl.Int32,
-                    "prompt_tokens": pl.Int32, "completion_tokens": pl.Int32,
-                    "cost_usd": pl.Decimal(12, 6)}
+            schema={
+                "model_name": pl.String,
+                "status": pl.String,
+                "latency_ms": pl.Int32,
+                "prompt_tokens": pl.Int32,
+                "completion_tokens": pl.Int32,
+                "cost_usd": pl.Decimal(12, 6),
+            }
         )
     metrics = daily_metrics(interactions, day)
     writer = DeltaPartitionWriter(
         daily_metrics_location(lake), DAILY_METRICS_SCHEMA, ["date"], replace=day_filter(day)
     )
     writer.write(metrics)
-    summary = writer.commit({"layer": "gold", "partition": day.isoformat(), "run_id": context.run_id})
+    summary = writer.commit(
+        {"layer": "gold", "partition": day.isoformat(), "run_id": context.run_id}
+    )
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": metrics.num_rows,

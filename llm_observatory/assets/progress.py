@@ -36,7 +36,10 @@ class Throughput:
         return self.rows / self.seconds
 
     def describe(self) -> str:
-        text = f"{self.label}: {self.rows:,} rows in {self.seconds:,.1f} s ({self.rows_per_second:,.0f} rows/s)"
+        text = (
+            f"{self.label}: {self.rows:,} rows in {self.seconds:,.1f} s "
+            f"({self.rows_per_second:,.0f} rows/s)"
+        )
         if self.expected_rows:
             share = min(self.rows / self.expected_rows, 1.0)
             remaining = (self.expected_rows - self.rows) / max(self.rows_per_second, 1e-9)

@@ -1,6 +1,5 @@
 """The cutover report as an asset: what the team reviews before switching applications over."""
 
-
 import datetime as dt
 
 import dagster as dg
@@ -21,8 +20,9 @@ CUTOVER_READY_CHECK = "verdict_is_go"
 
 def migration_check_keys() -> list[dg.AssetCheckKey]:
     """Every check the partitioned migration assets carry; all of them are ERROR severity."""
-    return [key for asset in (*bronze_assets, *silver_assets, *gold_assets)
-            for key in asset.check_keys]
+    return [
+        key for asset in (*bronze_assets, *silver_assets, *gold_assets) for key in asset.check_keys
+    ]
 
 
 def failed_error_checks(instance: dg.DagsterInstance, check_keys) -> list[dict]:
@@ -51,7 +51,7 @@ def build_cutover_report(
     if newest_source_day and newest_source_day > last_day:
         last_day = newest_source_day
     report = CutoverReport(
-        generated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         lake=lake.describe(),
         first_day=first_day.isoformat(),
         last_day=last_day.isoformat(),

@@ -6,7 +6,6 @@ read back from the lake in batches; only the keys that occur more than once in a
 batches, redeliveries) are held in memory to pick their latest version.
 """
 
-
 import datetime as dt
 from collections import Counter
 
@@ -59,7 +58,9 @@ class LatestVersions:
         self.emitted: set[object] = set()
 
     @classmethod
-    def scan(cls, table: TableSpec, lake: LakeResource, day: dt.date) -> tuple["LatestVersions", int, int]:
+    def scan(
+        cls, table: TableSpec, lake: LakeResource, day: dt.date
+    ) -> tuple["LatestVersions", int, int]:
         """One pass over the day's keys and change columns (two narrow columns, not the rows)."""
         versions: dict[object, object] = {}
         rows = 0
@@ -152,8 +153,9 @@ def silver_asset(table: TableSpec) -> dg.AssetsDefinition:
             ["date"],
             replace=day_filter(day),
         )
-        progress = Throughput(log=context.log, label=f"silver/{table.name} {day}",
-                              expected_rows=bronze_rows)
+        progress = Throughput(
+            log=context.log, label=f"silver/{table.name} {day}", expected_rows=bronze_rows
+        )
         broken_counts: Counter = Counter()
         silver_rows = quarantined_rows = 0
         try:

@@ -15,6 +15,7 @@ import decimal
 import hashlib
 import itertools
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +29,8 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from llm_observatory.resources.lake import LakeLocation
+
+logger = logging.getLogger(__name__)
 
 # Rows per Parquet row group: large enough for zstd to compress text well, small enough that a
 # buffered group of a 2 KB-per-row table stays near 64 MB.
@@ -134,7 +137,7 @@ def _stat_value(value, data_type: pa.DataType, bound: str):
             value = value - dt.timedelta(microseconds=micro)
         elif micro:
             value = value + dt.timedelta(microseconds=1000 - micro)
-        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     if pa.types.is_date(data_type):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
@@ -191,9 +194,13 @@ class _MergedStats:
             if name not in stats["minValues"] and not all_null:
                 self.unbounded.add(name)
         for name, low in stats["minValues"].items():
-            self.minimums[name] = low if name not in self.minimums else min(self.minimums[name], low)
+            self.minimums[name] = (
+                low if name not in self.minimums else min(self.minimums[name], low)
+            )
         for name, high in stats["maxValues"].items():
-            self.maximums[name] = high if name not in self.maximums else max(self.maximums[name], high)
+            self.maximums[name] = (
+                high if name not in self.maximums else max(self.maximums[name], high)
+            )
 
     def to_json(self) -> str:
         bounded = {k: v for k, v in self.minimums.items() if k not in self.unbounded}
@@ -380,8 +387,10 @@ class DeltaPartitionWriter:
         partition = {}
         for name in self.partition_by:
             value = batch.column(name)[row].as_py()
-            partition[name] = None if value is None else (
-                value.isoformat() if isinstance(value, dt.date) else str(value)
+            partition[name] = (
+                None
+                if value is None
+                else (value.isoformat() if isinstance(value, dt.date) else str(value))
             )
         return partition
 
@@ -449,14 +458,16 @@ class DeltaPartitionWriter:
                 if files._parquet is not None:
                     files._parquet.close()
                     files._sink.close()
-            except Exception:  # noqa: BLE001 - best effort on the failure path
-                pass
+            except Exception as error:  # noqa: BLE001 - best effort on the failure path
+                logger.warning("could not close an uncommitted file: %s", error)
         self._partitions.clear()
         for path in self.started_paths:
             try:
                 self.location.filesystem.rm(path)
-            except Exception:  # noqa: BLE001
-                pass
+            except FileNotFoundError:
+                continue
+            except Exception as error:  # noqa: BLE001 - unreferenced files harm no reader
+                logger.warning("could not delete uncommitted file %s: %s", path, error)
         self.started_paths.clear()
         self.finished.clear()
 
@@ -478,7 +489,7 @@ def ensure_container(location: LakeLocation) -> None:
         return
     try:
         location.filesystem.mkdir(container)
-    except Exception:  # noqa: BLE001 - another run created it meanwhile
+    except Exception:
         if not location.filesystem.exists(container):
             raise
 
@@ -499,7 +510,7 @@ def ensure_table(
             partition_by=list(partition_by) or None,
             storage_options=location.storage_options or None,
         )
-    except Exception:  # noqa: BLE001 - lost a creation race: the winner's table is as good
+    except Exception:
         table = open_table(location)
         if table is None:
             raise

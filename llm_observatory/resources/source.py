@@ -128,13 +128,16 @@ class SourceDatabase(dg.ConfigurableResource):
                 f"it has {', '.join(table.c.keys())}"
             )
         schema = pa.schema(
-            [pa.field(column.name, arrow_type_for(column.type), nullable=True) for column in table.c]
+            [
+                pa.field(column.name, arrow_type_for(column.type), nullable=True)
+                for column in table.c
+            ]
         )
         return SourceTable(spec=spec, table=table, arrow_schema=schema)
 
     def _bind_time(self, moment: dt.datetime) -> dt.datetime:
         """UTC instants bind as aware values where the column has a zone, naive UTC elsewhere."""
-        moment = moment.astimezone(dt.timezone.utc)
+        moment = moment.astimezone(dt.UTC)
         if self.dialect_name == "postgresql":
             return moment
         return moment.replace(tzinfo=None)
@@ -150,9 +153,13 @@ class SourceDatabase(dg.ConfigurableResource):
         )
 
     def count_rows(self, source: SourceTable, start: dt.datetime, end: dt.datetime) -> int:
-        query = sa.select(sa.func.count()).select_from(source.table).where(
-            source.event_time >= sa.bindparam("range_start", self._bind_time(start)),
-            source.event_time < sa.bindparam("range_end", self._bind_time(end)),
+        query = (
+            sa.select(sa.func.count())
+            .select_from(source.table)
+            .where(
+                source.event_time >= sa.bindparam("range_start", self._bind_time(start)),
+                source.event_time < sa.bindparam("range_end", self._bind_time(end)),
+            )
         )
         try:
             with self.engine.connect() as connection:
@@ -173,8 +180,8 @@ class SourceDatabase(dg.ConfigurableResource):
         if isinstance(newest, str):  # SQLite without declared types hands back text
             newest = dt.datetime.fromisoformat(newest)
         if newest.tzinfo is None:
-            newest = newest.replace(tzinfo=dt.timezone.utc)
-        return newest.astimezone(dt.timezone.utc)
+            newest = newest.replace(tzinfo=dt.UTC)
+        return newest.astimezone(dt.UTC)
 
     def stream_range(
         self, source: SourceTable, start: dt.datetime, end: dt.datetime
@@ -229,7 +236,10 @@ class SourceDatabase(dg.ConfigurableResource):
                 for rows in result.partitions(self.batch_rows):
                     columns = list(zip(*rows)) if rows else [[] for _ in schema]
                     yield pa.record_batch(
-                        [pa.array(values, type=field.type) for values, field in zip(columns, schema)],
+                        [
+                            pa.array(values, type=field.type)
+                            for values, field in zip(columns, schema)
+                        ],
                         schema=schema,
                     )
         except sa.exc.SQLAlchemyError as error:
@@ -250,9 +260,9 @@ def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         column = batch.column(batch.schema.get_field_index(field.name))
         if isinstance(column.type, pa.ExtensionType):
             column = column.storage
-        if pa.types.is_timestamp(field.type) and pa.types.is_timestamp(column.type):
-            if column.type.tz is None:
-                column = pc.assume_timezone(column, "UTC")
+        timestamps = pa.types.is_timestamp(field.type) and pa.types.is_timestamp(column.type)
+        if timestamps and column.type.tz is None:
+            column = pc.assume_timezone(column, "UTC")
         if not column.type.equals(field.type):
             column = pc.cast(column, field.type)
         arrays.append(column)

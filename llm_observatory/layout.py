@@ -16,10 +16,10 @@ from llm_observatory.tables import TableSpec
 
 DATE_FIELD = pa.field("date", pa.date32())
 HOUR_FIELD = pa.field("hour", pa.int32())
-MODEL_FIELD = pa.field("model", pa.large_string())
+MODEL_FIELD = pa.field("model", pa.string())
 QUARANTINE_FIELDS = [
-    pa.field("quarantine_rule", pa.large_string()),
-    pa.field("quarantine_reason", pa.large_string()),
+    pa.field("quarantine_rule", pa.string()),
+    pa.field("quarantine_reason", pa.string()),
 ]
 
 
@@ -79,7 +79,7 @@ def with_silver_partitions(batch: pa.RecordBatch | pa.Table, table: TableSpec):
     """Adds `model`, `date`, `hour` (or just `date`) as the silver layout wants them."""
     event_time = batch.column(table.event_time)
     if table.silver_model_column:
-        model = pc.cast(batch.column(table.silver_model_column), pa.large_string())
+        model = pc.cast(batch.column(table.silver_model_column), pa.string())
         batch = batch.append_column(MODEL_FIELD, model)
         batch = batch.append_column(DATE_FIELD, utc_day(event_time))
         return batch.append_column(HOUR_FIELD, pc.cast(pc.hour(event_time), pa.int32()))

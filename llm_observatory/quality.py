@@ -78,8 +78,8 @@ def evaluate(batch: pa.RecordBatch, rules: tuple[Rule, ...]) -> BatchVerdict:
         return BatchVerdict(
             passed=pa.array([True] * batch.num_rows, pa.bool_()),
             failed_rows=table.slice(0, 0)
-            .append_column("quarantine_rule", pa.array([], pa.large_string()))
-            .append_column("quarantine_reason", pa.array([], pa.large_string())),
+            .append_column("quarantine_rule", pa.array([], pa.string()))
+            .append_column("quarantine_reason", pa.array([], pa.string())),
             broken_counts={},
         )
     violations = [rule_violations(rule, table.column(rule.column)) for rule in rules]
@@ -102,8 +102,8 @@ def evaluate(batch: pa.RecordBatch, rules: tuple[Rule, ...]) -> BatchVerdict:
                 for i in broken
             )
         )
-    failed = failed.append_column("quarantine_rule", pa.array(first_rules, pa.large_string()))
-    failed = failed.append_column("quarantine_reason", pa.array(reasons, pa.large_string()))
+    failed = failed.append_column("quarantine_rule", pa.array(first_rules, pa.string()))
+    failed = failed.append_column("quarantine_reason", pa.array(reasons, pa.string()))
     return BatchVerdict(
         passed=pc.invert(any_broken), failed_rows=failed, broken_counts=broken_counts
     )

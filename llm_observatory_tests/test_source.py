@@ -131,3 +131,25 @@ def test_an_unreachable_source_names_the_host_and_hides_the_password(postgres_se
     message = str(raised.value)
     assert f"127.0.0.1:{port}" in message
     assert "Sup3r-Secret-pw" not in message
+
+
+def test_postgresql_streams_a_day_in_many_batches_not_one_result(postgres_url):
+    """libpq returns a parameterised query's whole result at once; the COPY path must not."""
+    load_reference_rows(postgres_url)
+    engine = sa.create_engine(postgres_url)
+    metadata = reference_metadata()
+    moments = [
+        dt.datetime(2026, 11, 2, tzinfo=UTC) + dt.timedelta(seconds=7 * i) for i in range(3000)
+    ]
+    with engine.begin() as connection:
+        connection.execute(
+            metadata.tables["llm_interactions"].insert(),
+            [interaction(10 + i, moment) for i, moment in enumerate(moments)],
+        )
+    engine.dispose()
+    source = SourceDatabase(url=postgres_url, adbc_batch_bytes=64 * 1024)
+    described = source.describe_table(LLM_INTERACTIONS)
+    batches = list(source.stream_range(described, *day_window(DAY)))
+    assert len(batches) > 10
+    assert max(batch.num_rows for batch in batches) < 1500
+    assert sum(batch.num_rows for batch in batches) == 3003

@@ -17,7 +17,7 @@ GOLD_REQUESTS_CHECK = "requests_match_silver"
 DAILY_METRICS_SCHEMA = pa.schema(
     [
         pa.field("date", pa.date32()),
-        pa.field("model", pa.large_string()),
+        pa.field("model", pa.string()),
         pa.field("requests", pa.int64()),
         pa.field("successes", pa.int64()),
         pa.field("errors", pa.int64()),

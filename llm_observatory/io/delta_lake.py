@@ -32,9 +32,10 @@ from llm_observatory.resources.lake import LakeLocation
 
 logger = logging.getLogger(__name__)
 
-# Rows per Parquet row group: large enough for zstd to compress text well, small enough that a
-# buffered group of a 2 KB-per-row table stays near 64 MB.
-ROW_GROUP_ROWS = 32_768
+# A Parquet row group closes at this many rows or bytes, whichever comes first: large enough
+# for zstd to compress text well, small enough that buffering one stays cheap.
+ROW_GROUP_ROWS = 65_536
+ROW_GROUP_BYTES = 32 * 1024 * 1024
 # A new data file starts past this size, so no single file becomes unwieldy to re-read.
 TARGET_FILE_BYTES = 256 * 1024 * 1024
 # Rows buffered across all open partitions before the largest buffer is flushed early.
@@ -233,7 +234,10 @@ class _PartitionFiles:
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
         self.pending_bytes += batch.nbytes
-        if self.pending_rows >= self.writer.row_group_rows:
+        if (
+            self.pending_rows >= self.writer.row_group_rows
+            or self.pending_bytes >= self.writer.row_group_bytes
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -308,6 +312,7 @@ class DeltaPartitionWriter:
         *,
         replace: list[tuple[str, str, str]] | None,
         row_group_rows: int = ROW_GROUP_ROWS,
+        row_group_bytes: int = ROW_GROUP_BYTES,
         target_file_bytes: int = TARGET_FILE_BYTES,
         compression_level: int = 3,
     ) -> None:
@@ -316,6 +321,7 @@ class DeltaPartitionWriter:
         self.partition_by = list(partition_by)
         self.replace = replace
         self.row_group_rows = row_group_rows
+        self.row_group_bytes = row_group_bytes
         self.target_file_bytes = target_file_bytes
         self.compression_level = compression_level
         self.file_schema = pa.schema([f for f in schema if f.name not in self.partition_by])

@@ -22,9 +22,13 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from pydantic import PrivateAttr
 
+from llm_observatory.io.native_memory import release_large_blocks_eagerly
 from llm_observatory.tables import TableSpec
 
 DEFAULT_BATCH_ROWS = 16_384
+# ADBC's PostgreSQL batches: big enough to amortise per-batch work, small enough that a few
+# queued ones stay far below the memory budget.
+ADBC_BATCH_BYTES = 32 * 1024 * 1024
 
 
 class SourceError(RuntimeError):
@@ -71,7 +75,7 @@ def arrow_type_for(column_type: sa.types.TypeEngine) -> pa.DataType:
     if isinstance(column_type, (sa.LargeBinary, sa.types._Binary)):
         return pa.large_binary()
     # Text, strings, UUIDs, JSON and anything exotic travel as text.
-    return pa.large_string()
+    return pa.string()
 
 
 def describe_error(url: sa.URL, error: BaseException) -> str:
@@ -94,6 +98,7 @@ class SourceDatabase(dg.ConfigurableResource):
 
     url: str
     batch_rows: int = DEFAULT_BATCH_ROWS
+    adbc_batch_bytes: int = ADBC_BATCH_BYTES
 
     _engine: sa.Engine | None = PrivateAttr(default=None)
 
@@ -191,20 +196,29 @@ class SourceDatabase(dg.ConfigurableResource):
         The reader thread keeps at most a few batches queued, so fetching from the database
         overlaps converting and compressing downstream while memory stays bounded.
         """
+        release_large_blocks_eagerly()
         query = self.range_query(source, start, end)
         if self.dialect_name == "postgresql":
             batches = self._stream_adbc_postgresql(query)
         else:
             batches = self._stream_sqlalchemy(query, source.arrow_schema)
-        for batch in _read_ahead(batches, depth=3):
+        for batch in _read_ahead(batches, depth=2):
             yield conform_batch(batch, source.arrow_schema)
 
     def _stream_adbc_postgresql(self, query: sa.Select) -> Iterator[pa.RecordBatch]:
         import adbc_driver_postgresql.dbapi as adbc_pg
         from sqlalchemy.dialects import postgresql
 
-        compiled = query.compile(dialect=postgresql.psycopg.dialect(paramstyle="numeric_dollar"))
-        parameters = [compiled.params[name] for name in compiled.positiontup]
+        # PostgreSQL streams a result only through COPY, and COPY takes no server-side
+        # parameters (psycopg binds client-side for it too); with `$1` parameters libpq hands
+        # the whole result over at once (4.6 GiB for a 1M-row day). So the window bounds, which
+        # are datetimes this module made, never user text, are rendered by SQLAlchemy's own
+        # typed literal processors into the statement the driver runs as COPY.
+        sql = str(
+            query.compile(
+                dialect=postgresql.psycopg.dialect(), compile_kwargs={"literal_binds": True}
+            )
+        )
         uri = self.sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
         try:
             connection = adbc_pg.connect(uri)
@@ -213,10 +227,10 @@ class SourceDatabase(dg.ConfigurableResource):
         try:
             cursor = connection.cursor()
             cursor.adbc_statement.set_options(
-                **{"adbc.postgresql.batch_size_hint_bytes": str(16 * 1024 * 1024)}
+                **{"adbc.postgresql.batch_size_hint_bytes": str(self.adbc_batch_bytes)}
             )
             try:
-                cursor.execute(compiled.string, parameters)
+                cursor.execute(sql)
                 reader = cursor.fetch_record_batch()
             except Exception as error:  # noqa: BLE001
                 raise SourceError(describe_error(self.sa_url, error)) from None

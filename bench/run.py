@@ -387,7 +387,8 @@ class Sources:
                 say(
                     f"--keep: PostgreSQL left running at {self.server.admin_url} "
                     f"(folder {self.server.workdir}); stop it with "
-                    f"pg_ctl -D {self.server.data_dir} stop"
+                    f"pg_ctl -D {self.server.data_dir} stop; its owner (this process) is gone, so "
+                    "the next start_postgres() anywhere (a test session) will clean it up"
                 )
             elif self.created:
                 say(f"--keep: databases left in place: {', '.join(self.created)}")

@@ -10,6 +10,7 @@ import datetime as dt
 from collections import Counter
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,27 +62,46 @@ class LatestVersions:
     def scan(
         cls, table: TableSpec, lake: LakeResource, day: dt.date
     ) -> tuple["LatestVersions", int, int]:
-        """One pass over the day's keys and change columns (two narrow columns, not the rows)."""
-        versions: dict[object, object] = {}
-        rows = 0
-        columns = [table.key, table.change_column]
-        frames = [
-            pl.from_arrow(batch)
-            for batch in scan_partition(bronze_location(lake, table), day_filter(day), columns)
+        """Finds the keys that occur more than once in the day, in memory that stays small.
+
+        A first pass keeps only a 64-bit hash per row (8 bytes, not the key); a second pass
+        collects the exact keys and versions of the few rows whose hash repeats. Two different
+        keys that happen to share a hash are told apart there, so the distinct count is exact.
+        """
+        bronze = bronze_location(lake, table)
+        hashes = [
+            _key_hashes(batch.column(0))
+            for batch in scan_partition(bronze, day_filter(day), [table.key])
         ]
-        if frames:
-            keys = pl.concat(frames)
-            rows = keys.height
-            repeated = (
-                keys.group_by(table.key)
-                .agg(pl.len().alias("copies"), pl.col(table.change_column).max().alias("latest"))
-                .filter(pl.col("copies") > 1)
-            )
-            versions = dict(zip(repeated[table.key].to_list(), repeated["latest"].to_list()))
-            distinct = keys[table.key].n_unique()
-            del keys
-        else:
-            distinct = 0
+        if not hashes:
+            return cls(table, {}), 0, 0
+        all_hashes = np.concatenate(hashes)
+        del hashes
+        rows = len(all_hashes)
+        unique, counts = np.unique(all_hashes, return_counts=True)
+        del all_hashes
+        repeated_hashes = unique[counts > 1]
+        distinct = len(unique)
+        del unique, counts
+        if len(repeated_hashes) == 0:
+            return cls(table, {}), rows, distinct
+
+        latest: dict[object, object] = {}
+        copies: Counter = Counter()
+        for batch in scan_partition(bronze, day_filter(day), [table.key, table.change_column]):
+            candidates = np.isin(_key_hashes(batch.column(0)), repeated_hashes)
+            if not candidates.any():
+                continue
+            chosen = batch.filter(pa.array(candidates))
+            for key, version in zip(chosen.column(0).to_pylist(), chosen.column(1).to_pylist()):
+                copies[key] += 1
+                if key not in latest or (
+                    version is not None and (latest[key] is None or version > latest[key])
+                ):
+                    latest[key] = version
+        # Hash groups held these many distinct keys instead of one each.
+        distinct += len(latest) - len(repeated_hashes)
+        versions = {key: latest[key] for key, count in copies.items() if count > 1}
         return cls(table, versions), rows, distinct
 
     def keep(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -104,6 +124,11 @@ class LatestVersions:
             else:
                 keep.append(False)
         return batch.filter(pa.array(keep))
+
+
+def _key_hashes(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A stable 64-bit hash per key (NULL keys hash too), as a NumPy array."""
+    return pl.Series(values=keys).hash(seed=0).to_numpy()
 
 
 def silver_asset(table: TableSpec) -> dg.AssetsDefinition:

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +29,7 @@ from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
+from llm_observatory.io.native_memory import release_large_blocks_eagerly
 from llm_observatory.resources.lake import LakeLocation
 
 logger = logging.getLogger(__name__)
@@ -35,11 +37,11 @@ logger = logging.getLogger(__name__)
 # A Parquet row group closes at this many rows or bytes, whichever comes first: large enough
 # for zstd to compress text well, small enough that buffering one stays cheap.
 ROW_GROUP_ROWS = 65_536
-ROW_GROUP_BYTES = 32 * 1024 * 1024
+ROW_GROUP_BYTES = 16 * 1024 * 1024
 # A new data file starts past this size, so no single file becomes unwieldy to re-read.
 TARGET_FILE_BYTES = 256 * 1024 * 1024
 # Rows buffered across all open partitions before the largest buffer is flushed early.
-BUFFERED_BYTES_LIMIT = 96 * 1024 * 1024
+BUFFERED_BYTES_LIMIT = 48 * 1024 * 1024
 # Strings longer than this get no min/max statistics: they would copy whole prompts into the log.
 STATS_STRING_LIMIT = 64
 COMMIT_METADATA_PREFIX = "llm_observatory."
@@ -119,8 +121,6 @@ class _HashingSink:
 
 def partition_path(partition: dict[str, str | None]) -> str:
     """Hive-style folder of a partition, e.g. `model=ollama/date=2026-11-01/hour=13`."""
-    from urllib.parse import quote
-
     parts = []
     for name, value in partition.items():
         text = "__HIVE_DEFAULT_PARTITION__" if value is None else quote(value, safe="")
@@ -148,16 +148,21 @@ def _stat_value(value, data_type: pa.DataType, bound: str):
     return value
 
 
-def _column_stats(table: pa.Table) -> dict:
-    """Delta statistics: row count, nulls everywhere, min/max where they are short."""
+def _column_stats(table: pa.Table, long_text: set[str]) -> dict:
+    """Delta statistics: row count, nulls everywhere, min/max where they are short.
+
+    Text columns found longer than the limit once are remembered in `long_text` and not
+    measured again (prompts and responses would cost a full pass per row group for nothing).
+    """
     minimums, maximums, nulls = {}, {}, {}
     for name, column in zip(table.column_names, table.columns):
         nulls[name] = column.null_count
         data_type = column.type
-        if column.null_count == len(column):
+        if column.null_count == len(column) or name in long_text:
             continue
         if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
-            if pc.max(pc.utf8_length(column)).as_py() > STATS_STRING_LIMIT:
+            if pc.max(pc.binary_length(column)).as_py() > STATS_STRING_LIMIT:
+                long_text.add(name)
                 continue
         elif not (
             pa.types.is_integer(data_type)
@@ -179,7 +184,8 @@ def _column_stats(table: pa.Table) -> dict:
 class _MergedStats:
     """Statistics of a file built up row group by row group."""
 
-    def __init__(self) -> None:
+    def __init__(self, long_text: set[str]) -> None:
+        self.long_text = long_text
         self.rows = 0
         self.minimums: dict = {}
         self.maximums: dict = {}
@@ -187,7 +193,7 @@ class _MergedStats:
         self.unbounded: set[str] = set()
 
     def add(self, table: pa.Table) -> None:
-        stats = _column_stats(table)
+        stats = _column_stats(table, self.long_text)
         self.rows += table.num_rows
         for name, count in stats["nullCount"].items():
             self.nulls[name] = self.nulls.get(name, 0) + count
@@ -204,7 +210,8 @@ class _MergedStats:
             )
 
     def to_json(self) -> str:
-        bounded = {k: v for k, v in self.minimums.items() if k not in self.unbounded}
+        skipped = self.unbounded | self.long_text
+        bounded = {k: v for k, v in self.minimums.items() if k not in skipped}
         return json.dumps(
             {
                 "numRecords": self.rows,
@@ -228,7 +235,7 @@ class _PartitionFiles:
         self._sink: _HashingSink | None = None
         self._parquet: pq.ParquetWriter | None = None
         self._relative_path = ""
-        self._stats = _MergedStats()
+        self._stats = _MergedStats(writer.long_text_columns)
 
     def add(self, batch: pa.RecordBatch) -> None:
         self.pending.append(batch)
@@ -273,7 +280,7 @@ class _PartitionFiles:
             write_statistics=self.writer.parquet_statistics_columns,
             use_dictionary=self.writer.dictionary_columns,
         )
-        self._stats = _MergedStats()
+        self._stats = _MergedStats(self.writer.long_text_columns)
 
     def close(self) -> None:
         self.flush()
@@ -314,8 +321,9 @@ class DeltaPartitionWriter:
         row_group_rows: int = ROW_GROUP_ROWS,
         row_group_bytes: int = ROW_GROUP_BYTES,
         target_file_bytes: int = TARGET_FILE_BYTES,
-        compression_level: int = 3,
+        compression_level: int = 1,
     ) -> None:
+        release_large_blocks_eagerly()
         self.location = location
         self.schema = schema
         self.partition_by = list(partition_by)
@@ -339,6 +347,7 @@ class DeltaPartitionWriter:
         ]
         self.write_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         self.buffered_bytes = 0
+        self.long_text_columns: set[str] = set()
         self.container_ready = False
         self.started_paths: list[str] = []
         self.finished: list[tuple[WrittenFile, str]] = []
@@ -380,14 +389,21 @@ class DeltaPartitionWriter:
             yield self._partition_of(batch, 0), batch
             return
         order = pc.sort_indices(batch, [(name, "ascending") for name in self.partition_by])
-        ordered = batch.take(order)
-        keys = list(zip(*(ordered.column(name).to_pylist() for name in self.partition_by)))
-        offset = 0
-        for _, run in itertools.groupby(keys):
-            length = sum(1 for _ in run)
-            piece = ordered.slice(offset, length)
+        # Runs of equal partition values in sorted order: a row starts a run where any
+        # partition column differs from the row before (vectorised, no Python per row).
+        starts = None
+        for name in self.partition_by:
+            column = pc.take(batch.column(name), order)
+            previous, current = column.slice(0, len(column) - 1), column.slice(1)
+            changed = pc.fill_null(pc.not_equal(previous, current), True)
+            changed = pc.or_(changed, pc.xor(pc.is_null(previous), pc.is_null(current)))
+            starts = changed if starts is None else pc.or_(starts, changed)
+        boundaries = [0, *(pc.indices_nonzero(starts).to_numpy() + 1).tolist(), batch.num_rows]
+        for begin, end in itertools.pairwise(boundaries):
+            # `take` gives each partition compact buffers of its own: a slice of one sorted
+            # batch would keep the whole batch alive while any partition still buffers it.
+            piece = batch.take(order.slice(begin, end - begin))
             yield self._partition_of(piece, 0), piece
-            offset += length
 
     def _partition_of(self, batch: pa.RecordBatch, row: int) -> dict[str, str | None]:
         partition = {}
@@ -418,7 +434,9 @@ class DeltaPartitionWriter:
         now_ms = int(time.time() * 1000)
         actions = [
             AddAction(
-                path=written.path,
+                # Log paths are URL-encoded, so a folder named `model=a%20b` is logged as
+                # `model=a%2520b`, exactly as delta-rs writes its own.
+                path=quote(written.path, safe="/="),
                 size=written.bytes,
                 partition_values=written.partition,
                 modification_time=now_ms,
@@ -529,14 +547,60 @@ def scan_partition(
     columns: Sequence[str] | None = None,
     batch_rows: int = 16_384,
 ) -> Iterator[pa.RecordBatch]:
-    """Streams the current rows of matching partitions (an absent table has none)."""
+    """Streams the current rows of matching partitions (an absent table has none).
+
+    Files are read one after the other, row group by row group, without pre-buffering: a
+    dataset scan reads ahead across files and row groups and holds gigabytes while a slow
+    consumer (silver's validation) catches up. Partition columns are not in the data files;
+    callers that need them derive them again from the data.
+    """
+    release_large_blocks_eagerly()
     table = open_table(location)
     if table is None:
         return
-    dataset = table.to_pyarrow_dataset(partitions=filters or None)
-    yield from dataset.to_batches(
-        columns=list(columns) if columns else None, batch_size=batch_rows, batch_readahead=2
-    )
+    for relative_path, _ in current_files(table, filters):
+        with location.filesystem.open(f"{location.fs_path}/{relative_path}", "rb") as handle:
+            parquet = pq.ParquetFile(handle, pre_buffer=False)
+            wanted = list(columns) if columns else None
+            if wanted is not None:
+                present = set(parquet.schema_arrow.names)
+                missing = [name for name in wanted if name not in present]
+                if missing:
+                    raise LakeWriteError(
+                        f"{location.uri}/{relative_path} lacks column(s) {', '.join(missing)}"
+                    )
+            yield from parquet.iter_batches(batch_size=batch_rows, columns=wanted)
+
+
+def current_files(
+    table: DeltaTable, filters: list[tuple[str, str, object]] | None
+) -> list[tuple[str, dict[str, object]]]:
+    """Relative paths (decoded) and partition values of the current version's data files.
+
+    Only equality filters on partition columns are supported, which is all the lake needs.
+    """
+    from urllib.parse import unquote
+
+    actions = pa.table(table.get_add_actions(flatten=True))
+    partition_columns = [n for n in actions.column_names if n.startswith("partition.")]
+    values = {
+        n.removeprefix("partition."): actions.column(n).to_pylist() for n in partition_columns
+    }
+    wanted = []
+    for name, operator, value in filters or []:
+        if operator != "=":
+            raise ValueError(f"only '=' partition filters are supported, got {operator!r}")
+        wanted.append((name, str(value)))
+    files = []
+    for row, raw_path in enumerate(actions.column("path").to_pylist()):
+        partition = {name: column[row] for name, column in values.items()}
+        shown = {
+            name: value.isoformat() if hasattr(value, "isoformat") else str(value)
+            for name, value in partition.items()
+        }
+        if all(shown.get(name) == value for name, value in wanted):
+            files.append((unquote(raw_path), partition))
+    return sorted(files)
 
 
 def count_partition_rows(

@@ -28,7 +28,7 @@ from llm_observatory.tables import TableSpec
 DEFAULT_BATCH_ROWS = 16_384
 # ADBC's PostgreSQL batches: big enough to amortise per-batch work, small enough that a few
 # queued ones stay far below the memory budget.
-ADBC_BATCH_BYTES = 32 * 1024 * 1024
+ADBC_BATCH_BYTES = 16 * 1024 * 1024
 
 
 class SourceError(RuntimeError):

@@ -192,3 +192,15 @@ def test_large_partition_rolls_into_several_bounded_files(tmp_path):
     assert summary.rows == 10_000
     assert len(summary.files) > 1
     assert count_partition_rows(location, None) == 10_000
+
+
+def test_partition_values_with_special_characters_round_trip(tmp_path):
+    location = LakeResource(url=str(tmp_path)).location("silver", "t")
+    table = rows_for(9, 6)
+    table = table.set_column(
+        table.schema.get_field_index("model"), "model", pa.array(["a b", "c%d", "e/f"] * 2)
+    )
+    write_day(location, 9, table)
+    frame = read(location)
+    assert sorted(frame["model"].to_list()) == sorted(["a b", "c%d", "e/f"] * 2)
+    assert count_partition_rows(location, [("model", "=", "e/f")]) == 2

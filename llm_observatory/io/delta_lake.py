@@ -434,9 +434,9 @@ class DeltaPartitionWriter:
         now_ms = int(time.time() * 1000)
         actions = [
             AddAction(
-                # Log paths are URL-encoded, so a folder named `model=a%20b` is logged as
-                # `model=a%2520b`, exactly as delta-rs writes its own.
-                path=quote(written.path, safe="/="),
+                # The transaction API URL-encodes the path for the log itself (a folder
+                # `model=a%20b` is logged as `model=a%2520b`, as delta-rs writes its own).
+                path=written.path,
                 size=written.bytes,
                 partition_values=written.partition,
                 modification_time=now_ms,

@@ -1,0 +1,93 @@
+"""Silver keeps one row per key, the latest version, however many copies bronze holds."""
+
+import datetime as dt
+import decimal
+
+import dagster as dg
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from llm_observatory.assets.silver import LatestVersions, silver_asset
+from llm_observatory.io.delta_lake import DeltaPartitionWriter
+from llm_observatory.layout import bronze_location, bronze_schema, silver_location
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.tables import LOGS
+
+UTC = dt.timezone.utc
+DAY = dt.date(2026, 11, 3)
+SOURCE_SCHEMA = pa.schema(
+    [
+        ("log_id", pa.int64()),
+        ("interaction_id", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("level", pa.string()),
+        ("message", pa.string()),
+        ("last_modified", pa.timestamp("us", tz="UTC")),
+        ("amount", pa.decimal128(12, 6)),
+    ]
+)
+
+
+def logs(ids, versions, message="m") -> pa.Table:
+    moment = dt.datetime(2026, 11, 3, 8, tzinfo=UTC)
+    return pa.table(
+        {
+            "log_id": ids,
+            "interaction_id": [None] * len(ids),
+            "created_at": [moment] * len(ids),
+            "level": ["INFO"] * len(ids),
+            "message": [f"{message}-{v}" for v in versions],
+            "last_modified": [moment + dt.timedelta(minutes=v) for v in versions],
+            "amount": [decimal.Decimal("1.5")] * len(ids),
+            "date": [DAY] * len(ids),
+        },
+        schema=bronze_schema(SOURCE_SCHEMA),
+    )
+
+
+def write_bronze(lake, table: pa.Table, replace: bool) -> None:
+    writer = DeltaPartitionWriter(
+        bronze_location(lake, LOGS),
+        bronze_schema(SOURCE_SCHEMA),
+        ["date"],
+        replace=[("date", "=", DAY.isoformat())] if replace else None,
+    )
+    writer.write(table)
+    writer.commit()
+
+
+def test_latest_version_wins_and_redeliveries_count_once(tmp_path):
+    lake = LakeResource(url=str(tmp_path))
+    write_bronze(lake, logs([1, 2, 3, 4], [0, 0, 0, 0]), replace=True)
+    # A change batch: key 2 updated twice, key 3 re-delivered unchanged, key 5 new.
+    write_bronze(lake, logs([2, 2, 3, 5], [5, 9, 0, 1]), replace=False)
+
+    latest, rows, distinct = LatestVersions.scan(LOGS, lake, DAY)
+    assert (rows, distinct) == (8, 5)
+    assert set(latest.winning_version) == {2, 3}
+
+    result = dg.materialize(
+        [silver_asset(LOGS)],
+        partition_key=DAY.isoformat(),
+        resources={"lake": lake},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed
+    assert evaluation.metadata["bronze_distinct_keys"].value == 5
+    silver = DeltaTable(silver_location(lake, LOGS).uri).to_pyarrow_table().to_pylist()
+    by_key = {row["log_id"]: row for row in silver}
+    assert sorted(by_key) == [1, 2, 3, 4, 5] and len(silver) == 5
+    assert by_key[2]["message"] == "m-9"
+    assert by_key[3]["message"] == "m-0"
+    assert by_key[5]["message"] == "m-1"
+    assert by_key[1]["amount"] == decimal.Decimal("1.500000")
+
+
+def test_a_day_without_repeated_keys_needs_no_second_pass(tmp_path):
+    lake = LakeResource(url=str(tmp_path))
+    write_bronze(lake, logs(list(range(1000)), [0] * 1000), replace=True)
+    latest, rows, distinct = LatestVersions.scan(LOGS, lake, DAY)
+    assert (rows, distinct) == (1000, 1000)
+    assert latest.winning_version == {}

@@ -134,6 +134,16 @@ def backfill(first: dt.date, last: dt.date, table_names: list[str] | None, out=s
         status = "ok" if result.success and not failed_checks else "FAILED"
         if status == "FAILED":
             failures.append((day, result.run_id, failed_checks))
+        overall_rate = total_rows / max(elapsed, 1e-9)
+        # The UI's run list shows how far the backfill had got when each day finished.
+        instance.add_run_tags(
+            result.run_id,
+            {
+                "llm_observatory/source_rows": str(rows),
+                "llm_observatory/backfill_rows_per_second": f"{overall_rate:.0f}",
+                "llm_observatory/backfill_eta": _format_seconds(eta),
+            },
+        )
         print(
             f"  [{position}/{len(days)}] {day} {status}: {rows:,} rows, "
             f"{total_rows / max(elapsed, 1e-9):,.0f} rows/s overall, elapsed "

@@ -91,3 +91,75 @@ def test_a_day_without_repeated_keys_needs_no_second_pass(tmp_path):
     latest, rows, distinct = LatestVersions.scan(LOGS, lake, DAY)
     assert (rows, distinct) == (1000, 1000)
     assert latest.winning_version == {}
+
+
+def test_a_failed_silver_commit_puts_the_quarantine_back(tmp_path, monkeypatch):
+    from llm_observatory.assets.silver import silver_asset
+    from llm_observatory.io import delta_lake
+    from llm_observatory.layout import quarantine_location
+    from llm_observatory.tables import METADATA
+
+    lake = LakeResource(url=str(tmp_path))
+    schema = pa.schema(
+        [
+            ("metadata_id", pa.int64()),
+            ("interaction_id", pa.string()),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("attributes", pa.string()),
+            ("last_modified", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+    moment = dt.datetime(2026, 11, 3, 9, tzinfo=UTC)
+
+    def metadata_rows(attributes):
+        return pa.table(
+            {
+                "metadata_id": list(range(len(attributes))),
+                "interaction_id": ["i"] * len(attributes),
+                "created_at": [moment] * len(attributes),
+                "attributes": attributes,
+                "last_modified": [moment] * len(attributes),
+                "date": [DAY] * len(attributes),
+            },
+            schema=bronze_schema(schema),
+        )
+
+    def load_bronze(attributes):
+        writer = DeltaPartitionWriter(
+            bronze_location(lake, METADATA),
+            bronze_schema(schema),
+            ["date"],
+            replace=[("date", "=", DAY.isoformat())],
+        )
+        writer.write(metadata_rows(attributes))
+        writer.commit()
+
+    def materialize():
+        return dg.materialize(
+            [silver_asset(METADATA)],
+            partition_key=DAY.isoformat(),
+            resources={"lake": lake},
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+
+    load_bronze(['{"a": 1}', "{broken", "also broken"])
+    assert materialize().success
+    quarantine = quarantine_location(lake, METADATA)
+    before = sorted(DeltaTable(quarantine.uri).to_pyarrow_table().column("attributes").to_pylist())
+    assert before == ["also broken", "{broken"]
+
+    load_bronze(["{still broken", "{}", "[]"])
+    original_commit = delta_lake.DeltaPartitionWriter._commit
+
+    def failing_for_silver(self, metadata):
+        if "/silver/metadata" in self.location.uri:
+            raise delta_lake.LakeWriteError("simulated: the storage account went away")
+        return original_commit(self, metadata)
+
+    monkeypatch.setattr(delta_lake.DeltaPartitionWriter, "_commit", failing_for_silver)
+    assert not materialize().success
+    after = sorted(DeltaTable(quarantine.uri).to_pyarrow_table().column("attributes").to_pylist())
+    assert after == before
+    silver = DeltaTable(silver_location(lake, METADATA).uri).to_pyarrow_table()
+    assert silver.column("attributes").to_pylist() == ['{"a": 1}']

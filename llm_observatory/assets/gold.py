@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 
+from llm_observatory.assets.progress import Throughput
 from llm_observatory.assets.silver import silver_key
 from llm_observatory.io.delta_lake import DeltaPartitionWriter, count_partition_rows, scan_partition
 from llm_observatory.layout import daily_metrics_location, day_filter, silver_location
@@ -85,8 +86,10 @@ def daily_metrics(interactions: pl.DataFrame, day) -> pa.Table:
 )
 def daily_metrics_asset(context: dg.AssetExecutionContext, lake: LakeResource):
     day = context.partition_time_window.start.date()
+    progress = Throughput(log=context.log, label=f"gold/daily_metrics {day}")
     silver = silver_location(lake, LLM_INTERACTIONS)
     batches = list(scan_partition(silver, day_filter(day), METRIC_INPUT_COLUMNS))
+    progress.add(sum(b.num_rows for b in batches), sum(b.nbytes for b in batches))
     if batches:
         interactions = pl.from_arrow(pa.Table.from_batches(batches))
     else:
@@ -111,7 +114,9 @@ def daily_metrics_asset(context: dg.AssetExecutionContext, lake: LakeResource):
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": metrics.num_rows,
+            **progress.metadata(),
             "interactions": interactions.height,
+            "lake_bytes": summary.bytes,
             "models": dg.MetadataValue.json(metrics.column("model").to_pylist()),
             "delta_version": summary.version,
             "table_uri": dg.MetadataValue.path(summary.table_uri),

@@ -21,8 +21,9 @@ from llm_observatory.checks.row_counts import SILVER_ROWS_CHECK, silver_accounts
 from llm_observatory.io.delta_lake import (
     DeltaPartitionWriter,
     LakeWriteError,
-    open_table,
+    restore_partition,
     scan_partition,
+    snapshot_partition,
     table_schema,
 )
 from llm_observatory.layout import (
@@ -204,12 +205,20 @@ def silver_asset(table: TableSpec) -> dg.AssetsDefinition:
                     )
                     quarantine_writer.write(failed)
             commit_metadata = {"partition": day.isoformat(), "run_id": context.run_id}
-            # The quarantine commit only ever adds evidence; silver is the table readers use.
-            if quarantined_rows or open_table(quarantine_location(lake, table)) is not None:
+            # Two tables cannot change in one Delta commit: quarantine goes first, and is put
+            # back as it was if the silver commit then fails, so a failed run changes nothing.
+            quarantine = quarantine_location(lake, table)
+            previous_quarantine = snapshot_partition(quarantine, day_filter(day))
+            if quarantined_rows or previous_quarantine.table_existed:
                 quarantine_writer.commit({"layer": "silver_quarantine", **commit_metadata})
             else:
                 quarantine_writer.abort()
-            summary = silver_writer.commit({"layer": "silver", **commit_metadata})
+            try:
+                summary = silver_writer.commit({"layer": "silver", **commit_metadata})
+            except BaseException as error:
+                if previous_quarantine.table_existed:
+                    restore_partition(previous_quarantine, f"silver commit failed: {error}")
+                raise
         except BaseException:
             silver_writer.abort()
             quarantine_writer.abort()

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -579,8 +579,6 @@ def current_files(
 
     Only equality filters on partition columns are supported, which is all the lake needs.
     """
-    from urllib.parse import unquote
-
     actions = pa.table(table.get_add_actions(flatten=True))
     partition_columns = [n for n in actions.column_names if n.startswith("partition.")]
     values = {
@@ -645,3 +643,88 @@ def rows_per_day(location: LakeLocation) -> dict[str, int]:
         key = day.isoformat() if hasattr(day, "isoformat") else str(day)
         totals[key] = totals.get(key, 0) + (rows or 0)
     return totals
+
+
+@dataclass
+class PartitionSnapshot:
+    """The files that made up some partitions at one moment, enough to put them back.
+
+    A run that commits to two tables (silver and its quarantine) cannot do so atomically; if
+    the second commit fails, the first is undone by re-committing these files, which stay in
+    the table folder until a vacuum past the retention period.
+    """
+
+    location: LakeLocation
+    filters: list[tuple[str, str, str]]
+    actions: list[AddAction]
+    table_existed: bool
+
+
+def snapshot_partition(
+    location: LakeLocation, filters: list[tuple[str, str, str]]
+) -> PartitionSnapshot:
+    table = open_table(location)
+    if table is None:
+        return PartitionSnapshot(location, filters, [], table_existed=False)
+    schema = pa.schema(table.schema())
+    wanted = {name: str(value) for name, _, value in filters}
+    actions = []
+    for add in pa.table(table.get_add_actions(flatten=False)).to_pylist():
+        partition = {
+            name: None
+            if value is None
+            else (value.isoformat() if hasattr(value, "isoformat") else str(value))
+            for name, value in (add["partition"] or {}).items()
+        }
+        if any(partition.get(name) != value for name, value in wanted.items()):
+            continue
+        minimums, maximums = {}, {}
+        for name, low in (add["min"] or {}).items():
+            high = (add["max"] or {}).get(name)
+            if low is None or high is None or name not in schema.names:
+                continue
+            data_type = schema.field(name).type
+            minimums[name] = _stat_value(low, data_type, "min")
+            maximums[name] = _stat_value(high, data_type, "max")
+        stats = {
+            "numRecords": add["num_records"],
+            "minValues": minimums,
+            "maxValues": maximums,
+            "nullCount": {k: v for k, v in (add["null_count"] or {}).items() if v is not None},
+        }
+        actions.append(
+            AddAction(
+                path=unquote(add["path"]),
+                size=add["size_bytes"],
+                partition_values=partition,
+                modification_time=add["modification_time"],
+                data_change=True,
+                stats=json.dumps(stats, default=str),
+            )
+        )
+    return PartitionSnapshot(location, filters, actions, table_existed=True)
+
+
+def restore_partition(snapshot: PartitionSnapshot, reason: str) -> int | None:
+    """Commits the snapshot's files back as the partition's content; returns the new version."""
+    table = open_table(snapshot.location)
+    if table is None:
+        return None
+    table.create_write_transaction(
+        snapshot.actions,
+        mode="overwrite",
+        schema=table.schema(),
+        partition_by=table.metadata().partition_columns or None,
+        partition_filters=snapshot.filters,
+        commit_properties=CommitProperties(
+            custom_metadata={
+                f"{COMMIT_METADATA_PREFIX}operation": "undo",
+                f"{COMMIT_METADATA_PREFIX}reason": reason[:500],
+            }
+        ),
+    )
+    table.update_incremental()
+    logger.warning(
+        "undid the last change to %s %s: %s", snapshot.location.uri, snapshot.filters, reason
+    )
+    return table.version()

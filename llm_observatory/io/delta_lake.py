@@ -502,6 +502,11 @@ def open_table(location: LakeLocation) -> DeltaTable | None:
         return DeltaTable(location.uri, storage_options=location.storage_options or None)
     except TableNotFoundError:
         return None
+    except OSError:
+        # On Azure, a layer whose container was never created fails the listing itself.
+        if location.is_azure and not location.filesystem.exists(location.fs_path.split("/")[0]):
+            return None
+        raise
 
 
 def ensure_container(location: LakeLocation) -> None:

@@ -9,6 +9,7 @@ from llm_observatory.assets.bronze import bronze_assets
 from llm_observatory.assets.gold import gold_assets
 from llm_observatory.assets.report import report_assets
 from llm_observatory.assets.silver import silver_assets
+from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
@@ -44,6 +45,7 @@ def build_resources() -> dict:
 
 defs = dg.Definitions(
     assets=[*bronze_assets, *silver_assets, *gold_assets, *report_assets],
+    asset_checks=integrity_checks,
     jobs=[migrate_history, cutover_report_job],
     resources=build_resources(),
 )

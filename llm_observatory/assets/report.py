@@ -7,6 +7,7 @@ import dagster as dg
 from llm_observatory.assets.bronze import bronze_assets
 from llm_observatory.assets.gold import DAILY_METRICS_KEY, gold_assets
 from llm_observatory.assets.silver import silver_assets, silver_key
+from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.partitions import daily_partitions
 from llm_observatory.report import CutoverReport, account_days, last_source_day
 from llm_observatory.resources.lake import LakeResource
@@ -19,18 +20,28 @@ CUTOVER_READY_CHECK = "verdict_is_go"
 
 
 def migration_check_keys() -> list[dg.AssetCheckKey]:
-    """Every check the partitioned migration assets carry; all of them are ERROR severity."""
+    """Every partitioned check of the migration: those inside the assets and the integrity ones."""
     return [
-        key for asset in (*bronze_assets, *silver_assets, *gold_assets) for key in asset.check_keys
+        key
+        for definition in (*bronze_assets, *silver_assets, *gold_assets, *integrity_checks)
+        for key in definition.check_keys
     ]
 
 
 def failed_error_checks(instance: dg.DagsterInstance, check_keys) -> list[dict]:
-    """Latest result per check and partition that failed (every check here is ERROR severity)."""
+    """Latest result per check and partition that failed with ERROR severity (WARNs inform)."""
+    from dagster._core.event_api import PartitionKeyFilter
+
+    storage = instance.event_log_storage
     failed = []
-    infos = instance.event_log_storage.get_asset_check_partition_info(list(check_keys))
-    for info in infos:
-        if info.latest_execution_status.value == "FAILED":
+    for info in storage.get_asset_check_partition_info(list(check_keys)):
+        if info.latest_execution_status.value != "FAILED":
+            continue
+        record = storage.get_latest_asset_check_execution_by_key(
+            [info.check_key], partition_filter=PartitionKeyFilter(key=info.partition_key)
+        ).get(info.check_key)
+        evaluation = record.evaluation if record else None
+        if evaluation is None or evaluation.severity == dg.AssetCheckSeverity.ERROR:
             failed.append(
                 {
                     "asset": info.check_key.asset_key.to_user_string(),

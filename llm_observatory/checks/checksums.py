@@ -1,0 +1,100 @@
+"""Checksums: every current data file of a partition still has the SHA-256 it was committed with.
+
+The writer hashes each file as it streams it out and records path, size, rows and SHA-256 in
+the Delta commit (`llm_observatory.files`). This re-reads the partition's current files and
+compares, so a file changed, truncated or deleted in storage after the commit is found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from llm_observatory.io.delta_lake import commit_files, current_files, open_table
+from llm_observatory.resources.lake import LakeLocation
+
+CHECKSUM_CHECK = "files_match_committed_sha256"
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class ChecksumVerdict:
+    files_checked: int = 0
+    bytes_checked: int = 0
+    mismatched: list[dict] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not (self.mismatched or self.missing or self.unrecorded)
+
+
+def file_sha256(location: LakeLocation, relative_path: str) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with location.filesystem.open(f"{location.fs_path}/{relative_path}", "rb") as handle:
+        while chunk := handle.read(READ_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def verify_partition_checksums(
+    location: LakeLocation, filters: list[tuple[str, str, str]]
+) -> ChecksumVerdict:
+    verdict = ChecksumVerdict()
+    table = open_table(location)
+    if table is None:
+        return verdict
+    recorded = {entry["path"]: entry for entry in commit_files(table)}
+    for relative_path, _ in current_files(table, filters):
+        expected = recorded.get(relative_path)
+        if expected is None:
+            verdict.unrecorded.append(relative_path)
+            continue
+        try:
+            actual, size = file_sha256(location, relative_path)
+        except FileNotFoundError:
+            verdict.missing.append(relative_path)
+            continue
+        verdict.files_checked += 1
+        verdict.bytes_checked += size
+        if actual != expected["sha256"] or size != expected["bytes"]:
+            verdict.mismatched.append(
+                {
+                    "path": relative_path,
+                    "expected_sha256": expected["sha256"],
+                    "actual_sha256": actual,
+                    "expected_bytes": expected["bytes"],
+                    "actual_bytes": size,
+                }
+            )
+    return verdict
+
+
+def checksum_result(
+    location: LakeLocation, filters: list[tuple[str, str, str]], partition: str
+) -> dg.AssetCheckResult:
+    verdict = verify_partition_checksums(location, filters)
+    return dg.AssetCheckResult(
+        check_name=CHECKSUM_CHECK,
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=None
+        if verdict.passed
+        else (
+            f"partition {partition}: {len(verdict.mismatched)} file(s) changed, "
+            f"{len(verdict.missing)} missing, {len(verdict.unrecorded)} without a recorded hash"
+        ),
+        metadata={
+            "partition": partition,
+            "files_checked": verdict.files_checked,
+            "bytes_checked": verdict.bytes_checked,
+            "mismatched": dg.MetadataValue.json(verdict.mismatched[:20]),
+            "missing": dg.MetadataValue.json(verdict.missing[:20]),
+            "unrecorded": dg.MetadataValue.json(verdict.unrecorded[:20]),
+        },
+    )

@@ -1,0 +1,112 @@
+"""The partitioned asset checks of the validation layers, made per table from `tables.py`.
+
+Each runs after its asset in the same run (one result per partition, shown in the UI), reads
+the lake as it is now, and can be evaluated again later by the cutover report.
+"""
+
+import dagster as dg
+
+from llm_observatory.assets.bronze import bronze_key
+from llm_observatory.assets.silver import silver_key
+from llm_observatory.checks.checksums import CHECKSUM_CHECK, checksum_result
+from llm_observatory.checks.quality import (
+    QUARANTINE_SHARE_CHECK,
+    SILVER_RULES_CHECK,
+    silver_rule_results,
+)
+from llm_observatory.checks.timestamps import (
+    HOUR_GAPS_CHECK,
+    IN_PARTITION_CHECK,
+    timestamp_results,
+)
+from llm_observatory.layout import bronze_location, day_filter, silver_location
+from llm_observatory.partitions import daily_partitions
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.resources.source import SourceDatabase
+from llm_observatory.tables import TABLES, TableSpec
+
+
+def _day(context: dg.AssetCheckExecutionContext):
+    return context.partition_time_window.start.date()
+
+
+def bronze_checks(table: TableSpec) -> dg.AssetChecksDefinition:
+    key = bronze_key(table)
+
+    @dg.multi_asset_check(
+        specs=[
+            dg.AssetCheckSpec(
+                CHECKSUM_CHECK,
+                asset=key,
+                blocking=True,
+                partitions_def=daily_partitions,
+                description="Every current file of the day has the SHA-256 it was committed with.",
+            ),
+            dg.AssetCheckSpec(
+                IN_PARTITION_CHECK,
+                asset=key,
+                partitions_def=daily_partitions,
+                description="No row has an event time outside its partition's UTC day.",
+            ),
+            dg.AssetCheckSpec(
+                HOUR_GAPS_CHECK,
+                asset=key,
+                partitions_def=daily_partitions,
+                description="Hours without rows: ERROR if the source has rows there, else WARN.",
+            ),
+        ],
+        name=f"bronze_{table.name}_integrity",
+    )
+    def _checks(context: dg.AssetCheckExecutionContext, source: SourceDatabase, lake: LakeResource):
+        day = _day(context)
+        location = bronze_location(lake, table)
+        yield checksum_result(location, day_filter(day), day.isoformat())
+        described = source.describe_table(table)
+        yield from timestamp_results(table, location, day, source, described)
+
+    return _checks
+
+
+def silver_checks(table: TableSpec) -> dg.AssetChecksDefinition:
+    key = silver_key(table)
+
+    @dg.multi_asset_check(
+        specs=[
+            dg.AssetCheckSpec(
+                CHECKSUM_CHECK,
+                asset=key,
+                partitions_def=daily_partitions,
+                description="Every current file of the day has the SHA-256 it was committed with.",
+            ),
+            dg.AssetCheckSpec(
+                SILVER_RULES_CHECK,
+                asset=key,
+                partitions_def=daily_partitions,
+                description="No silver row breaks a quality rule.",
+            ),
+            dg.AssetCheckSpec(
+                QUARANTINE_SHARE_CHECK,
+                asset=key,
+                partitions_def=daily_partitions,
+                description="WARN when the quarantined share exceeds the table's threshold.",
+            ),
+            dg.AssetCheckSpec(
+                IN_PARTITION_CHECK,
+                asset=key,
+                partitions_def=daily_partitions,
+                description="No row has an event time outside its partition's UTC day.",
+            ),
+        ],
+        name=f"silver_{table.name}_integrity",
+    )
+    def _checks(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+        day = _day(context)
+        location = silver_location(lake, table)
+        yield checksum_result(location, day_filter(day), day.isoformat())
+        yield from silver_rule_results(table, lake, day)
+        yield from timestamp_results(table, location, day)
+
+    return _checks
+
+
+integrity_checks = [bronze_checks(t) for t in TABLES] + [silver_checks(t) for t in TABLES]

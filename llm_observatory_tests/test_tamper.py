@@ -1,0 +1,170 @@
+"""Tamper with a migrated lake (and its source) and see each validation layer catch it, naming
+the partition and, where it can, the key."""
+
+import datetime as dt
+import os
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+from deltalake import DeltaTable
+
+from llm_observatory.assets.bronze import bronze_assets
+from llm_observatory.assets.gold import gold_assets
+from llm_observatory.assets.silver import silver_assets
+from llm_observatory.checks.checksums import checksum_result
+from llm_observatory.checks.factory import integrity_checks
+from llm_observatory.checks.quality import silver_rule_results
+from llm_observatory.checks.row_counts import bronze_matches_source
+from llm_observatory.checks.timestamps import timestamp_results
+from llm_observatory.io.delta_lake import current_files
+from llm_observatory.layout import bronze_location, day_filter, silver_location
+from llm_observatory.partitions import day_window
+from llm_observatory.report import account_days
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.resources.source import SourceDatabase
+from llm_observatory.synthetic.generator import DefectRates, generate_source
+from llm_observatory.tables import LLM_INTERACTIONS, TABLES
+
+DAY = dt.date(2026, 11, 1)
+
+
+@pytest.fixture
+def migrated(postgres_url, tmp_path):
+    generate_source(
+        postgres_url,
+        start_date=DAY,
+        days=1,
+        rows_per_day=300,
+        seed=5,
+        defects=DefectRates(missing_hour=None),
+    )
+    source = SourceDatabase(url=postgres_url)
+    lake = LakeResource(url=str(tmp_path / "lake"))
+    result = dg.materialize(
+        [*bronze_assets, *silver_assets, *gold_assets, *integrity_checks],
+        partition_key=DAY.isoformat(),
+        resources={"source": source, "lake": lake},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    return source, lake
+
+
+def one_file(location) -> str:
+    files = current_files(DeltaTable(location.uri), day_filter(DAY))
+    return f"{location.fs_path}/{files[0][0]}"
+
+
+def rewrite(path: str, change) -> None:
+    """Rewrites a data file in place, as someone with storage access could."""
+    table = pq.read_table(path)
+    pq.write_table(change(table), path, compression="zstd")
+
+
+def set_value(table: pa.Table, column: str, row: int, value) -> pa.Table:
+    values = table.column(column).to_pylist()
+    values[row] = value
+    return table.set_column(
+        table.schema.get_field_index(column),
+        column,
+        pa.array(values, table.schema.field(column).type),
+    )
+
+
+def test_a_corrupted_byte_fails_the_checksum_naming_the_file(migrated):
+    _, lake = migrated
+    location = bronze_location(lake, LLM_INTERACTIONS)
+    path = one_file(location)
+    with open(path, "r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    result = checksum_result(location, day_filter(DAY), DAY.isoformat())
+    assert not result.passed
+    assert DAY.isoformat() in result.description
+    [mismatch] = result.metadata["mismatched"].value
+    assert path.endswith(mismatch["path"])
+
+
+def test_a_deleted_file_is_reported_missing(migrated):
+    _, lake = migrated
+    location = silver_location(lake, LLM_INTERACTIONS)
+    path = one_file(location)
+    os.remove(path)
+    result = checksum_result(location, day_filter(DAY), DAY.isoformat())
+    assert not result.passed
+    assert any(path.endswith(p) for p in result.metadata["missing"].value)
+
+
+def test_one_changed_character_fails_the_checksum(migrated):
+    _, lake = migrated
+    location = silver_location(lake, LLM_INTERACTIONS)
+    path = one_file(location)
+    rewrite(
+        path, lambda t: set_value(t, "response", 0, (t.column("response")[0].as_py() or "") + "!")
+    )
+    assert not checksum_result(location, day_filter(DAY), DAY.isoformat()).passed
+
+
+def test_a_timestamp_shifted_out_of_its_day_names_the_key(migrated):
+    source, lake = migrated
+    location = bronze_location(lake, LLM_INTERACTIONS)
+    path = one_file(location)
+    table = pq.read_table(path)
+    last = pc.index(table.column("timestamp"), pc.max(table.column("timestamp"))).as_py()
+    key = table.column("interaction_id")[last].as_py()
+    moment = table.column("timestamp")[last].as_py()
+    assert moment == dt.datetime(2026, 11, 1, 23, 59, 59, 999999, tzinfo=dt.timezone.utc)
+    rewrite(path, lambda t: set_value(t, "timestamp", last, moment + dt.timedelta(microseconds=1)))
+    described = source.describe_table(LLM_INTERACTIONS)
+    in_day, _ = timestamp_results(LLM_INTERACTIONS, location, DAY, source, described)
+    assert not in_day.passed
+    assert in_day.metadata["first_keys_outside"].value == [key]
+    assert not checksum_result(location, day_filter(DAY), DAY.isoformat()).passed
+
+
+def test_a_rule_breaking_row_in_silver_is_found_with_its_key(migrated):
+    _, lake = migrated
+    path = one_file(silver_location(lake, LLM_INTERACTIONS))
+    key = pq.read_table(path).column("interaction_id")[0].as_py()
+    rewrite(path, lambda t: set_value(t, "latency_ms", 0, -1))
+    rules, _ = silver_rule_results(LLM_INTERACTIONS, lake, DAY)
+    assert not rules.passed
+    assert rules.metadata["violations_by_rule"].value["range:latency_ms"] == 1
+    assert rules.metadata["first_offending_keys"].value == [key]
+
+
+def test_an_hour_lost_only_in_the_lake_is_an_error(migrated):
+    source, lake = migrated
+    location = bronze_location(lake, LLM_INTERACTIONS)
+    path = one_file(location)
+    rewrite(path, lambda t: t.filter(pc.not_equal(pc.hour(t.column("timestamp")), 7)))
+    described = source.describe_table(LLM_INTERACTIONS)
+    _, gaps = timestamp_results(LLM_INTERACTIONS, location, DAY, source, described)
+    assert not gaps.passed
+    assert gaps.severity == dg.AssetCheckSeverity.ERROR
+    assert gaps.metadata["gaps_lost_in_lake"].value == [7]
+
+
+def test_a_row_deleted_from_the_source_after_the_load_is_a_no_go(migrated, postgres_url):
+    source, lake = migrated
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "DELETE FROM llm_interactions WHERE interaction_id = "
+            "(SELECT min(interaction_id) FROM llm_interactions)"
+        )
+    engine.dispose()
+    described = source.describe_table(LLM_INTERACTIONS)
+    count_check = bronze_matches_source(LLM_INTERACTIONS, source, described, lake, *day_window(DAY))
+    assert not count_check.passed
+    assert count_check.metadata["difference"].value == 1
+    accounts = account_days(source, lake, TABLES, DAY, DAY)
+    incomplete = [a for a in accounts if not a.complete]
+    assert [(a.table, a.day) for a in incomplete] == [("llm_interactions", DAY.isoformat())]

@@ -63,7 +63,10 @@ class TableSpec:
     rules: tuple[Rule, ...] = ()
     silver_model_column: str | None = None
     description: str = ""
+    # Share of rows quarantined above which the quarantine check warns.
     quarantine_warn_share: float = field(default=0.05)
+    # Row counts must match exactly by default; the migration guide's 1 % is `0.01`.
+    row_count_tolerance: float = 0.0
 
     @property
     def required_columns(self) -> tuple[str, ...]:

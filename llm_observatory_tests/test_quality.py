@@ -85,3 +85,13 @@ def test_table_without_rules_passes_everything():
     verdict = evaluate(batch, LOGS.rules)
     assert verdict.passed.to_pylist() == [True, True]
     assert verdict.failed_rows.num_rows == 0
+
+
+def test_row_counts_are_exact_unless_a_tolerance_is_configured():
+    from llm_observatory.checks.row_counts import within_tolerance
+
+    assert within_tolerance(1000, 1000, 0.0)
+    assert not within_tolerance(999, 1000, 0.0)
+    assert within_tolerance(990, 1000, 0.01)
+    assert not within_tolerance(989, 1000, 0.01)
+    assert not within_tolerance(1011, 1000, 0.01)

@@ -25,6 +25,13 @@ BRONZE_ROWS_CHECK = "bronze_rows_match_source"
 SILVER_ROWS_CHECK = "silver_plus_quarantine_match_bronze"
 
 
+def within_tolerance(actual: int, expected: int, tolerance: float) -> bool:
+    """Exact at tolerance 0 (the default), else |actual - expected| <= tolerance x expected."""
+    if tolerance <= 0:
+        return actual == expected
+    return abs(actual - expected) <= tolerance * expected
+
+
 def bronze_matches_source(
     table: TableSpec,
     source: SourceDatabase,
@@ -38,12 +45,13 @@ def bronze_matches_source(
     bronze_rows = count_partition_rows(bronze_location(lake, table), day_filter(start.date()))
     return dg.AssetCheckResult(
         check_name=BRONZE_ROWS_CHECK,
-        passed=source_rows == bronze_rows,
+        passed=within_tolerance(bronze_rows, source_rows, table.row_count_tolerance),
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "source_rows": source_rows,
             "bronze_rows": bronze_rows,
             "difference": bronze_rows - source_rows,
+            "tolerance": table.row_count_tolerance,
             "range": f"[{start.isoformat()}, {end.isoformat()})",
         },
     )
@@ -57,7 +65,7 @@ def silver_accounts_for_bronze(
     quarantined = count_partition_rows(quarantine_location(lake, table), day_filter(day))
     return dg.AssetCheckResult(
         check_name=SILVER_ROWS_CHECK,
-        passed=silver_rows + quarantined == bronze_keys,
+        passed=within_tolerance(silver_rows + quarantined, bronze_keys, table.row_count_tolerance),
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "bronze_rows": bronze_rows,
@@ -65,5 +73,6 @@ def silver_accounts_for_bronze(
             "silver_rows": silver_rows,
             "quarantined_rows": quarantined,
             "difference": silver_rows + quarantined - bronze_keys,
+            "tolerance": table.row_count_tolerance,
         },
     )

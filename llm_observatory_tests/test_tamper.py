@@ -168,3 +168,53 @@ def test_a_row_deleted_from_the_source_after_the_load_is_a_no_go(migrated, postg
     accounts = account_days(source, lake, TABLES, DAY, DAY)
     incomplete = [a for a in accounts if not a.complete]
     assert [(a.table, a.day) for a in incomplete] == [("llm_interactions", DAY.isoformat())]
+
+
+def flaky_read_back(monkeypatch, bad_reads: int) -> list[int]:
+    """Storage that returns other bytes for the first `bad_reads` read-backs."""
+    from llm_observatory.io import delta_lake
+
+    calls = [0]
+    genuine = delta_lake.read_back_sha256
+
+    def read_back(location, path):
+        calls[0] += 1
+        digest, size = genuine(location, path)
+        return ("0" * 64 if calls[0] <= bad_reads else digest), size
+
+    monkeypatch.setattr(delta_lake, "read_back_sha256", read_back)
+    return calls
+
+
+def test_a_write_that_does_not_read_back_is_retried(migrated, monkeypatch):
+    source, lake = migrated
+    location = bronze_location(lake, LLM_INTERACTIONS)
+    version = DeltaTable(location.uri).version()
+    flaky_read_back(monkeypatch, bad_reads=1)
+    result = dg.materialize(
+        [bronze_assets[0]],
+        partition_key=DAY.isoformat(),
+        resources={"source": source, "lake": lake},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    assert DeltaTable(location.uri).version() == version + 1
+    assert checksum_result(location, day_filter(DAY), DAY.isoformat()).passed
+
+
+def test_a_write_that_never_reads_back_fails_and_commits_nothing(migrated, monkeypatch):
+    source, lake = migrated
+    location = bronze_location(lake, LLM_INTERACTIONS)
+    version = DeltaTable(location.uri).version()
+    flaky_read_back(monkeypatch, bad_reads=10_000)
+    result = dg.materialize(
+        [bronze_assets[0]],
+        partition_key=DAY.isoformat(),
+        resources={"source": source, "lake": lake},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    error = result.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert "ReadBackMismatchError" in error
+    assert DeltaTable(location.uri).version() == version

@@ -8,6 +8,7 @@ nothing. Its row-count check against the source is blocking: silver never builds
 import dagster as dg
 
 from llm_observatory.assets.progress import Throughput
+from llm_observatory.assets.retries import write_with_read_back_retries
 from llm_observatory.checks.row_counts import BRONZE_ROWS_CHECK, bronze_matches_source
 from llm_observatory.io.delta_lake import DeltaPartitionWriter
 from llm_observatory.layout import bronze_location, bronze_schema, day_filter, with_event_day
@@ -48,23 +49,30 @@ def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
         day = window.start.date()
         described = source.describe_table(table)
         location = bronze_location(lake, table)
-        progress = Throughput(log=context.log, label=f"bronze/{table.name} {day}")
-        writer = DeltaPartitionWriter(
-            location,
-            bronze_schema(described.arrow_schema),
-            ["date"],
-            replace=day_filter(day),
-        )
-        try:
-            for batch in source.stream_range(described, window.start, window.end):
-                writer.write(with_event_day(batch, table.event_time))
-                progress.add(batch.num_rows, batch.nbytes)
-            summary = writer.commit(
-                {"layer": "bronze", "partition": day.isoformat(), "run_id": context.run_id}
+
+        def copy_day():
+            progress = Throughput(log=context.log, label=f"bronze/{table.name} {day}")
+            writer = DeltaPartitionWriter(
+                location,
+                bronze_schema(described.arrow_schema),
+                ["date"],
+                replace=day_filter(day),
             )
-        except BaseException:
-            writer.abort()
-            raise
+            try:
+                for batch in source.stream_range(described, window.start, window.end):
+                    writer.write(with_event_day(batch, table.event_time))
+                    progress.add(batch.num_rows, batch.nbytes)
+                summary = writer.commit(
+                    {"layer": "bronze", "partition": day.isoformat(), "run_id": context.run_id}
+                )
+            except BaseException:
+                writer.abort()
+                raise
+            return summary, progress
+
+        summary, progress = write_with_read_back_retries(
+            copy_day, context.log, f"bronze/{table.name} {day}"
+        )
         context.log.info(progress.describe())
         yield dg.MaterializeResult(
             metadata={

@@ -8,6 +8,7 @@ batches, redeliveries) are held in memory to pick their latest version.
 
 import datetime as dt
 from collections import Counter
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
@@ -17,8 +18,10 @@ import pyarrow.compute as pc
 
 from llm_observatory.assets.bronze import bronze_key
 from llm_observatory.assets.progress import Throughput
+from llm_observatory.assets.retries import write_with_read_back_retries
 from llm_observatory.checks.row_counts import SILVER_ROWS_CHECK, silver_accounts_for_bronze
 from llm_observatory.io.delta_lake import (
+    CommitSummary,
     DeltaPartitionWriter,
     LakeWriteError,
     restore_partition,
@@ -132,6 +135,86 @@ def _key_hashes(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return pl.Series(values=keys).hash(seed=0).to_numpy()
 
 
+@dataclass
+class ValidatedDay:
+    progress: Throughput
+    summary: CommitSummary
+    silver_rows: int
+    quarantined_rows: int
+    broken_counts: Counter
+
+
+def validate_day(
+    context: dg.AssetExecutionContext,
+    table: TableSpec,
+    lake: LakeResource,
+    day: dt.date,
+    source_schema: pa.Schema,
+    latest: LatestVersions,
+    bronze_rows: int,
+) -> ValidatedDay:
+    """Streams the day's bronze rows through the rules into silver and quarantine, and commits
+    both (quarantine first, put back if silver's commit fails)."""
+    bronze = bronze_location(lake, table)
+    silver_writer = DeltaPartitionWriter(
+        silver_location(lake, table),
+        silver_schema(table, source_schema),
+        table.silver_partition_by,
+        replace=day_filter(day),
+    )
+    quarantine_writer = DeltaPartitionWriter(
+        quarantine_location(lake, table),
+        quarantine_schema(source_schema),
+        ["date"],
+        replace=day_filter(day),
+    )
+    progress = Throughput(
+        log=context.log, label=f"silver/{table.name} {day}", expected_rows=bronze_rows
+    )
+    broken_counts: Counter = Counter()
+    silver_rows = quarantined_rows = 0
+    try:
+        for batch in scan_partition(bronze, day_filter(day), source_schema.names):
+            batch = batch.cast(source_schema)
+            progress.add(batch.num_rows, batch.nbytes)
+            batch = latest.keep(batch)
+            verdict = evaluate(batch, table.rules)
+            broken_counts.update(verdict.broken_counts)
+            passing = batch.filter(verdict.passed)
+            silver_rows += passing.num_rows
+            silver_writer.write(with_silver_partitions(passing, table))
+            if verdict.failed_rows.num_rows:
+                quarantined_rows += verdict.failed_rows.num_rows
+                failed = verdict.failed_rows
+                failed = with_event_day(failed.select(source_schema.names), table.event_time)
+                failed = failed.append_column(
+                    "quarantine_rule", verdict.failed_rows.column("quarantine_rule")
+                ).append_column(
+                    "quarantine_reason", verdict.failed_rows.column("quarantine_reason")
+                )
+                quarantine_writer.write(failed)
+        commit_metadata = {"partition": day.isoformat(), "run_id": context.run_id}
+        # Two tables cannot change in one Delta commit: quarantine goes first, and is put
+        # back as it was if the silver commit then fails, so a failed run changes nothing.
+        quarantine = quarantine_location(lake, table)
+        previous_quarantine = snapshot_partition(quarantine, day_filter(day))
+        if quarantined_rows or previous_quarantine.table_existed:
+            quarantine_writer.commit({"layer": "silver_quarantine", **commit_metadata})
+        else:
+            quarantine_writer.abort()
+        try:
+            summary = silver_writer.commit({"layer": "silver", **commit_metadata})
+        except BaseException as error:
+            if previous_quarantine.table_existed:
+                restore_partition(previous_quarantine, f"silver commit failed: {error}")
+            raise
+    except BaseException:
+        silver_writer.abort()
+        quarantine_writer.abort()
+        raise
+    return ValidatedDay(progress, summary, silver_rows, quarantined_rows, broken_counts)
+
+
 def silver_asset(table: TableSpec) -> dg.AssetsDefinition:
     key = silver_key(table)
 
@@ -167,62 +250,14 @@ def silver_asset(table: TableSpec) -> dg.AssetsDefinition:
             [bronze_table_schema.field(name) for name in source_columns(bronze_table_schema)]
         )
         latest, bronze_rows, bronze_keys = LatestVersions.scan(table, lake, day)
-        silver_writer = DeltaPartitionWriter(
-            silver_location(lake, table),
-            silver_schema(table, source_schema),
-            table.silver_partition_by,
-            replace=day_filter(day),
+        outcome = write_with_read_back_retries(
+            lambda: validate_day(context, table, lake, day, source_schema, latest, bronze_rows),
+            context.log,
+            f"silver/{table.name} {day}",
         )
-        quarantine_writer = DeltaPartitionWriter(
-            quarantine_location(lake, table),
-            quarantine_schema(source_schema),
-            ["date"],
-            replace=day_filter(day),
-        )
-        progress = Throughput(
-            log=context.log, label=f"silver/{table.name} {day}", expected_rows=bronze_rows
-        )
-        broken_counts: Counter = Counter()
-        silver_rows = quarantined_rows = 0
-        try:
-            for batch in scan_partition(bronze, day_filter(day), source_schema.names):
-                batch = batch.cast(source_schema)
-                progress.add(batch.num_rows, batch.nbytes)
-                batch = latest.keep(batch)
-                verdict = evaluate(batch, table.rules)
-                broken_counts.update(verdict.broken_counts)
-                passing = batch.filter(verdict.passed)
-                silver_rows += passing.num_rows
-                silver_writer.write(with_silver_partitions(passing, table))
-                if verdict.failed_rows.num_rows:
-                    quarantined_rows += verdict.failed_rows.num_rows
-                    failed = verdict.failed_rows
-                    failed = with_event_day(failed.select(source_schema.names), table.event_time)
-                    failed = failed.append_column(
-                        "quarantine_rule", verdict.failed_rows.column("quarantine_rule")
-                    ).append_column(
-                        "quarantine_reason", verdict.failed_rows.column("quarantine_reason")
-                    )
-                    quarantine_writer.write(failed)
-            commit_metadata = {"partition": day.isoformat(), "run_id": context.run_id}
-            # Two tables cannot change in one Delta commit: quarantine goes first, and is put
-            # back as it was if the silver commit then fails, so a failed run changes nothing.
-            quarantine = quarantine_location(lake, table)
-            previous_quarantine = snapshot_partition(quarantine, day_filter(day))
-            if quarantined_rows or previous_quarantine.table_existed:
-                quarantine_writer.commit({"layer": "silver_quarantine", **commit_metadata})
-            else:
-                quarantine_writer.abort()
-            try:
-                summary = silver_writer.commit({"layer": "silver", **commit_metadata})
-            except BaseException as error:
-                if previous_quarantine.table_existed:
-                    restore_partition(previous_quarantine, f"silver commit failed: {error}")
-                raise
-        except BaseException:
-            silver_writer.abort()
-            quarantine_writer.abort()
-            raise
+        progress, summary = outcome.progress, outcome.summary
+        silver_rows, quarantined_rows = outcome.silver_rows, outcome.quarantined_rows
+        broken_counts = outcome.broken_counts
         context.log.info(progress.describe())
         yield dg.MaterializeResult(
             metadata={

@@ -7,16 +7,14 @@ compares, so a file changed, truncated or deleted in storage after the commit is
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import dagster as dg
 
-from llm_observatory.io.delta_lake import commit_files, current_files, open_table
+from llm_observatory.io.delta_lake import commit_files, current_files, open_table, read_back_sha256
 from llm_observatory.resources.lake import LakeLocation
 
 CHECKSUM_CHECK = "files_match_committed_sha256"
-READ_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -30,16 +28,6 @@ class ChecksumVerdict:
     @property
     def passed(self) -> bool:
         return not (self.mismatched or self.missing or self.unrecorded)
-
-
-def file_sha256(location: LakeLocation, relative_path: str) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with location.filesystem.open(f"{location.fs_path}/{relative_path}", "rb") as handle:
-        while chunk := handle.read(READ_CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def verify_partition_checksums(
@@ -56,7 +44,7 @@ def verify_partition_checksums(
             verdict.unrecorded.append(relative_path)
             continue
         try:
-            actual, size = file_sha256(location, relative_path)
+            actual, size = read_back_sha256(location, relative_path)
         except FileNotFoundError:
             verdict.missing.append(relative_path)
             continue

@@ -52,6 +52,28 @@ class LakeWriteError(RuntimeError):
     """A lake write could not be committed; the table is as it was before."""
 
 
+class ReadBackMismatchError(LakeWriteError):
+    """A file read back from storage does not hash to what was written; nothing was committed.
+
+    The assets retry on it (a bounded number of times, Dagster `RetryPolicy`) before the run
+    fails.
+    """
+
+
+READ_BACK_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def read_back_sha256(location: LakeLocation, relative_path: str) -> tuple[str, int]:
+    """SHA-256 and size of a file as storage returns it now."""
+    digest = hashlib.sha256()
+    size = 0
+    with location.filesystem.open(f"{location.fs_path}/{relative_path}", "rb") as handle:
+        while chunk := handle.read(READ_BACK_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
 @dataclass(frozen=True)
 class WrittenFile:
     """A data file as committed: what the checksum checks verify later."""
@@ -322,6 +344,7 @@ class DeltaPartitionWriter:
         row_group_bytes: int = ROW_GROUP_BYTES,
         target_file_bytes: int = TARGET_FILE_BYTES,
         compression_level: int = 1,
+        verify_read_back: bool = True,
     ) -> None:
         release_large_blocks_eagerly()
         self.location = location
@@ -332,6 +355,7 @@ class DeltaPartitionWriter:
         self.row_group_bytes = row_group_bytes
         self.target_file_bytes = target_file_bytes
         self.compression_level = compression_level
+        self.verify_read_back = verify_read_back
         self.file_schema = pa.schema([f for f in schema if f.name not in self.partition_by])
         self.parquet_statistics_columns = [
             f.name
@@ -425,10 +449,25 @@ class DeltaPartitionWriter:
         """Closes every file and commits them, replacing the `replace` partitions atomically."""
         try:
             self._close_files()
+            if self.verify_read_back:
+                self._verify_read_back()
             return self._commit(custom_metadata or {})
         except BaseException:
             self.abort()
             raise
+
+    def _verify_read_back(self) -> None:
+        """Every file, read back from storage, must hash to what was streamed out."""
+        for written, _ in self.finished:
+            try:
+                actual, size = read_back_sha256(self.location, written.path)
+            except FileNotFoundError:
+                actual, size = "missing", 0
+            if actual != written.sha256 or size != written.bytes:
+                raise ReadBackMismatchError(
+                    f"{self.location.uri}/{written.path}: wrote {written.bytes} bytes with "
+                    f"SHA-256 {written.sha256}, storage returns {size} bytes with {actual}"
+                )
 
     def _commit(self, custom_metadata: dict[str, str]) -> CommitSummary:
         now_ms = int(time.time() * 1000)

@@ -67,6 +67,8 @@ class TableSpec:
     quarantine_warn_share: float = field(default=0.05)
     # Row counts must match exactly by default; the migration guide's 1 % is `0.01`.
     row_count_tolerance: float = 0.0
+    # Source records per partition and run compared on every column with the lake.
+    spot_check_rows: int = 10_000
 
     @property
     def required_columns(self) -> tuple[str, ...]:

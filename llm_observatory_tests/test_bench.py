@@ -18,10 +18,21 @@ def test_quick_bench_writes_its_report(postgres_server, tmp_path):
     output = tmp_path / "bench.json"
     completed = subprocess.run(
         [
-            sys.executable, str(BENCH), "--quick", "--rows", str(QUICK_ROWS),
-            "--pg-admin-url", postgres_server.admin_url, "--output", str(output),
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--rows",
+            str(QUICK_ROWS),
+            "--pg-admin-url",
+            postgres_server.admin_url,
+            "--output",
+            str(output),
         ],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "ratio to floor" in completed.stdout
@@ -39,8 +50,13 @@ def test_quick_bench_writes_its_report(postgres_server, tmp_path):
     assert any(path.startswith("bronze+silver+gold") for path in paths)
     for line in result["lines"]:
         assert line["rows"] == QUICK_ROWS
-        for figure in ("seconds", "rows_per_second", "mb_per_second", "peak_rss_mib",
-                       "ratio_to_floor"):
+        for figure in (
+            "seconds",
+            "rows_per_second",
+            "mb_per_second",
+            "peak_rss_mib",
+            "ratio_to_floor",
+        ):
             assert line[figure] > 0, (line["path"], figure)
         if not line["path"].startswith("floor"):
             assert line["lake_to_source_bytes"] > 0

@@ -14,6 +14,7 @@ from deltalake import DeltaTable
 from llm_observatory.assets.bronze import bronze_assets
 from llm_observatory.assets.gold import gold_assets
 from llm_observatory.assets.silver import silver_assets
+from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.layout import (
     bronze_location,
     daily_metrics_location,
@@ -28,7 +29,7 @@ from llm_observatory.tables import LLM_INTERACTIONS, MODELS, TABLES
 START = dt.date(2026, 11, 1)
 DAYS = 3
 ROWS_PER_DAY = 400
-MIGRATION_ASSETS = [*bronze_assets, *silver_assets, *gold_assets]
+MIGRATION_ASSETS = [*bronze_assets, *silver_assets, *gold_assets, *integrity_checks]
 # High enough that every defect occurs on every day even with a few hundred rows.
 DEFECTS = DefectRates(
     latency_null=0.02,
@@ -105,10 +106,26 @@ def test_every_run_and_check_succeeds(migrated_local):
     for result in results:
         assert result.success
         evaluations = result.get_asset_check_evaluations()
-        assert len(evaluations) == 7
-        assert all(evaluation.passed for evaluation in evaluations), [
+        # 7 inside the assets; per table 4 on bronze and 4 on silver.
+        assert len(evaluations) == 7 + 3 * 4 + 3 * 4
+        partition = result.dagster_run.tags["dagster/partition"]
+        # The synthetic source leaves one hour empty on the second day: a WARN, not a loss.
+        expected_warnings = (
+            {("hour_gaps_explained_by_source", table.name) for table in TABLES}
+            if partition == partition_keys()[1]
+            else set()
+        )
+        # DEFECTS quarantine 7 % of interactions, above the 5 % warning threshold.
+        expected_warnings.add(("quarantine_share_below_threshold", "llm_interactions"))
+        failed = {(e.check_name, e.asset_key.path[-1]) for e in evaluations if not e.passed}
+        assert failed == expected_warnings, [
             (e.asset_key, e.check_name, e.metadata) for e in evaluations if not e.passed
         ]
+        for evaluation in evaluations:
+            if not evaluation.passed:
+                assert evaluation.severity == dg.AssetCheckSeverity.WARN
+            if not evaluation.passed and evaluation.check_name == "hour_gaps_explained_by_source":
+                assert evaluation.metadata["gaps_in_source_too"].value == [13]
         assert {e.partition for e in evaluations} == {result.dagster_run.tags["dagster/partition"]}
 
 
@@ -263,7 +280,11 @@ def test_the_lake_on_azurite_holds_the_same_rows(postgres_source, azurite):
         keys=[key],
     )
     assert result.success
-    assert all(e.passed for e in result.get_asset_check_evaluations())
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 7 + 3 * 4 + 3 * 4  # checksums re-read every file through adlfs
+    assert {e.check_name for e in evaluations if not e.passed} == {
+        "quarantine_share_below_threshold"  # DEFECTS' 7 % of interactions: a WARN
+    }
     day = dt.date.fromisoformat(key)
     for table in TABLES:
         expected = sorted(

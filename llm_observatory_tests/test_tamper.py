@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from deltalake import DeltaTable
+from sqlalchemy.dialects import mssql
 
 from llm_observatory.assets.bronze import bronze_assets
 from llm_observatory.assets.gold import gold_assets
@@ -218,3 +219,53 @@ def test_a_write_that_never_reads_back_fails_and_commits_nothing(migrated, monke
     error = result.get_step_failure_events()[0].event_specific_data.error.to_string()
     assert "ReadBackMismatchError" in error
     assert DeltaTable(location.uri).version() == version
+
+
+def test_the_spot_check_names_key_and_column_of_a_changed_value(migrated):
+    from llm_observatory.checks.spot_check import spot_check_result
+
+    source, lake = migrated
+    path = one_file(bronze_location(lake, LLM_INTERACTIONS))
+    table = pq.read_table(path)
+    row = next(i for i, v in enumerate(table.column("response").to_pylist()) if v)
+    key = table.column("interaction_id")[row].as_py()
+    rewrite(path, lambda t: set_value(t, "response", row, t.column("response")[row].as_py() + "x"))
+    described = source.describe_table(LLM_INTERACTIONS)
+    result = spot_check_result(LLM_INTERACTIONS, source, described, lake, DAY, 10_000, "s")
+    assert not result.passed
+    assert result.metadata["sampled_rows"].value == 300
+    [mismatch] = result.metadata["mismatches"].value
+    assert (mismatch["key"], mismatch["column"]) == (key, "response")
+
+
+def test_the_spot_check_sample_is_seeded_and_drawn_in_the_source(migrated):
+    from llm_observatory.checks.spot_check import sample_query
+
+    source, _ = migrated
+    described = source.describe_table(LLM_INTERACTIONS)
+
+    def sample(seed):
+        query = sample_query(source, described, DAY, 25, seed)
+        batches = source.stream_query(query, described.arrow_schema)
+        return [k for b in batches for k in b.column("interaction_id").to_pylist()]
+
+    assert sample("a") == sample("a")
+    assert sample("a") != sample("b")
+    assert len(set(sample("a"))) == 25
+    compiled = str(sample_query(source, described, DAY, 25, "a").compile(dialect=mssql.dialect()))
+    assert "HASHBYTES('MD5'" in compiled and "TOP" in compiled
+
+
+def test_the_spot_check_works_on_sqlite(tmp_path):
+    from llm_observatory.checks.spot_check import sample_query
+
+    url = f"sqlite:///{tmp_path / 'src.sqlite'}"
+    generate_source(url, start_date=DAY, days=1, rows_per_day=50, seed=3)
+    source = SourceDatabase(url=url)
+    described = source.describe_table(LLM_INTERACTIONS)
+    query = sample_query(source, described, DAY, 10, "seed")
+    rows = [r for b in source.stream_query(query, described.arrow_schema) for r in b.to_pylist()]
+    assert len(rows) == 10
+    assert rows == [
+        r for b in source.stream_query(query, described.arrow_schema) for r in b.to_pylist()
+    ]

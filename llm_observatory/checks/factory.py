@@ -14,6 +14,7 @@ from llm_observatory.checks.quality import (
     SILVER_RULES_CHECK,
     silver_rule_results,
 )
+from llm_observatory.checks.spot_check import SPOT_CHECK, spot_check_result
 from llm_observatory.checks.timestamps import (
     HOUR_GAPS_CHECK,
     IN_PARTITION_CHECK,
@@ -49,6 +50,12 @@ def bronze_checks(table: TableSpec) -> dg.AssetChecksDefinition:
                 description="No row has an event time outside its partition's UTC day.",
             ),
             dg.AssetCheckSpec(
+                SPOT_CHECK,
+                asset=key,
+                partitions_def=daily_partitions,
+                description="Seeded random source records equal bronze on every column.",
+            ),
+            dg.AssetCheckSpec(
                 HOUR_GAPS_CHECK,
                 asset=key,
                 partitions_def=daily_partitions,
@@ -63,6 +70,9 @@ def bronze_checks(table: TableSpec) -> dg.AssetChecksDefinition:
         yield checksum_result(location, day_filter(day), day.isoformat())
         described = source.describe_table(table)
         yield from timestamp_results(table, location, day, source, described)
+        # A new sample every run; the seed in the metadata draws the same one again.
+        seed = f"{day.isoformat()}:{context.run.run_id}"
+        yield spot_check_result(table, source, described, lake, day, table.spot_check_rows, seed)
 
     return _checks
 

@@ -11,6 +11,7 @@ with server-side cursors and are converted to Arrow batch by batch.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import queue
 import threading
 from collections.abc import Iterator
@@ -110,7 +111,14 @@ class SourceDatabase(dg.ConfigurableResource):
     def engine(self) -> sa.Engine:
         if self._engine is None:
             self._engine = sa.create_engine(self.sa_url, pool_pre_ping=True)
+            if self.dialect_name == "sqlite":
+                sa.event.listen(self._engine, "connect", _register_sqlite_functions)
         return self._engine
+
+    def stream_query(self, query: sa.Select, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """A small query's rows as Arrow batches in `schema` (samples, key lists), any database."""
+        for batch in self._stream_sqlalchemy(query, schema):
+            yield conform_batch(batch, schema)
 
     @property
     def dialect_name(self) -> str:
@@ -281,6 +289,18 @@ def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
             column = pc.cast(column, field.type)
         arrays.append(column)
     return pa.record_batch(arrays, schema=schema)
+
+
+# SQLite has no hash function; checks that order or fingerprint rows in SQL call this one.
+SQLITE_HASH_FUNCTION = "llm_obs_md5"
+
+
+def _md5_text(value) -> str | None:
+    return None if value is None else hashlib.md5(str(value).encode()).hexdigest()  # noqa: S324
+
+
+def _register_sqlite_functions(dbapi_connection, _record) -> None:
+    dbapi_connection.create_function(SQLITE_HASH_FUNCTION, 1, _md5_text, deterministic=True)
 
 
 _END = object()

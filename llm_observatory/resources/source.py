@@ -148,7 +148,7 @@ class SourceDatabase(dg.ConfigurableResource):
         )
         return SourceTable(spec=spec, table=table, arrow_schema=schema)
 
-    def _bind_time(self, moment: dt.datetime) -> dt.datetime:
+    def bind_time(self, moment: dt.datetime) -> dt.datetime:
         """UTC instants bind as aware values where the column has a zone, naive UTC elsewhere."""
         moment = moment.astimezone(dt.UTC)
         if self.dialect_name == "postgresql":
@@ -161,8 +161,8 @@ class SourceDatabase(dg.ConfigurableResource):
         """All rows with `start <= event_time < end`, as a bound-parameter select."""
         selected = [source.table.c[name] for name in columns] if columns else list(source.table.c)
         return sa.select(*selected).where(
-            source.event_time >= sa.bindparam("range_start", self._bind_time(start)),
-            source.event_time < sa.bindparam("range_end", self._bind_time(end)),
+            source.event_time >= sa.bindparam("range_start", self.bind_time(start)),
+            source.event_time < sa.bindparam("range_end", self.bind_time(end)),
         )
 
     def count_rows(self, source: SourceTable, start: dt.datetime, end: dt.datetime) -> int:
@@ -170,8 +170,8 @@ class SourceDatabase(dg.ConfigurableResource):
             sa.select(sa.func.count())
             .select_from(source.table)
             .where(
-                source.event_time >= sa.bindparam("range_start", self._bind_time(start)),
-                source.event_time < sa.bindparam("range_end", self._bind_time(end)),
+                source.event_time >= sa.bindparam("range_start", self.bind_time(start)),
+                source.event_time < sa.bindparam("range_end", self.bind_time(end)),
             )
         )
         try:
@@ -299,8 +299,24 @@ def _md5_text(value) -> str | None:
     return None if value is None else hashlib.md5(str(value).encode()).hexdigest()  # noqa: S324
 
 
+SQLITE_ROW_HASH_FUNCTION = "llm_obs_row_hash"
+
+
+def _row_hash_part(key, change, part: int) -> int | None:
+    """The reconciliation fingerprint of one row (see `reconcile.py`), for SQLite."""
+    from llm_observatory.reconcile import micros, row_hash_parts
+
+    moment = None
+    if change is not None:
+        moment = dt.datetime.fromisoformat(change) if isinstance(change, str) else change
+    return row_hash_parts(key, micros(moment))[part]
+
+
 def _register_sqlite_functions(dbapi_connection, _record) -> None:
     dbapi_connection.create_function(SQLITE_HASH_FUNCTION, 1, _md5_text, deterministic=True)
+    dbapi_connection.create_function(
+        SQLITE_ROW_HASH_FUNCTION, 3, _row_hash_part, deterministic=True
+    )
 
 
 _END = object()

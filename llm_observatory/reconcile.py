@@ -1,0 +1,434 @@
+"""Reconciliation against the source: fingerprints per hour, then bisection down to the keys.
+
+Each row's fingerprint is the MD5 of `key|change-column-in-epoch-microseconds`; an hour's
+fingerprint is (rows, sum of the hash's first 32 bits, sum of its next 32 bits): order
+independent, computed inside the source with one aggregate query per table and day, and the
+same way from the lake (silver plus quarantine: the lake's one row per key). Only where an hour
+differs is it narrowed down, by halving key ranges and comparing their fingerprints, until the
+differing keys can be listed (missing from the lake, extra in the lake, or a stale version), the
+way data-diff/reladiff compare two databases. Only fingerprints and small key sets cross the
+network.
+
+SQL Server computes the same fingerprint with `HASHBYTES('MD5', …)` over the key as VARCHAR and
+`DATEDIFF_BIG(microsecond, '1970-01-01', change)`; SQLite, which has no hash function, through
+a function the source resource registers on each connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from llm_observatory.io.delta_lake import scan_partition
+from llm_observatory.layout import day_filter, quarantine_location, silver_location
+from llm_observatory.partitions import day_window
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.resources.source import (
+    SQLITE_ROW_HASH_FUNCTION,
+    SourceDatabase,
+    SourceError,
+    SourceTable,
+)
+from llm_observatory.tables import TableSpec
+
+# Ranges with at most this many rows on each side are compared key by key.
+LEAF_ROWS = 256
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    rows: int = 0
+    low: int = 0
+    high: int = 0
+
+    def __add__(self, other: Fingerprint) -> Fingerprint:
+        return Fingerprint(self.rows + other.rows, self.low + other.low, self.high + other.high)
+
+
+@dataclass(frozen=True)
+class Difference:
+    table: str
+    day: str
+    hour: int
+    key: str
+    kind: str  # missing | extra | stale
+    source_version: str | None
+    lake_version: str | None
+    raw_key: object = field(default=None, repr=False, compare=False)
+
+    def describe(self) -> str:
+        text = f"{self.table} {self.day} {self.hour:02d}h key {self.key}: {self.kind}"
+        if self.kind == "stale":
+            text += f" (source {self.source_version}, lake {self.lake_version})"
+        return text
+
+
+@dataclass
+class DayReconciliation:
+    table: str
+    day: str
+    source_rows: int = 0
+    lake_rows: int = 0
+    hours_compared: int = 0
+    hours_differing: list[int] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+    source_queries: int = 0
+
+    @property
+    def matches(self) -> bool:
+        return not self.hours_differing and not self.differences
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for difference in data["differences"]:
+            difference.pop("raw_key", None)
+        data["matches"] = self.matches
+        return data
+
+
+# ---------------------------------------------------------------------------------- row hashes
+
+
+def micros(moment: dt.datetime | None) -> int | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def row_hash_parts(key, change_micros: int | None) -> tuple[int, int]:
+    """The two 32-bit halves that both sides sum; NULL versions hash as the empty string."""
+    text = f"{key}|{'' if change_micros is None else change_micros}"
+    digest = hashlib.md5(text.encode("utf-8")).digest()  # noqa: S324 - a fingerprint, not security
+    return int.from_bytes(digest[0:4], "big"), int.from_bytes(digest[4:8], "big")
+
+
+class row_hash_part(FunctionElement):  # noqa: N801 - SQL function names are lower case
+    """One 32-bit half (`part` 0 or 1) of a row's MD5 fingerprint, in the source's SQL."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+    name = "row_hash_part"
+
+
+def _parts(element):
+    key, change, part = list(element.clauses)
+    return key, change, int(part.value)
+
+
+@compiles(row_hash_part, "postgresql")
+def _row_hash_postgresql(element, compiler, **kw):
+    key, change, part = _parts(element)
+    key_sql, change_sql = compiler.process(key, **kw), compiler.process(change, **kw)
+    text = (
+        f"CAST({key_sql} AS TEXT) || '|' || COALESCE(CAST(CAST(EXTRACT(EPOCH FROM {change_sql}) "
+        f"* 1000000 AS BIGINT) AS TEXT), '')"
+    )
+    return (
+        f"CAST(('x' || lpad(substr(md5({text}), {1 + 8 * part}, 8), 16, '0')) AS BIT(64))::BIGINT"
+    )
+
+
+@compiles(row_hash_part, "mssql")
+def _row_hash_mssql(element, compiler, **kw):
+    key, change, part = _parts(element)
+    key_sql, change_sql = compiler.process(key, **kw), compiler.process(change, **kw)
+    text = (
+        f"CONCAT(CAST({key_sql} AS VARCHAR(400)), '|', "
+        f"CAST(DATEDIFF_BIG(microsecond, '1970-01-01', {change_sql}) AS VARCHAR(20)))"
+    )
+    return f"CAST(SUBSTRING(HASHBYTES('MD5', {text}), {1 + 4 * part}, 4) AS BIGINT)"
+
+
+@compiles(row_hash_part)
+def _row_hash_default(element, compiler, **kw):
+    key, change, part = _parts(element)
+    return (
+        f"{SQLITE_ROW_HASH_FUNCTION}({compiler.process(key, **kw)}, "
+        f"{compiler.process(change, **kw)}, {part})"
+    )
+
+
+class utc_hour(FunctionElement):  # noqa: N801
+    """Hour of day (0-23, UTC) of a timestamp column, for grouping within one day's range."""
+
+    type = sa.Integer()
+    inherit_cache = True
+    name = "utc_hour"
+
+
+@compiles(utc_hour, "postgresql")
+def _utc_hour_postgresql(element, compiler, **kw):
+    (column,) = list(element.clauses)
+    return (
+        f"CAST(EXTRACT(HOUR FROM {compiler.process(column, **kw)} AT TIME ZONE 'UTC') AS INTEGER)"
+    )
+
+
+@compiles(utc_hour, "mssql")
+def _utc_hour_mssql(element, compiler, **kw):
+    (column,) = list(element.clauses)
+    return f"DATEPART(hour, {compiler.process(column, **kw)})"
+
+
+@compiles(utc_hour)
+def _utc_hour_default(element, compiler, **kw):
+    (column,) = list(element.clauses)
+    return f"CAST(strftime('%H', {compiler.process(column, **kw)}) AS INTEGER)"
+
+
+# ------------------------------------------------------------------------------- source side
+
+
+def _fingerprint_columns(described: SourceTable):
+    key = described.table.c[described.spec.key]
+    change = described.table.c[described.spec.change_column]
+    return [
+        sa.func.count().label("rows"),
+        sa.func.sum(row_hash_part(key, change, sa.literal(0, literal_execute=True))).label("low"),
+        sa.func.sum(row_hash_part(key, change, sa.literal(1, literal_execute=True))).label("high"),
+    ]
+
+
+def hourly_fingerprint_query(
+    source: SourceDatabase, described: SourceTable, day: dt.date
+) -> sa.Select:
+    start, end = day_window(day)
+    hour = utc_hour(described.event_time).label("hour")
+    return (
+        sa.select(hour, *_fingerprint_columns(described))
+        .where(
+            described.event_time >= sa.bindparam("range_start", source.bind_time(start)),
+            described.event_time < sa.bindparam("range_end", source.bind_time(end)),
+        )
+        .group_by(hour)
+    )
+
+
+def _range_filter(source, described, start, end, low_key, high_key):
+    key = described.table.c[described.spec.key]
+    conditions = [
+        described.event_time >= sa.bindparam("range_start", source.bind_time(start)),
+        described.event_time < sa.bindparam("range_end", source.bind_time(end)),
+    ]
+    if low_key is not None:
+        conditions.append(key >= sa.bindparam("low_key", low_key))
+    if high_key is not None:
+        conditions.append(key < sa.bindparam("high_key", high_key))
+    return sa.and_(*conditions)
+
+
+class SourceSide:
+    """Fingerprints and small key sets from the source, counting the queries it sends."""
+
+    def __init__(self, source: SourceDatabase, described: SourceTable) -> None:
+        self.source = source
+        self.described = described
+        self.queries = 0
+
+    def _run(self, query):
+        self.queries += 1
+        try:
+            with self.source.engine.connect() as connection:
+                return connection.execute(query).all()
+        except sa.exc.SQLAlchemyError as error:
+            from llm_observatory.resources.source import describe_error
+
+            raise SourceError(describe_error(self.source.sa_url, error)) from None
+
+    def hourly(self, day: dt.date) -> dict[int, Fingerprint]:
+        rows = self._run(hourly_fingerprint_query(self.source, self.described, day))
+        return {
+            int(hour): Fingerprint(int(count), int(low or 0), int(high or 0))
+            for hour, count, low, high in rows
+        }
+
+    def range_fingerprint(self, start, end, low_key, high_key) -> Fingerprint:
+        query = sa.select(*_fingerprint_columns(self.described)).where(
+            _range_filter(self.source, self.described, start, end, low_key, high_key)
+        )
+        count, low, high = self._run(query)[0]
+        return Fingerprint(int(count), int(low or 0), int(high or 0))
+
+    def versions(self, start, end, low_key, high_key) -> dict:
+        table = self.described.table
+        query = sa.select(
+            table.c[self.described.spec.key], table.c[self.described.spec.change_column]
+        ).where(_range_filter(self.source, self.described, start, end, low_key, high_key))
+        return {key: micros(_as_utc(version)) for key, version in self._run(query)}
+
+    def versions_of(self, keys: list, start, end) -> dict:
+        if not keys:
+            return {}
+        table = self.described.table
+        key_column = table.c[self.described.spec.key]
+        query = sa.select(key_column, table.c[self.described.spec.change_column]).where(
+            _range_filter(self.source, self.described, start, end, None, None),
+            key_column.in_(sa.bindparam("keys", list(keys), expanding=True)),
+        )
+        return {key: micros(_as_utc(version)) for key, version in self._run(query)}
+
+    def median_key(self, start, end, low_key, high_key, rows: int):
+        key = self.described.table.c[self.described.spec.key]
+        query = (
+            sa.select(key)
+            .where(_range_filter(self.source, self.described, start, end, low_key, high_key))
+            .order_by(key)
+            .offset(rows // 2)
+            .limit(1)
+        )
+        found = self._run(query)
+        return found[0][0] if found else None
+
+
+def _as_utc(value):
+    if isinstance(value, str):  # SQLite hands back text when types are not declared
+        value = dt.datetime.fromisoformat(value)
+    return value
+
+
+# --------------------------------------------------------------------------------- lake side
+
+
+def lake_versions_by_hour(table: TableSpec, lake: LakeResource, day: dt.date) -> dict[int, dict]:
+    """{hour: {key: change micros}} of the lake's rows of the day (silver + quarantine)."""
+    columns = [table.key, table.event_time, table.change_column]
+    by_hour: dict[int, dict] = defaultdict(dict)
+    for location in (silver_location(lake, table), quarantine_location(lake, table)):
+        for batch in scan_partition(location, day_filter(day), columns):
+            times = batch.column(1)
+            if times.type.tz is None:
+                times = pc.assume_timezone(times, "UTC")
+            hours = pc.hour(pc.cast(times, pa.timestamp("us", tz="UTC"))).to_pylist()
+            changes = pc.cast(batch.column(2), pa.timestamp("us", tz="UTC"))
+            change_micros = pc.cast(changes, pa.int64()).to_pylist()
+            for key, hour, version in zip(batch.column(0).to_pylist(), hours, change_micros):
+                by_hour[hour][key] = version
+    return by_hour
+
+
+def lake_fingerprint(versions: dict, low_key=None, high_key=None) -> Fingerprint:
+    rows = low = high = 0
+    for key, version in versions.items():
+        if (low_key is not None and key < low_key) or (high_key is not None and key >= high_key):
+            continue
+        part_low, part_high = row_hash_parts(key, version)
+        rows, low, high = rows + 1, low + part_low, high + part_high
+    return Fingerprint(rows, low, high)
+
+
+# ----------------------------------------------------------------------------------- compare
+
+
+def reconcile_day(
+    table: TableSpec, source: SourceDatabase, lake: LakeResource, day: dt.date
+) -> DayReconciliation:
+    described = source.describe_table(table)
+    side = SourceSide(source, described)
+    result = DayReconciliation(table=table.name, day=day.isoformat())
+    source_hours = side.hourly(day)
+    lake_hours = lake_versions_by_hour(table, lake, day)
+    result.source_rows = sum(fp.rows for fp in source_hours.values())
+    result.lake_rows = sum(len(v) for v in lake_hours.values())
+    day_start, _ = day_window(day)
+    for hour in range(24):
+        result.hours_compared += 1
+        lake_versions = lake_hours.get(hour, {})
+        if source_hours.get(hour, Fingerprint()) == lake_fingerprint(lake_versions):
+            continue
+        result.hours_differing.append(hour)
+        start = day_start + dt.timedelta(hours=hour)
+        end = start + dt.timedelta(hours=1)
+        found = _narrow(table, side, lake_versions, start, end, None, None, day, hour)
+        # Keys the lake holds in this hour that the source has elsewhere or not at all.
+        extra_candidates = [d.raw_key for d in found if d.kind == "extra"]
+        if extra_candidates:
+            still_there = side.versions_of(extra_candidates, start, end)
+            found = [d for d in found if d.kind != "extra" or d.raw_key not in still_there]
+        result.differences.extend(found)
+    result.source_queries = side.queries
+    return result
+
+
+def _narrow(table, side, lake_versions, start, end, low_key, high_key, day, hour):
+    source_fp = side.range_fingerprint(start, end, low_key, high_key)
+    lake_fp = lake_fingerprint(lake_versions, low_key, high_key)
+    if source_fp == lake_fp:
+        return []
+    if source_fp.rows <= LEAF_ROWS and lake_fp.rows <= LEAF_ROWS:
+        source_versions = side.versions(start, end, low_key, high_key)
+        lake_in_range = {
+            key: version
+            for key, version in lake_versions.items()
+            if (low_key is None or key >= low_key) and (high_key is None or key < high_key)
+        }
+        return _differences(table, day, hour, source_versions, lake_in_range, lake_versions)
+    middle = side.median_key(start, end, low_key, high_key, source_fp.rows)
+    if middle is None or middle == low_key:
+        ordered = sorted(
+            k
+            for k in lake_versions
+            if (low_key is None or k >= low_key) and (high_key is None or k < high_key)
+        )
+        middle = ordered[len(ordered) // 2] if ordered else None
+    if middle is None or middle == low_key:
+        source_versions = side.versions(start, end, low_key, high_key)
+        return _differences(table, day, hour, source_versions, {}, lake_versions)
+    return _narrow(table, side, lake_versions, start, end, low_key, middle, day, hour) + _narrow(
+        table, side, lake_versions, start, end, middle, high_key, day, hour
+    )
+
+
+def _differences(table, day, hour, source_versions, lake_in_range, lake_hour) -> list[Difference]:
+    found = []
+    for key, version in source_versions.items():
+        if key not in lake_hour:
+            kind = "missing"
+        elif lake_hour[key] != version:
+            kind = "stale"
+        else:
+            continue
+        found.append(
+            Difference(
+                table.name,
+                day.isoformat(),
+                hour,
+                str(key),
+                kind,
+                _shown(version),
+                _shown(lake_hour.get(key)),
+                raw_key=key,
+            )
+        )
+    for key, version in lake_in_range.items():
+        if key not in source_versions:
+            found.append(
+                Difference(
+                    table.name,
+                    day.isoformat(),
+                    hour,
+                    str(key),
+                    "extra",
+                    None,
+                    _shown(version),
+                    raw_key=key,
+                )
+            )
+    return found
+
+
+def _shown(version_micros: int | None) -> str | None:
+    if version_micros is None:
+        return None
+    return (EPOCH + dt.timedelta(microseconds=version_micros)).isoformat()

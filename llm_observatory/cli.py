@@ -194,6 +194,62 @@ def report(out=sys.stdout) -> int:
     return EXIT_OK if materialization.metadata["verdict"].value == "GO" else EXIT_FAILED
 
 
+def verify(first: dt.date, last: dt.date, table_names: list[str] | None, out=sys.stdout) -> int:
+    """Reconciles the lake against the source day by day; prints every difference, changes
+    nothing. 0 when lake and source agree, 1 when they do not."""
+    from llm_observatory.definitions import build_resources
+    from llm_observatory.partitions import days_between
+    from llm_observatory.reconcile import reconcile_day
+    from llm_observatory.resources.lake import LakeResource
+    from llm_observatory.resources.source import SourceDatabase, SourceError
+    from llm_observatory.settings import resolved
+
+    configured = build_resources()
+    source = SourceDatabase(url=resolved(configured["source"].url))
+    lake_config = configured["lake"]
+    lake = LakeResource(
+        url=resolved(lake_config.url),
+        azure_storage_connection_string=resolved(lake_config.azure_storage_connection_string),
+        azure_storage_account_name=resolved(lake_config.azure_storage_account_name),
+        azure_storage_account_key=resolved(lake_config.azure_storage_account_key),
+    )
+    tables = _selected_tables(table_names)
+    days = days_between(first, last)
+    started = time.perf_counter()
+    differing = 0
+    queries = 0
+    print(
+        f"verify: {len(days)} day(s) {first}..{last} of "
+        f"{', '.join(t.name for t in tables)} against the source",
+        file=out,
+    )
+    try:
+        for table in tables:
+            for day in days:
+                result = reconcile_day(table, source, lake, day)
+                queries += result.source_queries
+                status = "ok" if result.matches else "DIFFERS"
+                print(
+                    f"  {table.name} {day}: {status}: source {result.source_rows:,} rows, "
+                    f"lake {result.lake_rows:,} rows",
+                    file=out,
+                    flush=True,
+                )
+                for difference in result.differences:
+                    print(f"    {difference.describe()}", file=out)
+                if not result.matches:
+                    differing += 1
+    except SourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"verify: {differing} table-day(s) differ; {queries} source queries in "
+        f"{_format_seconds(time.perf_counter() - started)}",
+        file=out,
+    )
+    return EXIT_FAILED if differing else EXIT_OK
+
+
 def demo(days: int, rows_per_day: int, seed: int, out=sys.stdout) -> int:
     """Builds the SQLite demo source, migrates every day of it, and prints the verdict."""
     from llm_observatory import settings
@@ -266,6 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("report", help="build and print the cutover report (GO / NO-GO)")
+
+    verify_parser = commands.add_parser(
+        "verify", help="reconcile the lake against the source for days D..D; changes nothing"
+    )
+    verify_parser.add_argument("--start", type=_day, required=True, help="first UTC day")
+    verify_parser.add_argument("--end", type=_day, required=True, help="last UTC day, included")
+    verify_parser.add_argument(
+        "--table", action="append", dest="tables", help="a source table (repeatable)"
+    )
     return parser
 
 
@@ -282,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             return backfill(args.start, args.end, args.tables)
         if args.command == "report":
             return report()
+        if args.command == "verify":
+            return verify(args.start, args.end, args.tables)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

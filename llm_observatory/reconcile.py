@@ -21,6 +21,7 @@ import hashlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
@@ -39,6 +40,8 @@ from llm_observatory.resources.source import (
 )
 from llm_observatory.tables import TableSpec
 
+RECONCILED_CHECK = "reconciles_with_source"
+SHOWN_DIFFERENCES = 20
 # Ranges with at most this many rows on each side are compared key by key.
 LEAF_ROWS = 256
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -432,3 +435,28 @@ def _shown(version_micros: int | None) -> str | None:
     if version_micros is None:
         return None
     return (EPOCH + dt.timedelta(microseconds=version_micros)).isoformat()
+
+
+def reconciliation_result(result: DayReconciliation) -> dg.AssetCheckResult:
+    """The day's reconciliation as an ERROR check naming the partition and the keys."""
+    return dg.AssetCheckResult(
+        check_name=RECONCILED_CHECK,
+        passed=result.matches,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=None
+        if result.matches
+        else (
+            f"partition {result.day}: {len(result.differences)} difference(s) in hour(s) "
+            f"{result.hours_differing}"
+        ),
+        metadata={
+            "partition": result.day,
+            "source_rows": result.source_rows,
+            "lake_rows": result.lake_rows,
+            "hours_differing": dg.MetadataValue.json(result.hours_differing),
+            "differences": dg.MetadataValue.json(
+                [d.describe() for d in result.differences[:SHOWN_DIFFERENCES]]
+            ),
+            "source_queries": result.source_queries,
+        },
+    )

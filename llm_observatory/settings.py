@@ -54,3 +54,8 @@ def azure_account_name():
 
 def azure_account_key():
     return _from_env("AZURE_STORAGE_ACCOUNT_KEY", None)
+
+
+def resolved(value) -> str | None:
+    """The value itself, or what an `EnvVar` stands for, for code running outside a Dagster run."""
+    return value.get_value() if isinstance(value, dg.EnvVar) else value

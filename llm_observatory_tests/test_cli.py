@@ -118,3 +118,32 @@ def test_backfill_against_a_down_source_fails_without_showing_the_password(demo_
     # The lake still holds what the demo migrated.
     interactions = pl.read_delta(str(home / "lake" / "bronze" / "llm_interactions"))
     assert interactions["date"].n_unique() == 2
+
+
+def test_verify_reports_no_difference_on_the_demo_lake(demo_home):
+    home, _ = demo_home
+    completed = run_cli(["verify", "--start", "2026-11-01", "--end", "2026-11-02"], home)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "verify: 0 table-day(s) differ" in completed.stdout
+
+
+def test_verify_lists_a_row_deleted_from_the_source_and_exits_one(demo_home, tmp_path):
+    import shutil
+    import sqlite3
+
+    home, _ = demo_home
+    # Work on a copy of the demo source so the other tests keep theirs.
+    copy = tmp_path / "source.sqlite"
+    shutil.copy(home / "demo_source.sqlite", copy)
+    with sqlite3.connect(copy) as connection:
+        (key,) = connection.execute(
+            "SELECT log_id FROM logs ORDER BY created_at LIMIT 1 OFFSET 10"
+        ).fetchone()
+        connection.execute("DELETE FROM logs WHERE log_id = ?", (key,))
+    completed = run_cli(
+        ["verify", "--start", "2026-11-01", "--end", "2026-11-01", "--table", "logs"],
+        home,
+        LLM_OBS_SOURCE_URL=f"sqlite:///{copy}",
+    )
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    assert f"key {key}: extra" in completed.stdout

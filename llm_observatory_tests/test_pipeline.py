@@ -106,8 +106,8 @@ def test_every_run_and_check_succeeds(migrated_local):
     for result in results:
         assert result.success
         evaluations = result.get_asset_check_evaluations()
-        # 7 inside the assets; per table 4 on bronze and 4 on silver.
-        assert len(evaluations) == 7 + 3 * 4 + 3 * 4
+        # 7 inside the assets; per table 4 on bronze and 5 on silver.
+        assert len(evaluations) == 7 + 3 * 4 + 3 * 5
         partition = result.dagster_run.tags["dagster/partition"]
         # The synthetic source leaves one hour empty on the second day: a WARN, not a loss.
         expected_warnings = (
@@ -281,7 +281,7 @@ def test_the_lake_on_azurite_holds_the_same_rows(postgres_source, azurite):
     )
     assert result.success
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == 7 + 3 * 4 + 3 * 4  # checksums re-read every file through adlfs
+    assert len(evaluations) == 7 + 3 * 4 + 3 * 5  # checksums re-read every file through adlfs
     assert {e.check_name for e in evaluations if not e.passed} == {
         "quarantine_share_below_threshold"  # DEFECTS' 7 % of interactions: a WARN
     }

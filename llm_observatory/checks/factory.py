@@ -22,6 +22,7 @@ from llm_observatory.checks.timestamps import (
 )
 from llm_observatory.layout import bronze_location, day_filter, silver_location
 from llm_observatory.partitions import daily_partitions
+from llm_observatory.reconcile import RECONCILED_CHECK, reconcile_day, reconciliation_result
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.tables import TABLES, TableSpec
@@ -106,15 +107,25 @@ def silver_checks(table: TableSpec) -> dg.AssetChecksDefinition:
                 partitions_def=daily_partitions,
                 description="No row has an event time outside its partition's UTC day.",
             ),
+            dg.AssetCheckSpec(
+                RECONCILED_CHECK,
+                asset=key,
+                partitions_def=daily_partitions,
+                description=(
+                    "Per-hour fingerprints of (key, version) in silver + quarantine equal the "
+                    "source's; differing keys listed."
+                ),
+            ),
         ],
         name=f"silver_{table.name}_integrity",
     )
-    def _checks(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+    def _checks(context: dg.AssetCheckExecutionContext, source: SourceDatabase, lake: LakeResource):
         day = _day(context)
         location = silver_location(lake, table)
         yield checksum_result(location, day_filter(day), day.isoformat())
         yield from silver_rule_results(table, lake, day)
         yield from timestamp_results(table, location, day)
+        yield reconciliation_result(reconcile_day(table, source, lake, day))
 
     return _checks
 

@@ -47,14 +47,41 @@ class CutoverReport:
     last_day: str
     accounts: list[DayAccount] = field(default_factory=list)
     failed_checks: list[dict] = field(default_factory=list)
+    missing_checks: list[dict] = field(default_factory=list)
+    checksum_failures: list[dict] = field(default_factory=list)
+    quarantine_by_rule: dict[str, dict[str, int]] = field(default_factory=dict)
+    files_verified: int = 0
 
     @property
     def incomplete(self) -> list[DayAccount]:
         return [account for account in self.accounts if not account.complete]
 
     @property
+    def never_materialized(self) -> list[DayAccount]:
+        return [a for a in self.accounts if a.source_rows and not a.bronze_rows]
+
+    def reasons(self) -> list[str]:
+        """Why the verdict is NO-GO, most fundamental first; empty when GO."""
+        reasons = []
+        if self.never_materialized:
+            reasons.append(f"{len(self.never_materialized)} table-day(s) never materialized")
+        others = len(self.incomplete) - len(self.never_materialized)
+        if others > 0:
+            reasons.append(f"{others} table-day(s) with rows unaccounted for")
+        if self.checksum_failures:
+            reasons.append(
+                f"{len(self.checksum_failures)} partition(s) whose files no longer match "
+                "their SHA-256"
+            )
+        if self.failed_checks:
+            reasons.append(f"{len(self.failed_checks)} ERROR check result(s) failing")
+        if self.missing_checks:
+            reasons.append(f"{len(self.missing_checks)} check result(s) missing")
+        return reasons
+
+    @property
     def verdict(self) -> str:
-        return GO if not self.incomplete and not self.failed_checks else NO_GO
+        return NO_GO if self.reasons() else GO
 
     def totals(self) -> dict[str, dict[str, int]]:
         totals: dict[str, dict[str, int]] = {}
@@ -81,10 +108,7 @@ class CutoverReport:
                 f"Verdict: {GO}: all {rows:,} source rows of {self.first_day}..{self.last_day} "
                 f"are in the lake (silver or quarantine) and every ERROR check passed"
             )
-        return (
-            f"Verdict: {NO_GO}: {len(self.incomplete)} table-day(s) incomplete, "
-            f"{len(self.failed_checks)} ERROR check result(s) failing"
-        )
+        return f"Verdict: {NO_GO}: " + "; ".join(self.reasons())
 
     def to_json(self) -> str:
         return json.dumps(
@@ -96,8 +120,14 @@ class CutoverReport:
                 "first_day": self.first_day,
                 "last_day": self.last_day,
                 "totals": self.totals(),
+                "reasons": self.reasons(),
                 "incomplete": [asdict(a) for a in self.incomplete],
+                "never_materialized": [asdict(a) for a in self.never_materialized],
                 "failed_checks": self.failed_checks,
+                "missing_checks": self.missing_checks,
+                "checksum_failures": self.checksum_failures,
+                "files_verified": self.files_verified,
+                "quarantine_by_rule": self.quarantine_by_rule,
                 "days": [asdict(a) for a in self.accounts],
             },
             indent=2,
@@ -112,6 +142,10 @@ class CutoverReport:
             f"Generated {self.generated_at} for days {self.first_day} .. {self.last_day}; "
             f"lake `{self.lake}`.",
             "",
+        ]
+        if self.reasons():
+            lines += ["## Why NO-GO", "", *(f"- {reason}" for reason in self.reasons()), ""]
+        lines += [
             "## Rows per table",
             "",
             "| table | days | source | bronze | silver | quarantined | accounted |",
@@ -123,6 +157,21 @@ class CutoverReport:
                 f"| {name} | {t['days']} | {t['source_rows']:,} | {t['bronze_rows']:,} | "
                 f"{t['silver_rows']:,} | {t['quarantined_rows']:,} | "
                 f"{'yes' if accounted else 'NO'} |"
+            )
+        lines += ["", "## Quarantined rows by rule", ""]
+        if not any(self.quarantine_by_rule.values()):
+            lines.append("None.")
+        for name, rules in self.quarantine_by_rule.items():
+            for rule, count in sorted(rules.items()):
+                lines.append(f"- {name}: `{rule}` {count:,}")
+        lines += ["", f"## Checksums ({self.files_verified:,} files re-read now)", ""]
+        if not self.checksum_failures:
+            lines.append("Every file matches the SHA-256 recorded when it was committed.")
+        for failure in self.checksum_failures:
+            lines.append(
+                f"- {failure['table']} {failure['day']}: {failure['mismatched']} changed, "
+                f"{failure['missing']} missing, {failure['unrecorded']} unrecorded "
+                f"(e.g. `{failure['example']}`)"
             )
         lines += ["", "## Incomplete days", ""]
         if not self.incomplete:
@@ -138,6 +187,13 @@ class CutoverReport:
             lines.append("None.")
         for failed in self.failed_checks:
             lines.append(f"- {failed['asset']} `{failed['check']}` partition {failed['partition']}")
+        lines += ["", "## Missing check results", ""]
+        if not self.missing_checks:
+            lines.append("None.")
+        for missing in self.missing_checks[:200]:
+            lines.append(
+                f"- {missing['asset']} `{missing['check']}` partition {missing['partition']}"
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -181,3 +237,56 @@ def last_source_day(source: SourceDatabase, tables: tuple[TableSpec, ...]) -> dt
         if newest is not None and (latest is None or newest > latest):
             latest = newest
     return latest.date() if latest else None
+
+
+def verify_lake_checksums(
+    lake: LakeResource, tables: tuple[TableSpec, ...], days: list[str]
+) -> tuple[list[dict], int]:
+    """Re-reads every current file of the given days in every lake table of the tables."""
+    from llm_observatory.checks.checksums import verify_partition_checksums
+    from llm_observatory.layout import daily_metrics_location, day_filter
+
+    locations = []
+    for table in tables:
+        locations += [
+            (f"bronze/{table.name}", bronze_location(lake, table)),
+            (f"silver/{table.name}", silver_location(lake, table)),
+            (f"silver/_quarantine/{table.name}", quarantine_location(lake, table)),
+        ]
+    locations.append(("gold/daily_metrics", daily_metrics_location(lake)))
+    failures, files = [], 0
+    for name, location in locations:
+        for day in days:
+            verdict = verify_partition_checksums(location, day_filter(dt.date.fromisoformat(day)))
+            files += verdict.files_checked
+            if not verdict.passed:
+                example = (
+                    [m["path"] for m in verdict.mismatched] + verdict.missing + verdict.unrecorded
+                )[0]
+                failures.append(
+                    {
+                        "table": name,
+                        "day": day,
+                        "mismatched": len(verdict.mismatched),
+                        "missing": len(verdict.missing),
+                        "unrecorded": len(verdict.unrecorded),
+                        "example": example,
+                    }
+                )
+    return failures, files
+
+
+def quarantine_reasons(lake: LakeResource, tables: tuple[TableSpec, ...]) -> dict:
+    """Quarantined rows per table and first rule broken, over the whole quarantine table."""
+    import pyarrow.compute as pc
+
+    from llm_observatory.io.delta_lake import scan_partition
+
+    counts: dict[str, dict[str, int]] = {}
+    for table in tables:
+        rules: dict[str, int] = {}
+        for batch in scan_partition(quarantine_location(lake, table), None, ["quarantine_rule"]):
+            for value, count in zip(*pc.value_counts(batch.column(0)).flatten()):
+                rules[value.as_py()] = rules.get(value.as_py(), 0) + count.as_py()
+        counts[table.name] = rules
+    return counts

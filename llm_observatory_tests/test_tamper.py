@@ -269,3 +269,97 @@ def test_the_spot_check_works_on_sqlite(tmp_path):
     assert rows == [
         r for b in source.stream_query(query, described.arrow_schema) for r in b.to_pylist()
     ]
+
+
+@pytest.fixture
+def migrated_with_instance(postgres_url, tmp_path):
+    from llm_observatory.definitions import cutover_report_job  # noqa: F401 - loads the defs
+
+    generate_source(
+        postgres_url,
+        start_date=DAY,
+        days=1,
+        rows_per_day=300,
+        seed=6,
+        defects=DefectRates(missing_hour=None),
+    )
+    source = SourceDatabase(url=postgres_url)
+    lake = LakeResource(url=str(tmp_path / "lake"))
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [*bronze_assets, *silver_assets, *gold_assets, *integrity_checks],
+        partition_key=DAY.isoformat(),
+        resources={"source": source, "lake": lake},
+        instance=instance,
+    )
+    assert result.success
+    return source, lake, instance
+
+
+def report_for(source, lake, instance):
+    from llm_observatory.assets.report import build_cutover_report, migration_check_keys
+
+    return build_cutover_report(source, lake, instance, migration_check_keys())
+
+
+def test_the_report_says_go_for_a_clean_lake_and_no_go_once_a_file_is_corrupted(
+    migrated_with_instance,
+):
+    source, lake, instance = migrated_with_instance
+    clean = report_for(source, lake, instance)
+    assert clean.verdict == "GO", clean.reasons()
+    assert clean.files_verified > 0
+    path = one_file(silver_location(lake, LLM_INTERACTIONS))
+    with open(path, "r+b") as handle:
+        handle.seek(200)
+        byte = handle.read(1)
+        handle.seek(200)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    tampered = report_for(source, lake, instance)
+    assert tampered.verdict == "NO-GO"
+    assert tampered.reasons()[0].endswith("no longer match their SHA-256")
+    [failure] = tampered.checksum_failures
+    assert (failure["table"], failure["day"]) == ("silver/llm_interactions", DAY.isoformat())
+    assert "NO-GO" in tampered.to_markdown().split("## Rows per table")[0]
+
+
+def test_a_row_deleted_from_a_bronze_file_is_a_no_go(migrated_with_instance):
+    source, lake, instance = migrated_with_instance
+    path = one_file(bronze_location(lake, LLM_INTERACTIONS))
+    rewrite(path, lambda t: t.slice(1))
+    report = report_for(source, lake, instance)
+    assert report.verdict == "NO-GO"
+    [account] = report.incomplete
+    assert (account.table, account.day) == ("llm_interactions", DAY.isoformat())
+    assert account.bronze_rows == account.source_rows - 1
+    described = source.describe_table(LLM_INTERACTIONS)
+    check = bronze_matches_source(LLM_INTERACTIONS, source, described, lake, *day_window(DAY))
+    assert not check.passed and check.metadata["difference"].value == -1
+
+
+def test_a_partition_never_checked_is_a_no_go(postgres_url, tmp_path):
+    generate_source(
+        postgres_url,
+        start_date=DAY,
+        days=1,
+        rows_per_day=100,
+        seed=8,
+        defects=DefectRates(missing_hour=None),
+    )
+    source = SourceDatabase(url=postgres_url)
+    lake = LakeResource(url=str(tmp_path / "lake"))
+    instance = dg.DagsterInstance.ephemeral()
+    # Assets without the integrity checks: their results are missing, not passed.
+    dg.materialize(
+        [*bronze_assets, *silver_assets, *gold_assets],
+        partition_key=DAY.isoformat(),
+        resources={"source": source, "lake": lake},
+        instance=instance,
+    )
+    report = report_for(source, lake, instance)
+    assert report.verdict == "NO-GO"
+    assert any("check result(s) missing" in reason for reason in report.reasons())
+    assert {m["check"] for m in report.missing_checks} >= {
+        "files_match_committed_sha256",
+        "reconciles_with_source",
+    }

@@ -8,11 +8,19 @@ from llm_observatory.assets.bronze import bronze_assets
 from llm_observatory.assets.gold import DAILY_METRICS_KEY, gold_assets
 from llm_observatory.assets.silver import silver_assets, silver_key
 from llm_observatory.checks.factory import integrity_checks
+from llm_observatory.checks.quality import QUARANTINE_SHARE_CHECK
 from llm_observatory.partitions import daily_partitions
-from llm_observatory.report import CutoverReport, account_days, last_source_day
+from llm_observatory.report import (
+    CutoverReport,
+    DayAccount,
+    account_days,
+    last_source_day,
+    quarantine_reasons,
+    verify_lake_checksums,
+)
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
-from llm_observatory.tables import TABLES
+from llm_observatory.tables import LLM_INTERACTIONS, TABLES
 
 CUTOVER_REPORT_KEY = dg.AssetKey(["gold", "cutover_report"])
 REPORT_FILES = ("report.md", "report.json")
@@ -61,15 +69,54 @@ def build_cutover_report(
     newest_source_day = last_source_day(source, TABLES)
     if newest_source_day and newest_source_day > last_day:
         last_day = newest_source_day
-    report = CutoverReport(
+    accounts = account_days(source, lake, TABLES, first_day, last_day)
+    days_with_rows = sorted({a.day for a in accounts if a.source_rows or a.bronze_rows})
+    # Evidence that may have changed since the checks ran is taken again now: the counts
+    # above, and every file's SHA-256 below, so the report never says GO from stale results.
+    checksum_failures, files_verified = verify_lake_checksums(lake, TABLES, days_with_rows)
+    return CutoverReport(
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         lake=lake.describe(),
         first_day=first_day.isoformat(),
         last_day=last_day.isoformat(),
-        accounts=account_days(source, lake, TABLES, first_day, last_day),
+        accounts=accounts,
         failed_checks=failed_error_checks(instance, check_keys) if instance else [],
+        missing_checks=missing_check_results(instance, check_keys, accounts) if instance else [],
+        checksum_failures=checksum_failures,
+        files_verified=files_verified,
+        quarantine_by_rule=quarantine_reasons(lake, TABLES),
     )
-    return report
+
+
+def missing_check_results(
+    instance: dg.DagsterInstance, check_keys, accounts: list[DayAccount]
+) -> list[dict]:
+    """(check, partition) pairs with source rows but no pass or failure on record.
+
+    The quarantine-share check only ever warns, so its absence is not held against cutover.
+    """
+    storage = instance.event_log_storage
+    recorded = {
+        (info.check_key, info.partition_key)
+        for info in storage.get_asset_check_partition_info(list(check_keys))
+        if info.latest_execution_status.value in ("SUCCEEDED", "FAILED")
+    }
+    days_by_table: dict[str, list[str]] = {}
+    for account in accounts:
+        if account.source_rows:
+            days_by_table.setdefault(account.table, []).append(account.day)
+    missing = []
+    for key in check_keys:
+        if key.name == QUARANTINE_SHARE_CHECK:
+            continue
+        table = key.asset_key.path[-1]
+        table = LLM_INTERACTIONS.name if table == DAILY_METRICS_KEY.path[-1] else table
+        for day in days_by_table.get(table, []):
+            if (key, day) not in recorded:
+                missing.append(
+                    {"asset": key.asset_key.to_user_string(), "check": key.name, "partition": day}
+                )
+    return missing
 
 
 def write_report(lake: LakeResource, report: CutoverReport) -> str:
@@ -105,6 +152,9 @@ def cutover_report(context: dg.AssetExecutionContext, source: SourceDatabase, la
             "verdict_line": report.verdict_line(),
             "incomplete_table_days": len(report.incomplete),
             "failing_error_checks": len(report.failed_checks),
+            "missing_check_results": len(report.missing_checks),
+            "checksum_failures": len(report.checksum_failures),
+            "files_verified": report.files_verified,
             "report": dg.MetadataValue.md(report.to_markdown()),
             "location": dg.MetadataValue.path(where),
         }

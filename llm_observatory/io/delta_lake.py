@@ -652,7 +652,19 @@ def count_partition_rows(
     table = open_table(location)
     if table is None:
         return 0
-    return table.to_pyarrow_dataset(partitions=filters or None).count_rows()
+    return sum(
+        _footer_rows(location, relative_path) for relative_path, _ in current_files(table, filters)
+    )
+
+
+def _footer_rows(location: LakeLocation, relative_path: str) -> int:
+    """A data file's row count as storage holds it now; an unreadable file holds none."""
+    try:
+        with location.filesystem.open(f"{location.fs_path}/{relative_path}", "rb") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    except (OSError, pa.ArrowInvalid):
+        logger.warning("cannot read %s/%s: its rows count as lost", location.uri, relative_path)
+        return 0
 
 
 def table_schema(location: LakeLocation) -> pa.Schema | None:
@@ -673,19 +685,19 @@ def commit_files(table: DeltaTable, versions: Iterable[dict] | None = None) -> l
 
 
 def rows_per_day(location: LakeLocation) -> dict[str, int]:
-    """Rows per `date` partition of the current version, from the log's per-file statistics."""
+    """Rows per `date` partition of the current version, read from the data files' footers.
+
+    The footers, not the log's statistics: a file changed in storage after its commit shows
+    its real row count here. A file that cannot be read counts nothing (its rows are lost).
+    """
     table = open_table(location)
     if table is None:
         return {}
-    actions = pa.table(table.get_add_actions(flatten=True))
-    if actions.num_rows == 0:
-        return {}
     totals: dict[str, int] = {}
-    for day, rows in zip(
-        actions.column("partition.date").to_pylist(), actions.column("num_records").to_pylist()
-    ):
+    for relative_path, partition in current_files(table, None):
+        day = partition.get("date")
         key = day.isoformat() if hasattr(day, "isoformat") else str(day)
-        totals[key] = totals.get(key, 0) + (rows or 0)
+        totals[key] = totals.get(key, 0) + _footer_rows(location, relative_path)
     return totals
 
 

@@ -34,7 +34,8 @@ DAY = dt.date(2026, 11, 1)
 
 
 @pytest.fixture
-def migrated(postgres_url, tmp_path):
+def migrated_in_instance(postgres_url, tmp_path):
+    """One clean day migrated with every check, in an instance that keeps the results."""
     generate_source(
         postgres_url,
         start_date=DAY,
@@ -45,14 +46,21 @@ def migrated(postgres_url, tmp_path):
     )
     source = SourceDatabase(url=postgres_url)
     lake = LakeResource(url=str(tmp_path / "lake"))
+    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [*bronze_assets, *silver_assets, *gold_assets, *integrity_checks],
         partition_key=DAY.isoformat(),
         resources={"source": source, "lake": lake},
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance,
     )
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
+    return source, lake, instance
+
+
+@pytest.fixture
+def migrated(migrated_in_instance):
+    source, lake, _ = migrated_in_instance
     return source, lake
 
 
@@ -271,31 +279,6 @@ def test_the_spot_check_works_on_sqlite(tmp_path):
     ]
 
 
-@pytest.fixture
-def migrated_with_instance(postgres_url, tmp_path):
-    from llm_observatory.definitions import cutover_report_job  # noqa: F401 - loads the defs
-
-    generate_source(
-        postgres_url,
-        start_date=DAY,
-        days=1,
-        rows_per_day=300,
-        seed=6,
-        defects=DefectRates(missing_hour=None),
-    )
-    source = SourceDatabase(url=postgres_url)
-    lake = LakeResource(url=str(tmp_path / "lake"))
-    instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        [*bronze_assets, *silver_assets, *gold_assets, *integrity_checks],
-        partition_key=DAY.isoformat(),
-        resources={"source": source, "lake": lake},
-        instance=instance,
-    )
-    assert result.success
-    return source, lake, instance
-
-
 def report_for(source, lake, instance):
     from llm_observatory.assets.report import build_cutover_report, migration_check_keys
 
@@ -303,9 +286,9 @@ def report_for(source, lake, instance):
 
 
 def test_the_report_says_go_for_a_clean_lake_and_no_go_once_a_file_is_corrupted(
-    migrated_with_instance,
+    migrated_in_instance,
 ):
-    source, lake, instance = migrated_with_instance
+    source, lake, instance = migrated_in_instance
     clean = report_for(source, lake, instance)
     assert clean.verdict == "GO", clean.reasons()
     assert clean.files_verified > 0
@@ -323,8 +306,8 @@ def test_the_report_says_go_for_a_clean_lake_and_no_go_once_a_file_is_corrupted(
     assert "NO-GO" in tampered.to_markdown().split("## Rows per table")[0]
 
 
-def test_a_row_deleted_from_a_bronze_file_is_a_no_go(migrated_with_instance):
-    source, lake, instance = migrated_with_instance
+def test_a_row_deleted_from_a_bronze_file_is_a_no_go(migrated_in_instance):
+    source, lake, instance = migrated_in_instance
     path = one_file(bronze_location(lake, LLM_INTERACTIONS))
     rewrite(path, lambda t: t.slice(1))
     report = report_for(source, lake, instance)

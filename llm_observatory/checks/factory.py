@@ -27,6 +27,29 @@ from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.tables import TABLES, TableSpec
 
+CHECK_DESCRIPTIONS = {
+    CHECKSUM_CHECK: "Every current file of the day has the SHA-256 it was committed with.",
+    IN_PARTITION_CHECK: "No row has an event time outside its partition's UTC day.",
+    SPOT_CHECK: "Seeded random source records equal bronze on every column.",
+    HOUR_GAPS_CHECK: "Hours without rows: ERROR if the source has rows there, else WARN.",
+    SILVER_RULES_CHECK: "No silver row breaks a quality rule.",
+    QUARANTINE_SHARE_CHECK: "WARN when the quarantined share exceeds the table's threshold.",
+    RECONCILED_CHECK: (
+        "Per-hour fingerprints of (key, version) in silver + quarantine equal the source's; "
+        "differing keys listed."
+    ),
+}
+
+
+def _spec(name: str, key: dg.AssetKey, blocking: bool = False) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        name,
+        asset=key,
+        blocking=blocking,
+        partitions_def=daily_partitions,
+        description=CHECK_DESCRIPTIONS[name],
+    )
+
 
 def _day(context: dg.AssetCheckExecutionContext):
     return context.partition_time_window.start.date()
@@ -37,31 +60,10 @@ def bronze_checks(table: TableSpec) -> dg.AssetChecksDefinition:
 
     @dg.multi_asset_check(
         specs=[
-            dg.AssetCheckSpec(
-                CHECKSUM_CHECK,
-                asset=key,
-                blocking=True,
-                partitions_def=daily_partitions,
-                description="Every current file of the day has the SHA-256 it was committed with.",
-            ),
-            dg.AssetCheckSpec(
-                IN_PARTITION_CHECK,
-                asset=key,
-                partitions_def=daily_partitions,
-                description="No row has an event time outside its partition's UTC day.",
-            ),
-            dg.AssetCheckSpec(
-                SPOT_CHECK,
-                asset=key,
-                partitions_def=daily_partitions,
-                description="Seeded random source records equal bronze on every column.",
-            ),
-            dg.AssetCheckSpec(
-                HOUR_GAPS_CHECK,
-                asset=key,
-                partitions_def=daily_partitions,
-                description="Hours without rows: ERROR if the source has rows there, else WARN.",
-            ),
+            _spec(CHECKSUM_CHECK, key, blocking=True),
+            _spec(IN_PARTITION_CHECK, key),
+            _spec(SPOT_CHECK, key),
+            _spec(HOUR_GAPS_CHECK, key),
         ],
         name=f"bronze_{table.name}_integrity",
     )
@@ -83,39 +85,11 @@ def silver_checks(table: TableSpec) -> dg.AssetChecksDefinition:
 
     @dg.multi_asset_check(
         specs=[
-            dg.AssetCheckSpec(
-                CHECKSUM_CHECK,
-                asset=key,
-                partitions_def=daily_partitions,
-                description="Every current file of the day has the SHA-256 it was committed with.",
-            ),
-            dg.AssetCheckSpec(
-                SILVER_RULES_CHECK,
-                asset=key,
-                partitions_def=daily_partitions,
-                description="No silver row breaks a quality rule.",
-            ),
-            dg.AssetCheckSpec(
-                QUARANTINE_SHARE_CHECK,
-                asset=key,
-                partitions_def=daily_partitions,
-                description="WARN when the quarantined share exceeds the table's threshold.",
-            ),
-            dg.AssetCheckSpec(
-                IN_PARTITION_CHECK,
-                asset=key,
-                partitions_def=daily_partitions,
-                description="No row has an event time outside its partition's UTC day.",
-            ),
-            dg.AssetCheckSpec(
-                RECONCILED_CHECK,
-                asset=key,
-                partitions_def=daily_partitions,
-                description=(
-                    "Per-hour fingerprints of (key, version) in silver + quarantine equal the "
-                    "source's; differing keys listed."
-                ),
-            ),
+            _spec(CHECKSUM_CHECK, key),
+            _spec(SILVER_RULES_CHECK, key),
+            _spec(QUARANTINE_SHARE_CHECK, key),
+            _spec(IN_PARTITION_CHECK, key),
+            _spec(RECONCILED_CHECK, key),
         ],
         name=f"silver_{table.name}_integrity",
     )

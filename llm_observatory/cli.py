@@ -194,7 +194,13 @@ def report(out=sys.stdout) -> int:
     return EXIT_OK if materialization.metadata["verdict"].value == "GO" else EXIT_FAILED
 
 
-def verify(first: dt.date, last: dt.date, table_names: list[str] | None, out=sys.stdout) -> int:
+def verify(
+    first: dt.date,
+    last: dt.date,
+    table_names: list[str] | None,
+    deep: bool = False,
+    out=sys.stdout,
+) -> int:
     """Reconciles the lake against the source day by day; prints every difference, changes
     nothing. 0 when lake and source agree, 1 when they do not."""
     from llm_observatory.definitions import build_resources
@@ -218,15 +224,16 @@ def verify(first: dt.date, last: dt.date, table_names: list[str] | None, out=sys
     started = time.perf_counter()
     differing = 0
     queries = 0
+    mode = "every column (deep)" if deep else "key and version"
     print(
-        f"verify: {len(days)} day(s) {first}..{last} of "
+        f"verify ({mode}): {len(days)} day(s) {first}..{last} of "
         f"{', '.join(t.name for t in tables)} against the source",
         file=out,
     )
     try:
         for table in tables:
             for day in days:
-                result = reconcile_day(table, source, lake, day)
+                result = reconcile_day(table, source, lake, day, deep=deep)
                 queries += result.source_queries
                 status = "ok" if result.matches else "DIFFERS"
                 print(
@@ -331,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify_parser.add_argument(
         "--table", action="append", dest="tables", help="a source table (repeatable)"
     )
+    verify_parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="fingerprint every column, so a value changed in transit is found too",
+    )
     return parser
 
 
@@ -348,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return report()
         if args.command == "verify":
-            return verify(args.start, args.end, args.tables)
+            return verify(args.start, args.end, args.tables, deep=args.deep)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -17,6 +17,7 @@ a function the source resource registers on each connection.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import hashlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from llm_observatory.layout import day_filter, quarantine_location, silver_locat
 from llm_observatory.partitions import day_window
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import (
+    SQLITE_DEEP_HASH_FUNCTION,
     SQLITE_ROW_HASH_FUNCTION,
     SourceDatabase,
     SourceError,
@@ -191,26 +193,150 @@ def _utc_hour_default(element, compiler, **kw):
     return f"CAST(strftime('%H', {compiler.process(column, **kw)}) AS INTEGER)"
 
 
+# ------------------------------------------------------------------ deep mode: every column
+
+FIELD_SEPARATOR = "\x1f"
+NULL_TEXT = "\\N"
+
+
+def column_kind(data_type: pa.DataType) -> str:
+    """How a column is written canonically: the same text on both sides of the comparison."""
+    if pa.types.is_timestamp(data_type):
+        return "ts"
+    if pa.types.is_decimal(data_type):
+        return f"d{data_type.scale}"
+    if pa.types.is_boolean(data_type):
+        return "b"
+    if pa.types.is_floating(data_type):
+        return "f"
+    if pa.types.is_integer(data_type):
+        return "i"
+    if pa.types.is_date(data_type):
+        return "date"
+    return "s"
+
+
+def canonical_text(value, kind: str) -> str:
+    """NULL as \\N, decimals at their scale, instants to the microsecond in UTC, text as is."""
+    if value is None:
+        return NULL_TEXT
+    if kind == "ts":
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    if kind.startswith("d"):
+        return format(decimal.Decimal(str(value)), f".{int(kind[1:])}f")
+    if kind == "b":
+        return "true" if value else "false"
+    if kind == "date":
+        return value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return str(value)
+
+
+def deep_row_hash_parts(values: list, kinds: list[str]) -> tuple[int, int]:
+    text = FIELD_SEPARATOR.join(canonical_text(v, k) for v, k in zip(values, kinds))
+    digest = hashlib.md5(text.encode("utf-8")).digest()  # noqa: S324 - a fingerprint
+    return int.from_bytes(digest[0:4], "big"), int.from_bytes(digest[4:8], "big")
+
+
+class deep_hash_part(FunctionElement):  # noqa: N801
+    """One 32-bit half of the MD5 of a row's canonical text over every column."""
+
+    type = sa.BigInteger()
+    inherit_cache = False
+    name = "deep_hash_part"
+
+    def __init__(self, columns, kinds: list[str], part: int) -> None:
+        self.kinds = list(kinds)
+        self.part = part
+        super().__init__(*columns)
+
+
+def _canonical_postgresql(sql: str, kind: str) -> str:
+    if kind == "ts":
+        text = f"to_char({sql} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+    elif kind == "b":
+        text = f"CASE WHEN {sql} THEN 'true' ELSE 'false' END"
+    elif kind.startswith("d"):
+        text = f"CAST(ROUND({sql}, {int(kind[1:])}) AS TEXT)"
+    else:
+        text = f"CAST({sql} AS TEXT)"
+    return f"COALESCE({text}, '{NULL_TEXT}')"
+
+
+@compiles(deep_hash_part, "postgresql")
+def _deep_hash_postgresql(element, compiler, **kw):
+    pieces = [
+        _canonical_postgresql(compiler.process(column, **kw), kind)
+        for column, kind in zip(element.clauses, element.kinds)
+    ]
+    text = " || chr(31) || ".join(pieces)
+    start = 1 + 8 * element.part
+    return f"CAST(('x' || lpad(substr(md5({text}), {start}, 8), 16, '0')) AS BIT(64))::BIGINT"
+
+
+@compiles(deep_hash_part, "mssql")
+def _deep_hash_mssql(element, compiler, **kw):
+    pieces = []
+    for column, kind in zip(element.clauses, element.kinds):
+        sql = compiler.process(column, **kw)
+        if kind == "ts":
+            text = f"CONVERT(VARCHAR(26), {sql}, 126)"
+        elif kind == "b":
+            text = f"CASE WHEN {sql} = 1 THEN 'true' ELSE 'false' END"
+        else:
+            text = f"CAST({sql} AS NVARCHAR(MAX))"
+        pieces.append(f"ISNULL({text}, '{NULL_TEXT}')")
+    # UTF-8 bytes, as the lake side hashes them (SQL Server 2019+ UTF-8 collation).
+    text = (
+        f"CAST(CONCAT_WS(CHAR(31), {', '.join(pieces)}) AS VARCHAR(MAX)) "
+        "COLLATE Latin1_General_100_CI_AS_SC_UTF8"
+    )
+    return f"CAST(SUBSTRING(HASHBYTES('MD5', {text}), {1 + 4 * element.part}, 4) AS BIGINT)"
+
+
+@compiles(deep_hash_part)
+def _deep_hash_default(element, compiler, **kw):
+    columns = ", ".join(compiler.process(column, **kw) for column in element.clauses)
+    kinds = "|".join(element.kinds)
+    return f"{SQLITE_DEEP_HASH_FUNCTION}({element.part}, '{kinds}', {columns})"
+
+
 # ------------------------------------------------------------------------------- source side
 
 
-def _fingerprint_columns(described: SourceTable):
+def _hash_parts(described: SourceTable, deep: bool):
+    """The two 32-bit halves of each row's fingerprint as SQL expressions."""
+    if deep:
+        kinds = [column_kind(f.type) for f in described.arrow_schema]
+        columns = list(described.table.c)
+        return deep_hash_part(columns, kinds, 0), deep_hash_part(columns, kinds, 1)
     key = described.table.c[described.spec.key]
     change = described.table.c[described.spec.change_column]
+    return (
+        row_hash_part(key, change, sa.literal(0, literal_execute=True)),
+        row_hash_part(key, change, sa.literal(1, literal_execute=True)),
+    )
+
+
+def _fingerprint_columns(described: SourceTable, deep: bool = False):
+    low, high = _hash_parts(described, deep)
     return [
         sa.func.count().label("rows"),
-        sa.func.sum(row_hash_part(key, change, sa.literal(0, literal_execute=True))).label("low"),
-        sa.func.sum(row_hash_part(key, change, sa.literal(1, literal_execute=True))).label("high"),
+        sa.func.sum(low).label("low"),
+        sa.func.sum(high).label("high"),
     ]
 
 
 def hourly_fingerprint_query(
-    source: SourceDatabase, described: SourceTable, day: dt.date
+    source: SourceDatabase, described: SourceTable, day: dt.date, deep: bool = False
 ) -> sa.Select:
     start, end = day_window(day)
     hour = utc_hour(described.event_time).label("hour")
     return (
-        sa.select(hour, *_fingerprint_columns(described))
+        sa.select(hour, *_fingerprint_columns(described, deep))
         .where(
             described.event_time >= sa.bindparam("range_start", source.bind_time(start)),
             described.event_time < sa.bindparam("range_end", source.bind_time(end)),
@@ -235,9 +361,10 @@ def _range_filter(source, described, start, end, low_key, high_key):
 class SourceSide:
     """Fingerprints and small key sets from the source, counting the queries it sends."""
 
-    def __init__(self, source: SourceDatabase, described: SourceTable) -> None:
+    def __init__(self, source: SourceDatabase, described: SourceTable, deep: bool = False) -> None:
         self.source = source
         self.described = described
+        self.deep = deep
         self.queries = 0
 
     def _run(self, query):
@@ -251,25 +378,34 @@ class SourceSide:
             raise SourceError(describe_error(self.source.sa_url, error)) from None
 
     def hourly(self, day: dt.date) -> dict[int, Fingerprint]:
-        rows = self._run(hourly_fingerprint_query(self.source, self.described, day))
+        rows = self._run(hourly_fingerprint_query(self.source, self.described, day, self.deep))
         return {
             int(hour): Fingerprint(int(count), int(low or 0), int(high or 0))
             for hour, count, low, high in rows
         }
 
     def range_fingerprint(self, start, end, low_key, high_key) -> Fingerprint:
-        query = sa.select(*_fingerprint_columns(self.described)).where(
+        query = sa.select(*_fingerprint_columns(self.described, self.deep)).where(
             _range_filter(self.source, self.described, start, end, low_key, high_key)
         )
         count, low, high = self._run(query)[0]
         return Fingerprint(int(count), int(low or 0), int(high or 0))
 
     def versions(self, start, end, low_key, high_key) -> dict:
+        """{key: version} of a small range; in deep mode the version carries the row's hash."""
         table = self.described.table
-        query = sa.select(
-            table.c[self.described.spec.key], table.c[self.described.spec.change_column]
-        ).where(_range_filter(self.source, self.described, start, end, low_key, high_key))
-        return {key: micros(_as_utc(version)) for key, version in self._run(query)}
+        selected = [table.c[self.described.spec.key], table.c[self.described.spec.change_column]]
+        if self.deep:
+            selected += list(_hash_parts(self.described, deep=True))
+        query = sa.select(*selected).where(
+            _range_filter(self.source, self.described, start, end, low_key, high_key)
+        )
+        if not self.deep:
+            return {key: micros(_as_utc(version)) for key, version in self._run(query)}
+        return {
+            key: (micros(_as_utc(version)), int(low), int(high))
+            for key, version, low, high in self._run(query)
+        }
 
     def versions_of(self, keys: list, start, end) -> dict:
         if not keys:
@@ -304,9 +440,18 @@ def _as_utc(value):
 # --------------------------------------------------------------------------------- lake side
 
 
-def lake_versions_by_hour(table: TableSpec, lake: LakeResource, day: dt.date) -> dict[int, dict]:
-    """{hour: {key: change micros}} of the lake's rows of the day (silver + quarantine)."""
+def lake_versions_by_hour(
+    table: TableSpec, lake: LakeResource, day: dt.date, deep_schema: pa.Schema | None = None
+) -> dict[int, dict]:
+    """{hour: {key: change micros}} of the lake's rows of the day (silver + quarantine).
+
+    With `deep_schema` (the source's columns) the version is (micros, row hash halves) over
+    every column's canonical text.
+    """
     columns = [table.key, table.event_time, table.change_column]
+    if deep_schema is not None:
+        columns += [name for name in deep_schema.names if name not in columns]
+        kinds = [column_kind(field.type) for field in deep_schema]
     by_hour: dict[int, dict] = defaultdict(dict)
     for location in (silver_location(lake, table), quarantine_location(lake, table)):
         for batch in scan_partition(location, day_filter(day), columns):
@@ -316,8 +461,14 @@ def lake_versions_by_hour(table: TableSpec, lake: LakeResource, day: dt.date) ->
             hours = pc.hour(pc.cast(times, pa.timestamp("us", tz="UTC"))).to_pylist()
             changes = pc.cast(batch.column(2), pa.timestamp("us", tz="UTC"))
             change_micros = pc.cast(changes, pa.int64()).to_pylist()
-            for key, hour, version in zip(batch.column(0).to_pylist(), hours, change_micros):
-                by_hour[hour][key] = version
+            if deep_schema is None:
+                for key, hour, version in zip(batch.column(0).to_pylist(), hours, change_micros):
+                    by_hour[hour][key] = version
+                continue
+            rows = batch.select(deep_schema.names).to_pylist()
+            keys = batch.column(0).to_pylist()
+            for key, hour, version, row in zip(keys, hours, change_micros, rows):
+                by_hour[hour][key] = (version, *deep_row_hash_parts(list(row.values()), kinds))
     return by_hour
 
 
@@ -326,7 +477,10 @@ def lake_fingerprint(versions: dict, low_key=None, high_key=None) -> Fingerprint
     for key, version in versions.items():
         if (low_key is not None and key < low_key) or (high_key is not None and key >= high_key):
             continue
-        part_low, part_high = row_hash_parts(key, version)
+        if isinstance(version, tuple):  # deep mode: the row's own hash
+            _, part_low, part_high = version
+        else:
+            part_low, part_high = row_hash_parts(key, version)
         rows, low, high = rows + 1, low + part_low, high + part_high
     return Fingerprint(rows, low, high)
 
@@ -335,13 +489,19 @@ def lake_fingerprint(versions: dict, low_key=None, high_key=None) -> Fingerprint
 
 
 def reconcile_day(
-    table: TableSpec, source: SourceDatabase, lake: LakeResource, day: dt.date
+    table: TableSpec,
+    source: SourceDatabase,
+    lake: LakeResource,
+    day: dt.date,
+    deep: bool = False,
 ) -> DayReconciliation:
+    """Compares the day hour by hour; `deep` fingerprints every column, not only key and
+    version, so a value changed in transit is found too."""
     described = source.describe_table(table)
-    side = SourceSide(source, described)
+    side = SourceSide(source, described, deep)
     result = DayReconciliation(table=table.name, day=day.isoformat())
     source_hours = side.hourly(day)
-    lake_hours = lake_versions_by_hour(table, lake, day)
+    lake_hours = lake_versions_by_hour(table, lake, day, described.arrow_schema if deep else None)
     result.source_rows = sum(fp.rows for fp in source_hours.values())
     result.lake_rows = sum(len(v) for v in lake_hours.values())
     day_start, _ = day_window(day)
@@ -398,10 +558,12 @@ def _differences(table, day, hour, source_versions, lake_in_range, lake_hour) ->
     for key, version in source_versions.items():
         if key not in lake_hour:
             kind = "missing"
-        elif lake_hour[key] != version:
+        elif lake_hour[key] == version:
+            continue
+        elif _version_of(lake_hour[key]) != _version_of(version):
             kind = "stale"
         else:
-            continue
+            kind = "changed"  # same version, other values: altered in transit or storage
         found.append(
             Difference(
                 table.name,
@@ -431,7 +593,12 @@ def _differences(table, day, hour, source_versions, lake_in_range, lake_hour) ->
     return found
 
 
-def _shown(version_micros: int | None) -> str | None:
+def _version_of(version):
+    return version[0] if isinstance(version, tuple) else version
+
+
+def _shown(version) -> str | None:
+    version_micros = _version_of(version)
     if version_micros is None:
         return None
     return (EPOCH + dt.timedelta(microseconds=version_micros)).isoformat()

@@ -122,9 +122,12 @@ def test_backfill_against_a_down_source_fails_without_showing_the_password(demo_
 
 def test_verify_reports_no_difference_on_the_demo_lake(demo_home):
     home, _ = demo_home
-    completed = run_cli(["verify", "--start", "2026-11-01", "--end", "2026-11-02"], home)
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "verify: 0 table-day(s) differ" in completed.stdout
+    for extra in ([], ["--deep"]):
+        completed = run_cli(
+            ["verify", "--start", "2026-11-01", "--end", "2026-11-02", *extra], home
+        )
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        assert "verify: 0 table-day(s) differ" in completed.stdout
 
 
 def test_verify_lists_a_row_deleted_from_the_source_and_exits_one(demo_home, tmp_path):

@@ -4,6 +4,7 @@ of every difference (missing, extra, stale) after tampering with either side."""
 import datetime as dt
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -171,3 +172,57 @@ def test_the_fingerprint_query_compiles_for_sql_server():
     text = str(hourly_fingerprint_query(source, described, DAY).compile(dialect=mssql.dialect()))
     assert "HASHBYTES('MD5'" in text and "DATEDIFF_BIG(microsecond" in text
     assert "DATEPART(hour" in text and "GROUP BY" in text
+
+
+@pytest.mark.parametrize("table", TABLES, ids=lambda t: t.name)
+def test_deep_mode_matches_a_clean_lake_on_every_column(postgres_lake, table):
+    _, source, lake = postgres_lake
+    result = reconcile_day(table, source, lake, DAY, deep=True)
+    assert result.matches, [d.describe() for d in result.differences[:5]]
+    assert result.source_rows == result.lake_rows > 0
+
+
+def test_deep_mode_finds_a_value_changed_in_the_lake_by_key(postgres_lake):
+    _, source, lake = postgres_lake
+    location = silver_location(lake, LLM_INTERACTIONS)
+    path, _ = current_files(DeltaTable(location.uri), day_filter(DAY))[0]
+    data = pq.read_table(f"{location.fs_path}/{path}")
+    key = data.column("interaction_id")[0].as_py()
+    responses = data.column("response").to_pylist()
+    responses[0] = (responses[0] or "") + "·"
+    data = data.set_column(
+        data.schema.get_field_index("response"),
+        "response",
+        pa.array(responses, data.schema.field("response").type),
+    )
+    pq.write_table(data, f"{location.fs_path}/{path}")
+
+    assert reconcile_day(LLM_INTERACTIONS, source, lake, DAY).matches  # key and version agree
+    deep = reconcile_day(LLM_INTERACTIONS, source, lake, DAY, deep=True)
+    assert [(d.key, d.kind) for d in deep.differences] == [(key, "changed")]
+
+
+def test_deep_mode_on_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path / 'src.sqlite'}"
+    generate_source(url, start_date=DAY, days=1, rows_per_day=200, seed=12)
+    source, lake = migrate(url, tmp_path / "lake")
+    for table in TABLES:
+        result = reconcile_day(table, source, lake, DAY, deep=True)
+        assert result.matches, [d.describe() for d in result.differences[:5]]
+
+
+def test_deep_fingerprint_compiles_for_sql_server():
+    import pyarrow as pa
+
+    from llm_observatory.resources.source import SourceTable, arrow_type_for
+    from llm_observatory.synthetic.schema import reference_metadata
+
+    table = reference_metadata().tables["llm_interactions"]
+    described = SourceTable(
+        LLM_INTERACTIONS, table, pa.schema([(c.name, arrow_type_for(c.type)) for c in table.c])
+    )
+    source = SourceDatabase(url="mssql+pyodbc://reader@sqlprod/llm?driver=ODBC+Driver+18")
+    text = str(
+        hourly_fingerprint_query(source, described, DAY, deep=True).compile(dialect=mssql.dialect())
+    )
+    assert "CONCAT_WS(CHAR(31)" in text and "UTF8" in text and "CONVERT(VARCHAR(26)" in text

@@ -300,6 +300,13 @@ def _md5_text(value) -> str | None:
 
 
 SQLITE_ROW_HASH_FUNCTION = "llm_obs_row_hash"
+SQLITE_DEEP_HASH_FUNCTION = "llm_obs_deep_hash"
+
+
+def _deep_hash_part(part: int, kinds: str, *values) -> int:
+    from llm_observatory.reconcile import deep_row_hash_parts
+
+    return deep_row_hash_parts(list(values), kinds.split("|"))[part]
 
 
 def _row_hash_part(key, change, part: int) -> int | None:
@@ -316,6 +323,9 @@ def _register_sqlite_functions(dbapi_connection, _record) -> None:
     dbapi_connection.create_function(SQLITE_HASH_FUNCTION, 1, _md5_text, deterministic=True)
     dbapi_connection.create_function(
         SQLITE_ROW_HASH_FUNCTION, 3, _row_hash_part, deterministic=True
+    )
+    dbapi_connection.create_function(
+        SQLITE_DEEP_HASH_FUNCTION, -1, _deep_hash_part, deterministic=True
     )
 
 

@@ -148,14 +148,17 @@ class CutoverReport:
         lines += [
             "## Rows per table",
             "",
-            "| table | days | source | bronze | silver | quarantined | accounted |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| table | days | source | bronze | silver | quarantined | completeness | accounted |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for name, t in self.totals().items():
-            accounted = t["silver_rows"] + t["quarantined_rows"] == t["source_rows"]
+            in_lake = t["silver_rows"] + t["quarantined_rows"]
+            accounted = in_lake == t["source_rows"]
+            # Exact to the row: 99.999 % is shown as such, never rounded up to 100 %.
+            completeness = "100 %" if accounted else f"{in_lake / max(t['source_rows'], 1):.5%}"
             lines.append(
                 f"| {name} | {t['days']} | {t['source_rows']:,} | {t['bronze_rows']:,} | "
-                f"{t['silver_rows']:,} | {t['quarantined_rows']:,} | "
+                f"{t['silver_rows']:,} | {t['quarantined_rows']:,} | {completeness} | "
                 f"{'yes' if accounted else 'NO'} |"
             )
         lines += ["", "## Quarantined rows by rule", ""]

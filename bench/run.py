@@ -15,9 +15,17 @@ For each size (default 1M rows, all in ONE UTC day, so one partition holds all o
      exactly as a run does it (source -> Arrow -> Parquet zstd -> one Delta commit + its
      row-count check);
 4. then bronze + silver + gold of ``llm_interactions`` for the day (the ``migrate`` path);
-5. a table with rows/s, MB/s (of source data, sized by the binary COPY stream), peak RSS, the
+5. then ``reconcile_day`` of the same day against that run's lake (silver + quarantine), as
+   many rounds as step 3 (issue 4): its time beside the bronze extraction's (aim: at most
+   half), whether it matches, and the bytes that crossed from the source for it: the growth
+   of the loopback interface's counters in /proc/net/dev across the call (the bench runs one
+   thing at a time, so that is this worker's traffic with PostgreSQL; on ``lo`` rx == tx,
+   each byte is counted in both, so one counter is the traffic) and, immune to other traffic,
+   TCP_INFO payload bytes of the worker's own connections; beside the table's size;
+6. a table with rows/s, MB/s (of source data, sized by the binary COPY stream), peak RSS, the
    ratio to the floor and lake bytes / source bytes, with the aims (>= 70 % of the floor, peak
-   RSS < 512 MiB) marked met or missed; everything goes to a JSON file in ``bench/results/``.
+   RSS < 512 MiB, reconcile <= 0.5 x bronze seconds and matching) marked met or missed;
+   everything goes to a JSON file in ``bench/results/``.
 
 Peak RSS is the child's own high-water mark (``VmHWM`` in /proc/self/status; ``ru_maxrss``
 would inherit the parent's across fork+exec), the Python interpreter and its imports included.
@@ -31,7 +39,8 @@ Examples::
 
 A worker can be run alone, e.g. under a profiler:
 ``BENCH_SOURCE_URL=URL bench/run.py --worker bronze --day D --lake DIR --result out.json``
-(``--worker floor`` reads ``BENCH_DSN``, a libpq URL).
+(``--worker floor`` reads ``BENCH_DSN``, a libpq URL; ``--worker reconcile`` needs ``--lake``
+holding a full run's lake: ``BENCH_KEEP_LAKES=1`` with ``--keep`` leaves them in place).
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ DEFAULT_ROWS = 1_000_000
 QUICK_ROWS = 100_000
 AIM_RATIO = 0.70
 AIM_RSS_MIB = 512
+AIM_RECONCILE_SHARE = 0.5
 MIB = 1024 * 1024
 MB = 1_000_000
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -283,8 +293,220 @@ def worker_materialize(args: argparse.Namespace) -> dict:
     }
 
 
+# Reconciliation: the worker measures the traffic with the source two ways. /proc/net/dev's
+# `lo` line is what the issue asks for; on loopback every byte is counted once as transmitted
+# and once as received, so the traffic is the growth of one counter (rx == tx), and it holds
+# everyone's loopback traffic in the window. TCP_INFO of the worker's own connections to the
+# source counts only their payload, by direction, whatever else runs on the machine.
+TCP_INFO_BYTES_ACKED = 120  # struct tcp_info: __u64 tcpi_bytes_acked (sent and acknowledged)
+TCP_INFO_BYTES_RECEIVED = 128  # __u64 tcpi_bytes_received
+SHOWN_DIFFERENCES = 20
+
+
+def interface_bytes(name: str = "lo") -> dict[str, int] | None:
+    """Received and transmitted byte and packet counters of one interface, from /proc/net/dev."""
+    try:
+        with open("/proc/net/dev") as dev:
+            for line in dev:
+                interface, _, counters = line.partition(":")
+                if interface.strip() == name and counters:
+                    fields = [int(part) for part in counters.split()]
+                    return {"rx_bytes": fields[0], "rx_packets": fields[1],
+                            "tx_bytes": fields[8], "tx_packets": fields[9]}
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def tcp_payload_bytes(fd: int) -> tuple[int, int] | None:
+    """(received, sent and acknowledged) payload bytes of a TCP socket, from TCP_INFO."""
+    import socket
+    import struct
+
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET,
+                                                                      socket.AF_INET6):
+                return None
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < TCP_INFO_BYTES_RECEIVED + 8:
+        return None
+    (sent,) = struct.unpack_from("=Q", info, TCP_INFO_BYTES_ACKED)
+    (received,) = struct.unpack_from("=Q", info, TCP_INFO_BYTES_RECEIVED)
+    return received, sent
+
+
+class SourceSockets:
+    """Payload bytes of every pooled connection SQLAlchemy opens in this process (to the source)."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, object] = {}
+        self.closed = [0, 0]
+        self.connections = 0
+
+    @staticmethod
+    def _fd(dbapi_connection) -> int | None:
+        for get in (lambda c: c.fileno(), lambda c: c.pgconn.socket):
+            try:
+                return int(get(dbapi_connection))
+            except Exception:  # noqa: BLE001, S112 - drivers differ; no fd means not counted
+                continue
+        return None
+
+    def install(self) -> None:
+        import sqlalchemy as sa
+
+        sa.event.listen(sa.pool.Pool, "connect", self._on_connect)
+        sa.event.listen(sa.pool.Pool, "close", self._on_close)
+        sa.event.listen(sa.pool.Pool, "close_detached", self._on_close)
+
+    def _on_connect(self, dbapi_connection, record=None) -> None:
+        self.connections += 1
+        self.open[id(dbapi_connection)] = dbapi_connection
+
+    def _on_close(self, dbapi_connection, record=None) -> None:
+        if self.open.pop(id(dbapi_connection), None) is not None:
+            counted = self._count(dbapi_connection)
+            if counted:
+                self.closed[0] += counted[0]
+                self.closed[1] += counted[1]
+
+    def _count(self, dbapi_connection) -> tuple[int, int] | None:
+        fd = self._fd(dbapi_connection)
+        return None if fd is None else tcp_payload_bytes(fd)
+
+    def totals(self) -> dict[str, int | None]:
+        received, sent = self.closed
+        measured = True
+        for connection in self.open.values():
+            counted = self._count(connection)
+            if counted is None:
+                measured = False
+                continue
+            received, sent = received + counted[0], sent + counted[1]
+        if self.connections == 0:
+            measured = False
+        return {"connections": self.connections,
+                "received_bytes": received if measured else None,
+                "sent_bytes": sent if measured else None}
+
+
+class PhaseTimes:
+    """Wall seconds and calls of named functions, by wrapping them in this process only."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, owner, attribute: str, phase: str) -> None:
+        import functools
+
+        original = getattr(owner, attribute, None)
+        if original is None:
+            return  # renamed upstream: the phase is simply not shown
+        self.seconds.setdefault(phase, 0.0)
+        self.calls.setdefault(phase, 0)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.perf_counter() - started
+                self.calls[phase] += 1
+
+        setattr(owner, attribute, timed)
+
+
+def loopback_host(sqlalchemy_url: str) -> bool:
+    """Whether the source is reached over TCP on this machine's loopback interface."""
+    import ipaddress
+
+    import sqlalchemy as sa
+
+    host = sa.make_url(sqlalchemy_url).host
+    if not host or host.startswith("/"):
+        return False  # a Unix socket: nothing crosses `lo`
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def worker_reconcile(args: argparse.Namespace) -> dict:
+    """`reconcile_day` of llm_interactions for the day against a lake silver was written to."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from llm_observatory import reconcile
+    from llm_observatory.resources.lake import LakeResource
+    from llm_observatory.resources.source import SourceDatabase
+    from llm_observatory.tables import LLM_INTERACTIONS
+
+    source_url = args.source_url or os.environ["BENCH_SOURCE_URL"]
+    source = SourceDatabase(url=source_url)
+    lake = LakeResource(url=args.lake)
+    day = dt.date.fromisoformat(args.day)
+
+    # Where the time goes, without a profiler's overhead: the few calls reconcile_day makes.
+    phases = PhaseTimes()
+    phases.wrap(SourceDatabase, "describe_table", "source: reflect the table")
+    phases.wrap(reconcile.SourceSide, "_run", "source: queries (fingerprints, bisection)")
+    phases.wrap(reconcile, "lake_versions_by_hour", "lake: read silver + quarantine")
+    phases.wrap(reconcile, "lake_fingerprint", "lake: hash rows (Python MD5)")
+    sockets = SourceSockets()
+    sockets.install()
+
+    rss_before = _status_kib("VmRSS") * 1024
+    cpu_before = os.times()
+    lo_before = interface_bytes("lo")
+    started = time.perf_counter()
+    result = reconcile.reconcile_day(LLM_INTERACTIONS, source, lake, day)
+    wall = time.perf_counter() - started
+    lo_after = interface_bytes("lo")
+    figures = _process_figures(wall, cpu_before, rss_before)
+    socket_bytes = sockets.totals()
+    source.engine.dispose()
+
+    loopback = None
+    if lo_before and lo_after:
+        loopback = {name: lo_after[name] - lo_before[name] for name in lo_before}
+        loopback["rx_plus_tx_bytes"] = loopback["rx_bytes"] + loopback["tx_bytes"]
+    accounted = sum(phases.seconds.values())
+    return {
+        "path": "reconcile",
+        "rows": result.source_rows,
+        "source_rows": result.source_rows,
+        "lake_rows": result.lake_rows,
+        "matches": result.matches,
+        "source_queries": result.source_queries,
+        "hours_compared": result.hours_compared,
+        "hours_differing": result.hours_differing,
+        "difference_count": len(result.differences),
+        "differences": [d.describe() for d in result.differences[:SHOWN_DIFFERENCES]],
+        "source_on_loopback": loopback_host(source_url),
+        "loopback": loopback,
+        # The traffic on `lo` in the window: rx == tx there, each byte is counted in both.
+        "loopback_bytes": None if loopback is None else loopback["rx_bytes"],
+        "source_socket_bytes": socket_bytes,
+        "phases": {
+            name: {"seconds": seconds, "calls": phases.calls[name]}
+            for name, seconds in phases.seconds.items()
+        },
+        "phases_unaccounted_seconds": wall - accounted,
+        **figures,
+    }
+
+
 def run_worker(args: argparse.Namespace) -> int:
-    worker = worker_floor if args.worker == "floor" else worker_materialize
+    worker = {"floor": worker_floor, "reconcile": worker_reconcile}.get(
+        args.worker, worker_materialize
+    )
     figures = worker(args)
     Path(args.result).write_text(json.dumps(figures, indent=2, default=str))
     return 0
@@ -490,9 +712,20 @@ def sa_url_without_password(url: str) -> str:
 
 
 def run_child(
-    kind: str, url: str, day: str, workdir: Path, label: str, server_cpu: ServerCpu
+    kind: str,
+    url: str,
+    day: str,
+    workdir: Path,
+    label: str,
+    server_cpu: ServerCpu,
+    lake: Path | None = None,
+    keep_lake: bool = False,
 ) -> dict:
-    """One worker in its own interpreter; its figures, or SystemExit with its log's tail."""
+    """One worker in its own interpreter; its figures, or SystemExit with its log's tail.
+
+    Materializing workers write into `lake-<label>`, removed afterwards unless `keep_lake`
+    (or BENCH_KEEP_LAKES); `lake` names another run's lake instead (reconcile reads one).
+    """
     result_file = workdir / f"{label}.json"
     log_file = workdir / f"{label}.log"
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--day", day,
@@ -503,7 +736,7 @@ def run_child(
         env["BENCH_DSN"] = libpq_url(url)
     else:
         env["BENCH_SOURCE_URL"] = url
-        command += ["--lake", str(workdir / f"lake-{label}")]
+        command += ["--lake", str(lake or workdir / f"lake-{label}")]
     env.pop("DAGSTER_HOME", None)
     cpu_before = server_cpu.total()
     load_before = os.getloadavg()[0]
@@ -522,7 +755,9 @@ def run_child(
     figures["load_average"] = [load_before, os.getloadavg()[0]]
     if cpu_before is not None and cpu_after is not None:
         figures["server_cpu_seconds"] = cpu_after - cpu_before
-    if kind != "floor" and not os.environ.get("BENCH_KEEP_LAKES"):
+    if lake is None and kind != "floor" and not keep_lake and not os.environ.get(
+        "BENCH_KEEP_LAKES"
+    ):
         shutil.rmtree(workdir / f"lake-{label}", ignore_errors=True)
     return figures
 
@@ -557,9 +792,10 @@ def measure_size(
     floors: list[dict] = []
     bronzes: list[dict] = []
     fulls: list[dict] = []
+    reconciles: list[dict] = []
 
-    def child(kind: str, label: str) -> dict:
-        figures = run_child(kind, url, day, workdir, f"{tag}-{label}", server_cpu)
+    def child(kind: str, label: str, **options) -> dict:
+        figures = run_child(kind, url, day, workdir, f"{tag}-{label}", server_cpu, **options)
         say(
             f"{label}: {figures['rows'] / figures['seconds']:,.0f} rows/s, "
             f"peak RSS {figures['peak_rss_bytes'] / MIB:,.0f} MiB"
@@ -570,12 +806,50 @@ def measure_size(
         floors.append(child("floor", f"floor-{round_number}"))
         bronzes.append(child("bronze", f"bronze-{round_number}"))
     if not args.skip_full:
+        reconciling = not args.skip_reconcile
+        full_lakes = []
         for round_number in range(1, args.full_repeats + 1):
-            fulls.append(child("full", f"bronze+silver+gold-{round_number}"))
-    return summarize(source, warmup, floors, bronzes, fulls)
+            label = f"bronze+silver+gold-{round_number}"
+            fulls.append(child("full", label, keep_lake=reconciling))
+            full_lakes.append(workdir / f"lake-{tag}-{label}")
+        if reconciling:
+            # Against the last full run's lake: its silver + quarantine are the day's rows.
+            for round_number in range(1, args.repeats + 1):
+                figures = child("reconcile", f"reconcile-{round_number}", lake=full_lakes[-1])
+                say(
+                    f"reconcile-{round_number}: {figures['seconds']:,.2f} s, "
+                    f"{figures['source_queries']} source queries, "
+                    f"{'matches' if figures['matches'] else 'DOES NOT MATCH'} the source"
+                )
+                if not figures["matches"]:
+                    say_differences(figures)
+                reconciles.append(figures)
+            if not os.environ.get("BENCH_KEEP_LAKES"):
+                for folder in full_lakes:
+                    shutil.rmtree(folder, ignore_errors=True)
+    elif not args.skip_reconcile:
+        say("--skip-full: no silver to reconcile, reconciliation skipped")
+    return summarize(source, warmup, floors, bronzes, fulls, reconciles)
 
 
-def summarize(source: dict, warmup: dict, floors: list, bronzes: list, fulls: list) -> dict:
+def say_differences(figures: dict) -> None:
+    say(
+        f"reconciliation found {figures['difference_count']:,} difference(s) in hour(s) "
+        f"{figures['hours_differing']} (source {figures['source_rows']:,} rows, lake "
+        f"{figures['lake_rows']:,}); the first:"
+    )
+    for description in figures["differences"]:
+        say(f"  {description}")
+
+
+def summarize(
+    source: dict,
+    warmup: dict,
+    floors: list,
+    bronzes: list,
+    fulls: list,
+    reconciles: list | None = None,
+) -> dict:
     floor = best(floors)
     floor_rate = floor["rows"] / floor["seconds"]
     copy_bytes_per_row = floor["copy_bytes"] / floor["rows"] if floor["rows"] else 0.0
@@ -615,6 +889,12 @@ def summarize(source: dict, warmup: dict, floors: list, bronzes: list, fulls: li
         full = best(fulls)
         lines.append(line("bronze+silver+gold", full, full["seconds"],
                           max(run["peak_rss_bytes"] for run in fulls), full["lake_bytes"]))
+    reconciles = reconciles or []
+    if reconciles:
+        reconciled = best(reconciles)
+        lines.append(line("reconcile: fingerprints + bisection", reconciled,
+                          reconciled["seconds"],
+                          max(run["peak_rss_bytes"] for run in reconciles), None))
     bronze_line = lines[1]
     aims = {
         "bronze_ratio_to_floor": {
@@ -635,10 +915,37 @@ def summarize(source: dict, warmup: dict, floors: list, bronzes: list, fulls: li
             "met": lines[2]["ratio_to_floor"] >= AIM_RATIO,
         }
     if fulls:
+        full_line = next(item for item in lines if item["path"] == "bronze+silver+gold")
         aims["full_peak_rss_mib"] = {
             "aim": f"< {AIM_RSS_MIB} MiB",
-            "value": lines[-1]["peak_rss_mib"],
-            "met": lines[-1]["peak_rss_mib"] < AIM_RSS_MIB,
+            "value": full_line["peak_rss_mib"],
+            "met": full_line["peak_rss_mib"] < AIM_RSS_MIB,
+        }
+    reconciliation = None
+    if reconciles:
+        reconciliation = reconciliation_summary(reconciles, bronze, copy_best, floor, source)
+        aims["reconcile_seconds_vs_bronze"] = {
+            "aim": f"reconcile seconds <= {AIM_RECONCILE_SHARE} x bronze extraction seconds",
+            "value": reconciliation["share_of_bronze_seconds"],
+            "met": reconciliation["share_of_bronze_seconds"] <= AIM_RECONCILE_SHARE,
+            "shown": (
+                f"{reconciliation['seconds']:,.2f} s vs {bronze['seconds']:,.2f} s = "
+                f"{reconciliation['share_of_bronze_seconds']:.2f} x"
+            ),
+        }
+        worst = [run for run in reconciles if not run["matches"]]
+        shown = worst[0] if worst else reconciles[0]
+        aims["reconcile_matches"] = {
+            "aim": "every hour's fingerprint equals the source's, in every round",
+            "value": not worst,
+            "met": not worst,
+            "shown": (
+                f"{shown['source_rows']:,} source rows = {shown['lake_rows']:,} lake rows, "
+                f"{shown['hours_compared']} hours equal"
+                if not worst
+                else f"{shown['difference_count']:,} difference(s) in hour(s) "
+                f"{shown['hours_differing']}"
+            ),
         }
     return {
         "rows": source["rows_in_day"],
@@ -649,6 +956,47 @@ def summarize(source: dict, warmup: dict, floors: list, bronzes: list, fulls: li
         "floor": {"runs": floors, "best": floor, "warmup": warmup},
         "bronze": {"runs": bronzes, "best": bronze},
         "full": {"runs": fulls, "best": best(fulls) if fulls else None},
+        "reconcile": {"runs": reconciles, "best": best(reconciles), **reconciliation}
+        if reconciles else None,
+    }
+
+
+def reconciliation_summary(
+    reconciles: list, bronze: dict, copy_best: dict, floor: dict, source: dict
+) -> dict:
+    """Reconciliation beside the extraction of the same rows: time, and bytes from the source."""
+    run = best(reconciles)
+    sockets = run.get("source_socket_bytes") or {}
+    return {
+        "seconds": run["seconds"],
+        "bronze_seconds": bronze["seconds"],
+        "share_of_bronze_seconds": run["seconds"] / bronze["seconds"],
+        "share_of_bronze_copy_loop_seconds": (
+            run["seconds"] / copy_best["copy_seconds"] if copy_best.get("copy_seconds") else None
+        ),
+        "matches": all(item["matches"] for item in reconciles),
+        "source_queries": run["source_queries"],
+        "source_on_loopback": run["source_on_loopback"],
+        # Traffic on `lo` in the call's window (both directions; rx == tx on loopback).
+        "loopback_bytes": run["loopback_bytes"],
+        "loopback_bytes_by_round": [item["loopback_bytes"] for item in reconciles],
+        # The worker's own connections only: payload bytes by direction.
+        "socket_bytes_from_source": sockets.get("received_bytes"),
+        "socket_bytes_to_source": sockets.get("sent_bytes"),
+        "source_connections": sockets.get("connections"),
+        "pg_table_size": source["pg_table_size"],
+        "pg_total_relation_size": source["pg_total_relation_size"],
+        # What extraction moves for the same rows: the floor's binary COPY stream.
+        "extraction_copy_bytes": floor["copy_bytes"],
+        "phases": run["phases"],
+        "phases_unaccounted_seconds": run["phases_unaccounted_seconds"],
+        "assumption": (
+            "loopback_bytes is the growth of /proc/net/dev's lo counters across the call, so "
+            "it holds any other loopback traffic of the machine in that window; the bench runs "
+            "one thing at a time, so it is this worker's traffic with PostgreSQL unless "
+            "something else runs. socket_bytes_* count only the worker's own connections "
+            "(TCP_INFO payload bytes)."
+        ),
     }
 
 
@@ -697,9 +1045,43 @@ def format_table(result: dict) -> str:
     lines.append("CPU cores busy: " + "; ".join(cores))
     for name, aim in result["aims"].items():
         value = aim["value"]
-        shown = f"{value:.0%}" if "ratio" in name else f"{value:,.0f} MiB"
+        shown = aim.get("shown") or (f"{value:.0%}" if "ratio" in name else f"{value:,.0f} MiB")
         lines.append(f"aim {name}: {aim['aim']}: {shown} -> {'met' if aim['met'] else 'MISSED'}")
+    if result.get("reconcile"):
+        lines.extend(reconciliation_lines(result["reconcile"]))
     return "\n".join(lines)
+
+
+def _kb(value: int | None) -> str:
+    return "not measured" if value is None else f"{value / 1000:,.1f} KB"
+
+
+def reconciliation_lines(reconciliation: dict) -> list[str]:
+    table = reconciliation["pg_table_size"]
+    lo = reconciliation["loopback_bytes"]
+    received = reconciliation["socket_bytes_from_source"]
+    lines = [
+        f"reconcile bytes from source: {_kb(lo)} on lo (both directions; growth of "
+        "/proc/net/dev lo rx == tx across the call, so any other loopback traffic in that "
+        "window counts too: the bench assumes it runs alone"
+        + ("" if reconciliation["source_on_loopback"] else
+           "; the source is NOT on loopback here, so this is not its traffic")
+        + f"); own connections: {_kb(received)} from source, "
+        f"{_kb(reconciliation['socket_bytes_to_source'])} to it "
+        f"({reconciliation['source_connections']} connection(s), "
+        f"{reconciliation['source_queries']} fingerprint queries) vs table {table / 1000:,.0f} KB "
+        f"(pg_table_size"
+        + (f"; {received / table:.4%} of it" if received is not None and table else "")
+        + f") and extraction's binary COPY "
+        f"{reconciliation['extraction_copy_bytes'] / 1000:,.0f} KB",
+    ]
+    phases = reconciliation.get("phases") or {}
+    if phases:
+        parts = [f"{name} {phase['seconds']:,.2f} s ({phase['calls']}x)"
+                 for name, phase in phases.items()]
+        parts.append(f"other {reconciliation['phases_unaccounted_seconds']:,.2f} s")
+        lines.append("reconcile time: " + "; ".join(parts))
+    return lines
 
 
 def machine() -> dict:
@@ -772,7 +1154,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default 2, 1 with --quick)")
     parser.add_argument("--full-repeats", type=int, default=1,
                         help="bronze+silver+gold runs (default 1)")
-    parser.add_argument("--skip-full", action="store_true", help="skip bronze+silver+gold")
+    parser.add_argument("--skip-full", action="store_true",
+                        help="skip bronze+silver+gold (and the reconciliation, which reads its "
+                             "silver)")
+    parser.add_argument("--skip-reconcile", action="store_true",
+                        help="skip the reconciliation against the source")
     parser.add_argument("--keep", action="store_true",
                         help="keep the PostgreSQL server / databases and the workers' logs")
     parser.add_argument("--output", help="JSON file (default bench/results/bench-<timestamp>.json)")
@@ -781,7 +1167,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_ROWS:,} rows and one round (for the test suite)")
     # Internal: one measured child.
-    parser.add_argument("--worker", choices=("floor", "bronze", "full"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("floor", "bronze", "full", "reconcile"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -810,7 +1197,8 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": dt.datetime.now(dt.UTC).isoformat(),
         "command": [sys.executable, *sys.argv],
         "machine": machine(),
-        "aims": {"ratio_to_floor": AIM_RATIO, "peak_rss_mib": AIM_RSS_MIB},
+        "aims": {"ratio_to_floor": AIM_RATIO, "peak_rss_mib": AIM_RSS_MIB,
+                 "reconcile_share_of_bronze_seconds": AIM_RECONCILE_SHARE},
         "options": {k: v for k, v in vars(args).items() if k not in ("dsn", "lake", "result")},
         "results": [],
     }

@@ -4,6 +4,7 @@ Figures are only checked for being there and positive: speed and memory aims liv
 benchmark's own report (`make bench`), never in a timed test.
 """
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def test_quick_bench_writes_its_report(postgres_server, tmp_path):
             "ratio_to_floor",
         ):
             assert line[figure] > 0, (line["path"], figure)
-        if not line["path"].startswith("floor"):
+        if not line["path"].startswith(("floor", "reconcile")):
             assert line["lake_to_source_bytes"] > 0
 
     assert result["floor"]["best"]["copy_bytes"] > 0
@@ -69,6 +70,25 @@ def test_quick_bench_writes_its_report(postgres_server, tmp_path):
     assert all(full["checks"].values())
     assert {"bronze_ratio_to_floor", "bronze_peak_rss_mib"} <= result["aims"].keys()
 
+    # Reconciliation of the same day against the full run's lake: it matches, with one
+    # fingerprint query, and only a sliver of the table crosses the network.
+    assert any(path.startswith("reconcile") for path in paths)
+    assert "reconcile bytes from source" in completed.stdout
+    reconciliation = result["reconcile"]
+    assert reconciliation["matches"], reconciliation["best"]["differences"]
+    assert result["aims"]["reconcile_matches"]["met"]
+    assert "reconcile_seconds_vs_bronze" in result["aims"]
+    run = reconciliation["best"]
+    assert run["source_rows"] == run["lake_rows"] == QUICK_ROWS
+    assert run["source_queries"] == 1
+    assert reconciliation["share_of_bronze_seconds"] > 0
+    assert reconciliation["source_on_loopback"]
+    assert 0 < reconciliation["socket_bytes_from_source"] < reconciliation["pg_table_size"] / 100
+    assert reconciliation["socket_bytes_to_source"] > 0
+    # Loopback traffic is at least the worker's own payload (other work may add to it).
+    assert reconciliation["loopback_bytes"] >= reconciliation["socket_bytes_from_source"]
+    assert run["phases"] and all(phase["calls"] > 0 for phase in run["phases"].values())
+
     # The bench databases it created on the shared server are gone again.
     import psycopg
 
@@ -77,3 +97,43 @@ def test_quick_bench_writes_its_report(postgres_server, tmp_path):
             "SELECT count(*) FROM pg_database WHERE datname LIKE 'bench\\_%'"
         ).fetchone()[0]
     assert left == 0
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(seconds, **extra):
+    return {"rows": 1000, "seconds": seconds, "peak_rss_bytes": 100 * 2**20,
+            "cpu_cores_used": 1.0, **extra}
+
+
+def test_a_reconciliation_that_does_not_match_is_a_missed_aim_with_its_differences():
+    bench = _bench_module()
+    source = {"rows_in_day": 1000, "pg_table_size": 10**6, "pg_total_relation_size": 2 * 10**6,
+              "avg_row_bytes_table": 1000, "table": "llm_interactions", "day": "2026-11-01"}
+    floor = _run(0.5, copy_bytes=10**6)
+    bronze = _run(2.0, lake_bytes=10**5, copy_seconds=1.5)
+    full = _run(4.0, lake_bytes=2 * 10**5)
+    reconcile = _run(
+        1.5, path="reconcile", source_rows=1000, lake_rows=999, matches=False,
+        source_queries=9, hours_compared=24, hours_differing=[3], difference_count=1,
+        differences=["llm_interactions 2026-11-01 03h key abc: missing"],
+        source_on_loopback=True, loopback_bytes=40_000,
+        source_socket_bytes={"connections": 1, "received_bytes": 30_000, "sent_bytes": 9_000},
+        phases={"lake: hash rows (Python MD5)": {"seconds": 1.0, "calls": 30}},
+        phases_unaccounted_seconds=0.5,
+    )
+    result = bench.summarize(source, floor, [floor], [bronze], [full], [reconcile])
+
+    assert result["aims"]["reconcile_matches"]["met"] is False
+    assert "1 difference(s) in hour(s) [3]" in result["aims"]["reconcile_matches"]["shown"]
+    assert result["aims"]["reconcile_seconds_vs_bronze"]["met"] is False  # 1.5 s > 0.5 x 2.0 s
+    assert result["aims"]["full_peak_rss_mib"]["value"] == 100
+    table = bench.format_table(result)
+    assert "reconcile: fingerprints + bisection" in table
+    assert "reconcile_matches" in table and "MISSED" in table
+    assert "30.0 KB from source" in table and "40.0 KB on lo" in table

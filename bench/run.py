@@ -456,9 +456,13 @@ def worker_reconcile(args: argparse.Namespace) -> dict:
     # Where the time goes, without a profiler's overhead: the few calls reconcile_day makes.
     phases = PhaseTimes()
     phases.wrap(SourceDatabase, "describe_table", "source: reflect the table")
-    phases.wrap(reconcile.SourceSide, "_run", "source: queries (fingerprints, bisection)")
-    phases.wrap(reconcile, "lake_versions_by_hour", "lake: read silver + quarantine")
-    phases.wrap(reconcile, "lake_fingerprint", "lake: hash rows (Python MD5)")
+    phases.wrap(
+        reconcile.SourceSide, "_run", "source: queries (fingerprints, bisection; overlaps)"
+    )
+    # The lake side reads and hashes while the source query runs in a thread: they overlap.
+    phases.wrap(
+        reconcile, "lake_hourly_fingerprints", "lake: read + hash silver and quarantine (overlaps)"
+    )
     sockets = SourceSockets()
     sockets.install()
 

@@ -20,6 +20,7 @@ import datetime as dt
 import decimal
 import hashlib
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import dagster as dg
@@ -116,7 +117,8 @@ def row_hash_parts(key, change_micros: int | None) -> tuple[int, int]:
     """The two 32-bit halves that both sides sum; NULL versions hash as the empty string."""
     text = f"{key}|{'' if change_micros is None else change_micros}"
     digest = hashlib.md5(text.encode("utf-8")).digest()  # noqa: S324 - a fingerprint, not security
-    return int.from_bytes(digest[0:4], "big"), int.from_bytes(digest[4:8], "big")
+    first_eight = int.from_bytes(digest[:8], "big")
+    return first_eight >> 32, first_eight & 0xFFFFFFFF
 
 
 class row_hash_part(FunctionElement):  # noqa: N801 - SQL function names are lower case
@@ -440,36 +442,74 @@ def _as_utc(value):
 # --------------------------------------------------------------------------------- lake side
 
 
-def lake_versions_by_hour(
-    table: TableSpec, lake: LakeResource, day: dt.date, deep_schema: pa.Schema | None = None
-) -> dict[int, dict]:
-    """{hour: {key: change micros}} of the lake's rows of the day (silver + quarantine).
+def _lake_rows(
+    table: TableSpec,
+    lake: LakeResource,
+    day: dt.date,
+    deep_schema: pa.Schema | None,
+    hours_wanted: set[int] | None = None,
+):
+    """(hour, key, version) of the lake's rows of the day (silver + quarantine), streamed.
 
-    With `deep_schema` (the source's columns) the version is (micros, row hash halves) over
-    every column's canonical text.
+    The version is the change column in epoch microseconds; with `deep_schema` (the source's
+    columns) it is (micros, row hash halves) over every column's canonical text.
     """
     columns = [table.key, table.event_time, table.change_column]
     if deep_schema is not None:
         columns += [name for name in deep_schema.names if name not in columns]
         kinds = [column_kind(field.type) for field in deep_schema]
-    by_hour: dict[int, dict] = defaultdict(dict)
     for location in (silver_location(lake, table), quarantine_location(lake, table)):
         for batch in scan_partition(location, day_filter(day), columns):
             times = batch.column(1)
             if times.type.tz is None:
                 times = pc.assume_timezone(times, "UTC")
-            hours = pc.hour(pc.cast(times, pa.timestamp("us", tz="UTC"))).to_pylist()
+            hours = pc.hour(pc.cast(times, pa.timestamp("us", tz="UTC")))
+            if hours_wanted is not None:
+                wanted = pc.is_in(hours, value_set=pa.array(sorted(hours_wanted), hours.type))
+                batch, hours = batch.filter(wanted), hours.filter(wanted)
+                if batch.num_rows == 0:
+                    continue
             changes = pc.cast(batch.column(2), pa.timestamp("us", tz="UTC"))
             change_micros = pc.cast(changes, pa.int64()).to_pylist()
+            keys = batch.column(0).to_pylist()
             if deep_schema is None:
-                for key, hour, version in zip(batch.column(0).to_pylist(), hours, change_micros):
-                    by_hour[hour][key] = version
+                yield from zip(hours.to_pylist(), keys, change_micros)
                 continue
             rows = batch.select(deep_schema.names).to_pylist()
-            keys = batch.column(0).to_pylist()
-            for key, hour, version, row in zip(keys, hours, change_micros, rows):
-                by_hour[hour][key] = (version, *deep_row_hash_parts(list(row.values()), kinds))
+            for hour, key, version, row in zip(hours.to_pylist(), keys, change_micros, rows):
+                yield hour, key, (version, *deep_row_hash_parts(list(row.values()), kinds))
+
+
+def lake_versions_by_hour(
+    table: TableSpec,
+    lake: LakeResource,
+    day: dt.date,
+    deep_schema: pa.Schema | None = None,
+    hours: set[int] | None = None,
+) -> dict[int, dict]:
+    """{hour: {key: version}} for the given hours (all by default); only differing hours need
+    their keys in memory, so reconciliation builds this for those alone."""
+    by_hour: dict[int, dict] = defaultdict(dict)
+    for hour, key, version in _lake_rows(table, lake, day, deep_schema, hours):
+        by_hour[hour][key] = version
     return by_hour
+
+
+def lake_hourly_fingerprints(
+    table: TableSpec, lake: LakeResource, day: dt.date, deep_schema: pa.Schema | None = None
+) -> dict[int, Fingerprint]:
+    """Per-hour fingerprints of the lake's day in one streaming pass, keeping only the sums."""
+    sums: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for hour, key, version in _lake_rows(table, lake, day, deep_schema):
+        if isinstance(version, tuple):
+            _, low, high = version
+        else:
+            low, high = row_hash_parts(key, version)
+        total = sums[hour]
+        total[0] += 1
+        total[1] += low
+        total[2] += high
+    return {hour: Fingerprint(*total) for hour, total in sums.items()}
 
 
 def lake_fingerprint(versions: dict, low_key=None, high_key=None) -> Fingerprint:
@@ -499,18 +539,30 @@ def reconcile_day(
     version, so a value changed in transit is found too."""
     described = source.describe_table(table)
     side = SourceSide(source, described, deep)
+    deep_schema = described.arrow_schema if deep else None
     result = DayReconciliation(table=table.name, day=day.isoformat())
-    source_hours = side.hourly(day)
-    lake_hours = lake_versions_by_hour(table, lake, day, described.arrow_schema if deep else None)
+    # The source aggregates while the lake side reads and hashes: the two overlap.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-fingerprints") as pool:
+        source_future = pool.submit(side.hourly, day)
+        lake_fingerprints = lake_hourly_fingerprints(table, lake, day, deep_schema)
+        source_hours = source_future.result()
     result.source_rows = sum(fp.rows for fp in source_hours.values())
-    result.lake_rows = sum(len(v) for v in lake_hours.values())
+    result.lake_rows = sum(fp.rows for fp in lake_fingerprints.values())
+    result.hours_compared = 24
+    result.hours_differing = [
+        hour
+        for hour in range(24)
+        if source_hours.get(hour, Fingerprint()) != lake_fingerprints.get(hour, Fingerprint())
+    ]
+    # Only the differing hours' keys are held in memory, to narrow them down.
+    lake_hours = (
+        lake_versions_by_hour(table, lake, day, deep_schema, set(result.hours_differing))
+        if result.hours_differing
+        else {}
+    )
     day_start, _ = day_window(day)
-    for hour in range(24):
-        result.hours_compared += 1
+    for hour in result.hours_differing:
         lake_versions = lake_hours.get(hour, {})
-        if source_hours.get(hour, Fingerprint()) == lake_fingerprint(lake_versions):
-            continue
-        result.hours_differing.append(hour)
         start = day_start + dt.timedelta(hours=hour)
         end = start + dt.timedelta(hours=1)
         found = _narrow(table, side, lake_versions, start, end, None, None, day, hour)

@@ -102,6 +102,7 @@ class SourceDatabase(dg.ConfigurableResource):
     adbc_batch_bytes: int = ADBC_BATCH_BYTES
 
     _engine: sa.Engine | None = PrivateAttr(default=None)
+    _described: dict = PrivateAttr(default_factory=dict)
 
     @property
     def sa_url(self) -> sa.URL:
@@ -125,7 +126,18 @@ class SourceDatabase(dg.ConfigurableResource):
         return self.sa_url.get_backend_name()
 
     def describe_table(self, spec: TableSpec) -> SourceTable:
-        """Reflects the table and fails before any data moves if a needed column is missing."""
+        """Reflects the table and fails before any data moves if a needed column is missing.
+
+        Reflected once per resource instance (one run): checks and reconciliation ask again.
+        """
+        cached = self._described.get(spec.name)
+        if cached is not None:
+            return cached
+        described = self._describe_table(spec)
+        self._described[spec.name] = described
+        return described
+
+    def _describe_table(self, spec: TableSpec) -> SourceTable:
         try:
             table = sa.Table(spec.name, sa.MetaData(), autoload_with=self.engine)
         except sa.exc.NoSuchTableError:

@@ -336,15 +336,54 @@ def hourly_fingerprint_query(
     source: SourceDatabase, described: SourceTable, day: dt.date, deep: bool = False
 ) -> sa.Select:
     start, end = day_window(day)
-    hour = utc_hour(described.event_time).label("hour")
-    return (
-        sa.select(hour, *_fingerprint_columns(described, deep))
-        .where(
-            described.event_time >= sa.bindparam("range_start", source.bind_time(start)),
-            described.event_time < sa.bindparam("range_end", source.bind_time(end)),
-        )
-        .group_by(hour)
+    in_day = sa.and_(
+        described.event_time >= sa.bindparam("range_start", source.bind_time(start)),
+        described.event_time < sa.bindparam("range_end", source.bind_time(end)),
     )
+    if source.dialect_name == "postgresql" and not deep:
+        return _hourly_fingerprint_postgresql(described, in_day)
+    hour = utc_hour(described.event_time).label("hour")
+    return sa.select(hour, *_fingerprint_columns(described, deep)).where(in_day).group_by(hour)
+
+
+class row_hash64(FunctionElement):  # noqa: N801
+    """PostgreSQL: the first 64 bits of the row's MD5 as one (signed) BIGINT."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+    name = "row_hash64"
+
+
+@compiles(row_hash64, "postgresql")
+def _row_hash64_postgresql(element, compiler, **kw):
+    key, change = list(element.clauses)
+    key_sql, change_sql = compiler.process(key, **kw), compiler.process(change, **kw)
+    text = (
+        f"CAST({key_sql} AS TEXT) || '|' || COALESCE(CAST(CAST(EXTRACT(EPOCH FROM {change_sql}) "
+        f"* 1000000 AS BIGINT) AS TEXT), '')"
+    )
+    return f"CAST(('x' || substr(md5({text}), 1, 16)) AS BIT(64))::BIGINT"
+
+
+def _hourly_fingerprint_postgresql(described: SourceTable, in_day) -> sa.Select:
+    """MD5 once per row: the two halves are split from one 64-bit value. `OFFSET 0` keeps the
+    planner from inlining the subquery (which would evaluate `md5()` once per half)."""
+    key = described.table.c[described.spec.key]
+    change = described.table.c[described.spec.change_column]
+    rows = (
+        sa.select(utc_hour(described.event_time).label("hour"), row_hash64(key, change).label("h"))
+        .where(in_day)
+        .offset(0)
+        .subquery("hashed_rows")
+    )
+    mask = sa.literal(0xFFFFFFFF, sa.BigInteger, literal_execute=True)
+    shift = sa.literal(32, sa.Integer, literal_execute=True)
+    return sa.select(
+        rows.c.hour,
+        sa.func.count().label("rows"),
+        sa.func.sum(rows.c.h.op(">>")(shift).op("&")(mask)).label("low"),
+        sa.func.sum(rows.c.h.op("&")(mask)).label("high"),
+    ).group_by(rows.c.hour)
 
 
 def _range_filter(source, described, start, end, low_key, high_key):
@@ -442,22 +481,17 @@ def _as_utc(value):
 # --------------------------------------------------------------------------------- lake side
 
 
-def _lake_rows(
+def _lake_batches(
     table: TableSpec,
     lake: LakeResource,
     day: dt.date,
     deep_schema: pa.Schema | None,
     hours_wanted: set[int] | None = None,
 ):
-    """(hour, key, version) of the lake's rows of the day (silver + quarantine), streamed.
-
-    The version is the change column in epoch microseconds; with `deep_schema` (the source's
-    columns) it is (micros, row hash halves) over every column's canonical text.
-    """
+    """(hours, change micros, batch) of the lake's day (silver + quarantine), streamed."""
     columns = [table.key, table.event_time, table.change_column]
     if deep_schema is not None:
         columns += [name for name in deep_schema.names if name not in columns]
-        kinds = [column_kind(field.type) for field in deep_schema]
     for location in (silver_location(lake, table), quarantine_location(lake, table)):
         for batch in scan_partition(location, day_filter(day), columns):
             times = batch.column(1)
@@ -470,14 +504,33 @@ def _lake_rows(
                 if batch.num_rows == 0:
                     continue
             changes = pc.cast(batch.column(2), pa.timestamp("us", tz="UTC"))
-            change_micros = pc.cast(changes, pa.int64()).to_pylist()
-            keys = batch.column(0).to_pylist()
-            if deep_schema is None:
-                yield from zip(hours.to_pylist(), keys, change_micros)
-                continue
-            rows = batch.select(deep_schema.names).to_pylist()
-            for hour, key, version, row in zip(hours.to_pylist(), keys, change_micros, rows):
-                yield hour, key, (version, *deep_row_hash_parts(list(row.values()), kinds))
+            yield hours, pc.cast(changes, pa.int64()), batch
+
+
+def _lake_rows(
+    table: TableSpec,
+    lake: LakeResource,
+    day: dt.date,
+    deep_schema: pa.Schema | None,
+    hours_wanted: set[int] | None = None,
+):
+    """(hour, key, version) of the lake's rows of the day (silver + quarantine), streamed.
+
+    The version is the change column in epoch microseconds; with `deep_schema` (the source's
+    columns) it is (micros, row hash halves) over every column's canonical text.
+    """
+    if deep_schema is not None:
+        kinds = [column_kind(field.type) for field in deep_schema]
+    for hours, change_micros, batch in _lake_batches(table, lake, day, deep_schema, hours_wanted):
+        keys = batch.column(0).to_pylist()
+        if deep_schema is None:
+            yield from zip(hours.to_pylist(), keys, change_micros.to_pylist())
+            continue
+        rows = batch.select(deep_schema.names).to_pylist()
+        for hour, key, version, row in zip(
+            hours.to_pylist(), keys, change_micros.to_pylist(), rows
+        ):
+            yield hour, key, (version, *deep_row_hash_parts(list(row.values()), kinds))
 
 
 def lake_versions_by_hour(
@@ -500,6 +553,22 @@ def lake_hourly_fingerprints(
 ) -> dict[int, Fingerprint]:
     """Per-hour fingerprints of the lake's day in one streaming pass, keeping only the sums."""
     sums: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    if deep_schema is None:
+        # `key|micros` texts built by Arrow; Python only runs MD5 on them.
+        md5 = hashlib.md5
+        for hours, change_micros, batch in _lake_batches(table, lake, day, None):
+            texts = pc.binary_join_element_wise(
+                pc.fill_null(pc.cast(batch.column(0), pa.string()), ""),
+                pc.fill_null(pc.cast(change_micros, pa.string()), ""),
+                "|",
+            )
+            for hour, text in zip(hours.to_pylist(), texts.to_pylist()):
+                first_eight = int.from_bytes(md5(text.encode()).digest()[:8], "big")
+                total = sums[hour]
+                total[0] += 1
+                total[1] += first_eight >> 32
+                total[2] += first_eight & 0xFFFFFFFF
+        return {hour: Fingerprint(*total) for hour, total in sums.items()}
     for hour, key, version in _lake_rows(table, lake, day, deep_schema):
         if isinstance(version, tuple):
             _, low, high = version

@@ -51,6 +51,9 @@ class CutoverReport:
     checksum_failures: list[dict] = field(default_factory=list)
     quarantine_by_rule: dict[str, dict[str, int]] = field(default_factory=dict)
     files_verified: int = 0
+    # Per asset and check: partitions whose latest result passed / failed (fingerprints,
+    # spot checks, checksums... as the UI shows them per partition).
+    check_results: list[dict] = field(default_factory=list)
 
     @property
     def incomplete(self) -> list[DayAccount]:
@@ -128,6 +131,7 @@ class CutoverReport:
                 "checksum_failures": self.checksum_failures,
                 "files_verified": self.files_verified,
                 "quarantine_by_rule": self.quarantine_by_rule,
+                "check_results": self.check_results,
                 "days": [asdict(a) for a in self.accounts],
             },
             indent=2,
@@ -175,6 +179,18 @@ class CutoverReport:
                 f"- {failure['table']} {failure['day']}: {failure['mismatched']} changed, "
                 f"{failure['missing']} missing, {failure['unrecorded']} unrecorded "
                 f"(e.g. `{failure['example']}`)"
+            )
+        lines += [
+            "",
+            "## Check results (latest per partition)",
+            "",
+            "| asset | check | partitions passed | failed |",
+            "| --- | --- | ---: | ---: |",
+        ]
+        for result in self.check_results:
+            lines.append(
+                f"| {result['asset']} | `{result['check']}` | {result['passed']} | "
+                f"{result['failed']} |"
             )
         lines += ["", "## Incomplete days", ""]
         if not self.incomplete:

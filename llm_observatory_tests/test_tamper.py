@@ -292,6 +292,10 @@ def test_the_report_says_go_for_a_clean_lake_and_no_go_once_a_file_is_corrupted(
     clean = report_for(source, lake, instance)
     assert clean.verdict == "GO", clean.reasons()
     assert clean.files_verified > 0
+    results = {(r["asset"], r["check"]): (r["passed"], r["failed"]) for r in clean.check_results}
+    assert results[("silver/llm_interactions", "reconciles_with_source")] == (1, 0)
+    assert results[("bronze/llm_interactions", "spot_check_matches_source")] == (1, 0)
+    assert "reconciles_with_source" in clean.to_markdown()
     path = one_file(silver_location(lake, LLM_INTERACTIONS))
     with open(path, "r+b") as handle:
         handle.seek(200)

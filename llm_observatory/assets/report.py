@@ -82,10 +82,29 @@ def build_cutover_report(
         accounts=accounts,
         failed_checks=failed_error_checks(instance, check_keys) if instance else [],
         missing_checks=missing_check_results(instance, check_keys, accounts) if instance else [],
+        check_results=check_result_counts(instance, check_keys) if instance else [],
         checksum_failures=checksum_failures,
         files_verified=files_verified,
         quarantine_by_rule=quarantine_reasons(lake, TABLES),
     )
+
+
+def check_result_counts(instance: dg.DagsterInstance, check_keys) -> list[dict]:
+    """Partitions per check whose latest result passed or failed (WARN failures included)."""
+    counts: dict[tuple[str, str], dict] = {}
+    for info in instance.event_log_storage.get_asset_check_partition_info(list(check_keys)):
+        status = info.latest_execution_status.value
+        if status not in ("SUCCEEDED", "FAILED"):
+            continue
+        entry = counts.setdefault(
+            (info.check_key.asset_key.to_user_string(), info.check_key.name),
+            {"passed": 0, "failed": 0},
+        )
+        entry["passed" if status == "SUCCEEDED" else "failed"] += 1
+    return [
+        {"asset": asset, "check": check, **entry}
+        for (asset, check), entry in sorted(counts.items())
+    ]
 
 
 def missing_check_results(

@@ -134,14 +134,19 @@ def _parts(element):
     return key, change, int(part.value)
 
 
+def _key_version_text_postgresql(key_sql: str, change_sql: str) -> str:
+    """`key|epoch-microseconds` (empty version for NULL), as `row_hash_parts` spells it."""
+    return (
+        f"CAST({key_sql} AS TEXT) || '|' || COALESCE(CAST(CAST(EXTRACT(EPOCH FROM {change_sql}) "
+        f"* 1000000 AS BIGINT) AS TEXT), '')"
+    )
+
+
 @compiles(row_hash_part, "postgresql")
 def _row_hash_postgresql(element, compiler, **kw):
     key, change, part = _parts(element)
     key_sql, change_sql = compiler.process(key, **kw), compiler.process(change, **kw)
-    text = (
-        f"CAST({key_sql} AS TEXT) || '|' || COALESCE(CAST(CAST(EXTRACT(EPOCH FROM {change_sql}) "
-        f"* 1000000 AS BIGINT) AS TEXT), '')"
-    )
+    text = _key_version_text_postgresql(key_sql, change_sql)
     return (
         f"CAST(('x' || lpad(substr(md5({text}), {1 + 8 * part}, 8), 16, '0')) AS BIT(64))::BIGINT"
     )
@@ -358,10 +363,7 @@ class row_hash64(FunctionElement):  # noqa: N801
 def _row_hash64_postgresql(element, compiler, **kw):
     key, change = list(element.clauses)
     key_sql, change_sql = compiler.process(key, **kw), compiler.process(change, **kw)
-    text = (
-        f"CAST({key_sql} AS TEXT) || '|' || COALESCE(CAST(CAST(EXTRACT(EPOCH FROM {change_sql}) "
-        f"* 1000000 AS BIGINT) AS TEXT), '')"
-    )
+    text = _key_version_text_postgresql(key_sql, change_sql)
     return f"CAST(('x' || substr(md5({text}), 1, 16)) AS BIT(64))::BIGINT"
 
 

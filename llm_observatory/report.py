@@ -262,8 +262,8 @@ def verify_lake_checksums(
     lake: LakeResource, tables: tuple[TableSpec, ...], days: list[str]
 ) -> tuple[list[dict], int]:
     """Re-reads every current file of the given days in every lake table of the tables."""
-    from llm_observatory.checks.checksums import verify_partition_checksums
-    from llm_observatory.layout import daily_metrics_location, day_filter
+    from llm_observatory.checks.checksums import verify_checksums_by_day
+    from llm_observatory.layout import daily_metrics_location
 
     locations = []
     for table in tables:
@@ -274,9 +274,11 @@ def verify_lake_checksums(
         ]
     locations.append(("gold/daily_metrics", daily_metrics_location(lake)))
     failures, files = [], 0
+    wanted_days = set(days)
     for name, location in locations:
-        for day in days:
-            verdict = verify_partition_checksums(location, day_filter(dt.date.fromisoformat(day)))
+        for day, verdict in sorted(verify_checksums_by_day(location, by_day=True).items()):
+            if day not in wanted_days:
+                continue
             files += verdict.files_checked
             if not verdict.passed:
                 example = (

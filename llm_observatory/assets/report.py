@@ -23,7 +23,6 @@ from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.tables import LLM_INTERACTIONS, TABLES
 
 CUTOVER_REPORT_KEY = dg.AssetKey(["gold", "cutover_report"])
-REPORT_FILES = ("report.md", "report.json")
 CUTOVER_READY_CHECK = "verdict_is_go"
 
 

@@ -33,12 +33,24 @@ class ChecksumVerdict:
 def verify_partition_checksums(
     location: LakeLocation, filters: list[tuple[str, str, str]]
 ) -> ChecksumVerdict:
-    verdict = ChecksumVerdict()
+    """The current files of the matching partitions against their recorded SHA-256."""
+    return verify_checksums_by_day(location, filters).get("all", ChecksumVerdict())
+
+
+def verify_checksums_by_day(
+    location: LakeLocation, filters: list[tuple[str, str, str]] | None = None, by_day=False
+) -> dict[str, ChecksumVerdict]:
+    """One pass over a table: the log and its commit history are read once, however many days
+    are verified. Verdicts are keyed by `date` partition with `by_day`, else under "all"."""
+    verdicts: dict[str, ChecksumVerdict] = {}
     table = open_table(location)
     if table is None:
-        return verdict
+        return verdicts
     recorded = {entry["path"]: entry for entry in commit_files(table)}
-    for relative_path, _ in current_files(table, filters):
+    for relative_path, partition in current_files(table, filters):
+        day = partition.get("date")
+        group = (day.isoformat() if hasattr(day, "isoformat") else str(day)) if by_day else "all"
+        verdict = verdicts.setdefault(group, ChecksumVerdict())
         expected = recorded.get(relative_path)
         if expected is None:
             verdict.unrecorded.append(relative_path)
@@ -60,7 +72,7 @@ def verify_partition_checksums(
                     "actual_bytes": size,
                 }
             )
-    return verdict
+    return verdicts
 
 
 def checksum_result(

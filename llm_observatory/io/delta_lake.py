@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from urllib.parse import quote, unquote
 
@@ -674,10 +674,10 @@ def table_schema(location: LakeLocation) -> pa.Schema | None:
     return pa.schema(table.schema())
 
 
-def commit_files(table: DeltaTable, versions: Iterable[dict] | None = None) -> list[dict]:
+def commit_files(table: DeltaTable) -> list[dict]:
     """The files recorded (with SHA-256) by our commits, newest commit first."""
     recorded = []
-    for entry in versions or table.history():
+    for entry in table.history():
         files = entry.get(f"{COMMIT_METADATA_PREFIX}files")
         if files:
             recorded.extend(json.loads(files))

@@ -36,15 +36,6 @@ class LakeLocation:
     def is_azure(self) -> bool:
         return urlparse(self.uri).scheme in AZURE_SCHEMES
 
-    def child(self, *parts: str) -> LakeLocation:
-        suffix = "/".join(parts)
-        return LakeLocation(
-            uri=f"{self.uri.rstrip('/')}/{suffix}",
-            fs_path=f"{self.fs_path.rstrip('/')}/{suffix}",
-            storage_options=self.storage_options,
-            filesystem=self.filesystem,
-        )
-
 
 def parse_connection_string(connection_string: str) -> dict[str, str]:
     """`Key=Value;...` pairs of an Azure Storage connection string (values may contain `=`)."""

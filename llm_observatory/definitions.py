@@ -9,6 +9,13 @@ from llm_observatory.assets.bronze import bronze_assets
 from llm_observatory.assets.gold import gold_assets
 from llm_observatory.assets.report import report_assets
 from llm_observatory.assets.silver import silver_assets
+from llm_observatory.assets.sync import sync_assets
+from llm_observatory.automation import (
+    daily_cycle,
+    daily_sync_schedule,
+    source_changes_sensor,
+    sync_lake,
+)
 from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
@@ -44,8 +51,10 @@ def build_resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=[*bronze_assets, *silver_assets, *gold_assets, *report_assets],
+    assets=[*bronze_assets, *silver_assets, *gold_assets, *report_assets, *sync_assets],
     asset_checks=integrity_checks,
-    jobs=[migrate_history, cutover_report_job],
+    jobs=[migrate_history, cutover_report_job, sync_lake, daily_cycle],
+    schedules=[daily_sync_schedule],
+    sensors=[source_changes_sensor],
     resources=build_resources(),
 )

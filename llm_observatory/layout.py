@@ -35,6 +35,21 @@ def quarantine_location(lake: LakeResource, table: TableSpec) -> LakeLocation:
     return lake.location("silver", "_quarantine", table.name)
 
 
+def deleted_location(lake: LakeResource, table: TableSpec) -> LakeLocation:
+    return lake.location("silver", "_deleted", table.name)
+
+
+def deleted_schema(table: TableSpec, source_schema: pa.Schema) -> pa.Schema:
+    """CONTRACT §5: the key, the deleted row's event day and when the deletion was found."""
+    return pa.schema(
+        [
+            pa.field(table.key, source_schema.field(table.key).type),
+            DATE_FIELD,
+            pa.field("deleted_detected_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+
+
 def daily_metrics_location(lake: LakeResource) -> LakeLocation:
     return lake.location("gold", "daily_metrics")
 

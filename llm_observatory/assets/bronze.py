@@ -49,6 +49,9 @@ def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
         day = window.start.date()
         described = source.describe_table(table)
         location = bronze_location(lake, table)
+        # Read before the copy: every change after the copy began lies above it, so the first
+        # incremental cycle starts from the oldest of these over the copied days.
+        change_high_water = source.latest_change(described)
 
         def copy_day():
             progress = Throughput(log=context.log, label=f"bronze/{table.name} {day}")
@@ -63,7 +66,14 @@ def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
                     writer.write(with_event_day(batch, table.event_time))
                     progress.add(batch.num_rows, batch.nbytes)
                 summary = writer.commit(
-                    {"layer": "bronze", "partition": day.isoformat(), "run_id": context.run_id}
+                    {
+                        "layer": "bronze",
+                        "partition": day.isoformat(),
+                        "run_id": context.run_id,
+                        "change_high_water": (
+                            change_high_water.isoformat() if change_high_water else ""
+                        ),
+                    }
                 )
             except BaseException:
                 writer.abort()

@@ -284,7 +284,8 @@ class _PartitionFiles:
 
     def _open(self) -> None:
         folder = partition_path(self.partition)
-        name = f"part-{self.writer.write_id}-{uuid.uuid4().hex[:12]}.zstd.parquet"
+        unique = f"{self.writer.write_id}-{uuid.uuid4().hex[:12]}"
+        name = f"{self.writer.file_prefix}-{unique}.zstd.parquet"
         self._relative_path = f"{folder}/{name}" if folder else name
         location = self.writer.location
         if not self.writer.container_ready:
@@ -345,8 +346,10 @@ class DeltaPartitionWriter:
         target_file_bytes: int = TARGET_FILE_BYTES,
         compression_level: int = 1,
         verify_read_back: bool = True,
+        file_prefix: str = "part",
     ) -> None:
         release_large_blocks_eagerly()
+        self.file_prefix = file_prefix
         self.location = location
         self.schema = schema
         self.partition_by = list(partition_by)
@@ -490,6 +493,9 @@ class DeltaPartitionWriter:
             [asdict(written) for written in written_files]
         )
         table = ensure_table(self.location, self.schema, self.partition_by)
+        if not actions and self.replace is None:
+            # Nothing to append: no empty commit.
+            return CommitSummary(table_uri=self.location.uri, version=table.version(), files=[])
         last_error: Exception | None = None
         for attempt in range(COMMIT_RETRIES):
             try:
@@ -667,6 +673,12 @@ def _footer_rows(location: LakeLocation, relative_path: str) -> int:
         return 0
 
 
+def table_version(location: LakeLocation) -> int | None:
+    """The table's current version, or None when nothing was committed there yet."""
+    table = open_table(location)
+    return None if table is None else table.version()
+
+
 def table_schema(location: LakeLocation) -> pa.Schema | None:
     table = open_table(location)
     if table is None:
@@ -717,13 +729,23 @@ class PartitionSnapshot:
 
 
 def snapshot_partition(
-    location: LakeLocation, filters: list[tuple[str, str, str]]
+    location: LakeLocation, filters: list[tuple[str, str, object]], version: int | None = None
 ) -> PartitionSnapshot:
+    """The files of the partitions matching `filters` (`=` or `in`), now or at `version`."""
     table = open_table(location)
-    if table is None:
-        return PartitionSnapshot(location, filters, [], table_existed=False)
+    if table is None or (version is not None and version < 0):
+        return PartitionSnapshot(location, filters, [], table_existed=table is not None)
+    if version is not None:
+        table.load_as_version(version)
     schema = pa.schema(table.schema())
-    wanted = {name: str(value) for name, _, value in filters}
+    wanted: dict[str, set[str]] = {}
+    for name, operator, value in filters:
+        if operator == "=":
+            wanted[name] = {str(value)}
+        elif operator == "in":
+            wanted[name] = {str(item) for item in value}
+        else:
+            raise ValueError(f"only '=' and 'in' partition filters are supported, got {operator!r}")
     actions = []
     for add in pa.table(table.get_add_actions(flatten=False)).to_pylist():
         partition = {
@@ -732,7 +754,7 @@ def snapshot_partition(
             else (value.isoformat() if hasattr(value, "isoformat") else str(value))
             for name, value in (add["partition"] or {}).items()
         }
-        if any(partition.get(name) != value for name, value in wanted.items()):
+        if any(partition.get(name) not in values for name, values in wanted.items()):
             continue
         minimums, maximums = {}, {}
         for name, low in (add["min"] or {}).items():

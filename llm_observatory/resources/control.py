@@ -1,15 +1,26 @@
 """The control database: the migration's own bookkeeping, separate from source and lake.
 
 It holds `migration_watermark` (CONTRACT §6): one row per incremental cycle and table, with the
-migration guide's columns. Incremental loads read the latest COMPLETED row; a failed cycle leaves
-it where it was.
+migration guide's columns. A cycle inserts a STARTED row before it reads anything and turns it
+into COMPLETED (with the new watermark) only after the lake holds and has checked every change;
+on failure it becomes FAILED with the error. The watermark in force is therefore always the
+latest COMPLETED row, and a failed or crashed cycle never moves it. Two columns beyond the
+guide's let a later cycle clean up after one that died: the Dagster run that owned the row, and
+the lake tables' Delta versions before it wrote anything.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from dataclasses import dataclass
+
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import PrivateAttr
+
+STARTED, COMPLETED, FAILED = "STARTED", "COMPLETED", "FAILED"
+ERROR_MESSAGE_LIMIT = 4000
 
 control_metadata = sa.MetaData()
 
@@ -26,8 +37,61 @@ migration_watermark = sa.Table(
     sa.Column("rows_validated", sa.BigInteger),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("error_message", sa.Text),
-    sa.Index("ix_migration_watermark_table_status", "table_name", "status"),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("lake_versions", sa.Text),
+    sa.CheckConstraint(
+        "status IN ('STARTED', 'COMPLETED', 'FAILED')", name="ck_migration_watermark_status"
+    ),
+    sa.Index("ix_migration_watermark_table_status", "table_name", "status", "id"),
 )
+
+
+def as_utc(moment) -> dt.datetime | None:
+    """Control and source databases hand back naive UTC (SQLite) or aware values; always aware."""
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class WatermarkRow:
+    id: int
+    table_name: str
+    status: str
+    last_extracted_timestamp: dt.datetime | None
+    last_modified_timestamp: dt.datetime | None
+    extraction_start_time: dt.datetime | None
+    extraction_end_time: dt.datetime | None
+    rows_extracted: int | None
+    rows_validated: int | None
+    error_message: str | None
+    run_id: str | None
+    lake_versions: dict
+
+    @classmethod
+    def from_mapping(cls, row) -> WatermarkRow:
+        return cls(
+            id=row["id"],
+            table_name=row["table_name"],
+            status=row["status"],
+            last_extracted_timestamp=as_utc(row["last_extracted_timestamp"]),
+            last_modified_timestamp=as_utc(row["last_modified_timestamp"]),
+            extraction_start_time=as_utc(row["extraction_start_time"]),
+            extraction_end_time=as_utc(row["extraction_end_time"]),
+            rows_extracted=row["rows_extracted"],
+            rows_validated=row["rows_validated"],
+            error_message=row["error_message"],
+            run_id=row["run_id"],
+            lake_versions=json.loads(row["lake_versions"]) if row["lake_versions"] else {},
+        )
+
+
+def _bind(moment: dt.datetime | None) -> dt.datetime | None:
+    return None if moment is None else moment.astimezone(dt.UTC)
 
 
 class ControlDatabase(dg.ConfigurableResource):
@@ -36,6 +100,7 @@ class ControlDatabase(dg.ConfigurableResource):
     url: str
 
     _engine: sa.Engine | None = PrivateAttr(default=None)
+    _schema_ready: bool = PrivateAttr(default=False)
 
     @property
     def engine(self) -> sa.Engine:
@@ -44,19 +109,116 @@ class ControlDatabase(dg.ConfigurableResource):
         return self._engine
 
     def ensure_schema(self) -> None:
-        """Creates the control tables if missing (idempotent)."""
-        control_metadata.create_all(self.engine, checkfirst=True)
+        """Creates the control tables if missing (idempotent); `sql/control_*.sql` is the same
+        DDL for a DBA to apply, with the guide's stored procedure."""
+        if not self._schema_ready:
+            control_metadata.create_all(self.engine, checkfirst=True)
+            self._schema_ready = True
 
-    def completed_watermark(self, table_name: str):
-        """The watermark in force: the latest COMPLETED row of the table, or None."""
+    def _latest(self, table_name: str, *conditions) -> WatermarkRow | None:
+        self.ensure_schema()
         query = (
             sa.select(migration_watermark)
             .where(
                 migration_watermark.c.table_name == sa.bindparam("table_name", table_name),
-                migration_watermark.c.status == "COMPLETED",
+                *conditions,
             )
             .order_by(migration_watermark.c.id.desc())
             .limit(1)
         )
         with self.engine.connect() as connection:
-            return connection.execute(query).mappings().first()
+            row = connection.execute(query).mappings().first()
+        return WatermarkRow.from_mapping(row) if row else None
+
+    def completed_watermark(self, table_name: str) -> WatermarkRow | None:
+        """The watermark in force: the latest COMPLETED row of the table, or None."""
+        return self._latest(table_name, migration_watermark.c.status == COMPLETED)
+
+    def latest_cycle(self, table_name: str) -> WatermarkRow | None:
+        return self._latest(table_name)
+
+    def open_cycles(self, table_name: str) -> list[WatermarkRow]:
+        """STARTED rows never finished: a cycle running now, or one whose process died."""
+        self.ensure_schema()
+        query = (
+            sa.select(migration_watermark)
+            .where(
+                migration_watermark.c.table_name == sa.bindparam("table_name", table_name),
+                migration_watermark.c.status == STARTED,
+            )
+            .order_by(migration_watermark.c.id)
+        )
+        with self.engine.connect() as connection:
+            return [WatermarkRow.from_mapping(row) for row in connection.execute(query).mappings()]
+
+    def cycles(self, table_name: str | None = None, limit: int = 100) -> list[WatermarkRow]:
+        """The newest cycles first, of one table or all."""
+        self.ensure_schema()
+        query = sa.select(migration_watermark).order_by(migration_watermark.c.id.desc())
+        if table_name is not None:
+            query = query.where(
+                migration_watermark.c.table_name == sa.bindparam("table_name", table_name)
+            )
+        query = query.limit(limit)
+        with self.engine.connect() as connection:
+            return [WatermarkRow.from_mapping(row) for row in connection.execute(query).mappings()]
+
+    def start_cycle(
+        self,
+        table_name: str,
+        watermark: dt.datetime | None,
+        run_id: str | None,
+        lake_versions: dict[str, int | None],
+    ) -> int:
+        """Records a STARTED row (the guide's first `usp_update_watermark` call); returns its id."""
+        self.ensure_schema()
+        statement = sa.insert(migration_watermark).values(
+            table_name=table_name,
+            last_extracted_timestamp=_bind(watermark),
+            extraction_start_time=dt.datetime.now(dt.UTC),
+            status=STARTED,
+            run_id=run_id,
+            lake_versions=json.dumps(lake_versions, sort_keys=True),
+        )
+        with self.engine.begin() as connection:
+            return int(connection.execute(statement).inserted_primary_key[0])
+
+    def _finish(self, cycle_id: int, **values) -> None:
+        statement = (
+            sa.update(migration_watermark)
+            .where(
+                migration_watermark.c.id == sa.bindparam("cycle_id", cycle_id),
+                migration_watermark.c.status == STARTED,
+            )
+            .values(extraction_end_time=dt.datetime.now(dt.UTC), **values)
+        )
+        with self.engine.begin() as connection:
+            updated = connection.execute(statement).rowcount
+        if updated != 1:
+            raise RuntimeError(f"watermark row {cycle_id} is not STARTED any more")
+
+    def complete_cycle(
+        self,
+        cycle_id: int,
+        high_water: dt.datetime | None,
+        last_modified: dt.datetime | None,
+        rows_extracted: int,
+        rows_validated: int,
+    ) -> None:
+        """Moves the watermark: the one statement that makes a cycle's work count."""
+        self._finish(
+            cycle_id,
+            status=COMPLETED,
+            last_extracted_timestamp=_bind(high_water),
+            last_modified_timestamp=_bind(last_modified),
+            rows_extracted=rows_extracted,
+            rows_validated=rows_validated,
+        )
+
+    def fail_cycle(self, cycle_id: int, error: str, rows_extracted: int | None = None) -> None:
+        self._finish(
+            cycle_id,
+            status=FAILED,
+            error_message=error[:ERROR_MESSAGE_LIMIT],
+            rows_extracted=rows_extracted,
+        )

@@ -27,6 +27,22 @@ from llm_observatory.io.native_memory import release_large_blocks_eagerly
 from llm_observatory.tables import TableSpec
 
 DEFAULT_BATCH_ROWS = 16_384
+# Isolation levels an operator may choose for reads (SQL Server names; PostgreSQL runs SNAPSHOT
+# as REPEATABLE READ, which is its snapshot isolation; SQLite always reads a consistent snapshot).
+ISOLATION_LEVELS = (
+    "READ UNCOMMITTED",
+    "READ COMMITTED",
+    "REPEATABLE READ",
+    "SNAPSHOT",
+    "SERIALIZABLE",
+)
+# ADBC runs raw statements: one fixed statement per level, no text is ever formatted in.
+POSTGRESQL_SET_ISOLATION = {
+    level: "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL " + level
+    for level in ("READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
+}
+# Keys per lookup query: well below SQL Server's 2,100 parameters per statement.
+KEYS_PER_QUERY = 1_000
 # ADBC's PostgreSQL batches: big enough to amortise per-batch work, small enough that a few
 # queued ones stay far below the memory budget.
 ADBC_BATCH_BYTES = 16 * 1024 * 1024
@@ -100,6 +116,14 @@ class SourceDatabase(dg.ConfigurableResource):
     url: str
     batch_rows: int = DEFAULT_BATCH_ROWS
     adbc_batch_bytes: int = ADBC_BATCH_BYTES
+    # None keeps the database's default (READ COMMITTED on SQL Server and PostgreSQL).
+    # SNAPSHOT (needs ALLOW_SNAPSHOT_ISOLATION on SQL Server) reads a consistent picture without
+    # blocking writers; READ UNCOMMITTED (NOLOCK) never blocks but may read rows that are later
+    # rolled back (dirty reads), which the watermark would then never revisit.
+    isolation_level: str | None = None
+    # Days before now whose rows are read in hourly slices, so no query holds more than an hour
+    # of the hot end of a table.
+    recent_days: int = 2
 
     _engine: sa.Engine | None = PrivateAttr(default=None)
     _described: dict = PrivateAttr(default_factory=dict)
@@ -217,13 +241,29 @@ class SourceDatabase(dg.ConfigurableResource):
         overlaps converting and compressing downstream while memory stays bounded.
         """
         release_large_blocks_eagerly()
-        query = self.range_query(source, start, end)
-        if self.dialect_name == "postgresql":
-            batches = self._stream_adbc_postgresql(query)
-        else:
-            batches = self._stream_sqlalchemy(query, source.arrow_schema)
-        for batch in _read_ahead(batches, depth=2):
+
+        def all_slices():
+            for low, high in self.range_slices(start, end):
+                yield from self._stream_select(self.range_query(source, low, high), source)
+
+        for batch in _read_ahead(all_slices(), depth=2):
             yield conform_batch(batch, source.arrow_schema)
+
+    def range_slices(
+        self, start: dt.datetime, end: dt.datetime, now: dt.datetime | None = None
+    ) -> list[tuple[dt.datetime, dt.datetime]]:
+        """`[start, end)` as one query, or hour by hour when it reaches into the recent days
+        (the hot end of a live table, where a day-long query would hold locks or versions)."""
+        now = now or dt.datetime.now(dt.UTC)
+        if end <= now - dt.timedelta(days=self.recent_days):
+            return [(start, end)]
+        slices = []
+        lower = start
+        while lower < end:
+            upper = min(lower + dt.timedelta(hours=1), end)
+            slices.append((lower, upper))
+            lower = upper
+        return slices
 
     def _stream_adbc_postgresql(self, query: sa.Select) -> Iterator[pa.RecordBatch]:
         import adbc_driver_postgresql.dbapi as adbc_pg
@@ -246,6 +286,9 @@ class SourceDatabase(dg.ConfigurableResource):
             raise SourceError(describe_error(self.sa_url, error)) from None
         try:
             cursor = connection.cursor()
+            level = self.dialect_isolation_level()
+            if level is not None:
+                cursor.execute(POSTGRESQL_SET_ISOLATION[level])
             cursor.adbc_statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(self.adbc_batch_bytes)}
             )
@@ -264,7 +307,7 @@ class SourceDatabase(dg.ConfigurableResource):
     def _stream_sqlalchemy(self, query: sa.Select, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         try:
             with self.engine.connect() as connection:
-                result = connection.execution_options(
+                result = self._isolated(connection).execution_options(
                     stream_results=True, yield_per=self.batch_rows
                 ).execute(query)
                 for rows in result.partitions(self.batch_rows):
@@ -278,6 +321,132 @@ class SourceDatabase(dg.ConfigurableResource):
                     )
         except sa.exc.SQLAlchemyError as error:
             raise SourceError(describe_error(self.sa_url, error)) from None
+
+    def _isolated(self, connection: sa.Connection) -> sa.Connection:
+        """The connection at the configured isolation level (validated, dialect-mapped)."""
+        level = self.dialect_isolation_level()
+        if level is None:
+            return connection
+        return connection.execution_options(isolation_level=level)
+
+    def dialect_isolation_level(self) -> str | None:
+        if self.isolation_level is None:
+            return None
+        level = self.isolation_level.strip().upper().replace("_", " ")
+        if level == "NOLOCK":
+            level = "READ UNCOMMITTED"
+        if level not in ISOLATION_LEVELS:
+            raise ValueError(
+                f"isolation level {self.isolation_level!r} is not one of "
+                f"{', '.join(ISOLATION_LEVELS)}"
+            )
+        if self.dialect_name == "sqlite":
+            return None  # SQLite readers always see one committed snapshot
+        if self.dialect_name == "postgresql" and level == "SNAPSHOT":
+            return "REPEATABLE READ"
+        return level
+
+    # ------------------------------------------------------------------ incremental reads
+
+    def latest_change(self, source: SourceTable) -> dt.datetime | None:
+        """The newest change-column value: the high-water mark of a cycle, read from the source
+        (never the clock of the machine running the job). An index seek, never a scan."""
+        column = source.table.c[source.spec.change_column]
+        return self._scalar_time(sa.select(sa.func.max(column)))
+
+    def _scalar_time(self, query: sa.Select) -> dt.datetime | None:
+        try:
+            with self.engine.connect() as connection:
+                value = connection.execute(query).scalar_one_or_none()
+        except sa.exc.SQLAlchemyError as error:
+            raise SourceError(describe_error(self.sa_url, error)) from None
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite without declared types hands back text
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+    def changes_query(
+        self, source: SourceTable, after: dt.datetime | None, up_to: dt.datetime
+    ) -> sa.Select:
+        """Rows whose change column lies in `(after, up_to]` (all up to `up_to` without `after`)."""
+        column = source.table.c[source.spec.change_column]
+        conditions = [column <= sa.bindparam("changed_up_to", self.bind_time(up_to))]
+        if after is not None:
+            conditions.insert(0, column > sa.bindparam("changed_after", self.bind_time(after)))
+        return sa.select(*source.table.c).where(*conditions)
+
+    def change_slices(
+        self, after: dt.datetime | None, up_to: dt.datetime, now: dt.datetime | None = None
+    ) -> list[tuple[dt.datetime | None, dt.datetime]]:
+        """`(after, up_to]` cut so that the recent part is read an hour at a time.
+
+        Everything older than `recent_days` before the newest change goes in one query (the
+        table's cold part); the rest in hourly `(a, b]` slices on the change column.
+        """
+        hot_start = (now or up_to) - dt.timedelta(days=self.recent_days)
+        hot_start = hot_start.replace(minute=0, second=0, microsecond=0)
+        slices: list[tuple[dt.datetime | None, dt.datetime]] = []
+        lower = after
+        if lower is None or lower < hot_start:
+            if hot_start >= up_to:
+                return [(lower, up_to)]
+            slices.append((lower, hot_start))
+            lower = hot_start
+        while lower < up_to:
+            upper = min(
+                lower.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1), up_to
+            )
+            slices.append((lower, upper))
+            lower = upper
+        return slices
+
+    def stream_changes(
+        self, source: SourceTable, after: dt.datetime | None, up_to: dt.datetime
+    ) -> Iterator[pa.RecordBatch]:
+        """Every row changed in `(after, up_to]`, in the declared schema, slice by slice."""
+        release_large_blocks_eagerly()
+
+        def all_slices():
+            for low, high in self.change_slices(after, up_to):
+                yield from self._stream_select(self.changes_query(source, low, high), source)
+
+        for batch in _read_ahead(all_slices(), depth=2):
+            yield conform_batch(batch, source.arrow_schema)
+
+    def _stream_select(self, query: sa.Select, source: SourceTable) -> Iterator[pa.RecordBatch]:
+        if self.dialect_name == "postgresql":
+            return self._stream_adbc_postgresql(query)
+        return self._stream_sqlalchemy(query, source.arrow_schema)
+
+    def rows_by_keys(self, source: SourceTable, keys: list) -> Iterator[pa.RecordBatch]:
+        """The current rows of the given keys (primary-key lookups, bound parameters)."""
+        key = source.table.c[source.spec.key]
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            chunk = keys[start : start + KEYS_PER_QUERY]
+            query = sa.select(*source.table.c).where(
+                key.in_(sa.bindparam("keys", chunk, expanding=True))
+            )
+            for batch in self._stream_sqlalchemy(query, source.arrow_schema):
+                yield conform_batch(batch, source.arrow_schema)
+
+    def existing_keys(self, source: SourceTable, keys: list) -> set:
+        """Which of the keys the source still has, wherever their event time now lies."""
+        key = source.table.c[source.spec.key]
+        found: set = set()
+        try:
+            with self.engine.connect() as connection:
+                for start in range(0, len(keys), KEYS_PER_QUERY):
+                    chunk = keys[start : start + KEYS_PER_QUERY]
+                    query = sa.select(key).where(
+                        key.in_(sa.bindparam("keys", chunk, expanding=True))
+                    )
+                    found.update(connection.execute(query).scalars())
+        except sa.exc.SQLAlchemyError as error:
+            raise SourceError(describe_error(self.sa_url, error)) from None
+        return found
 
     def dispose(self) -> None:
         if self._engine is not None:

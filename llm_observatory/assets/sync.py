@@ -1,0 +1,146 @@
+"""`sync/<table>`: one incremental cycle per materialization, so the UI shows every cycle.
+
+Each materialization is a cycle of `incremental/cycle.py`; its metadata (the watermark, rows
+extracted and validated, days rewritten, deletes found, lag behind the source) is plotted by
+the UI over time. A failed cycle fails the run, leaves the watermark where it was and the lake
+as it was.
+"""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from llm_observatory.assets.bronze import SOURCE_POOL
+from llm_observatory.assets.gold import DAILY_METRICS_KEY
+from llm_observatory.assets.silver import LatestVersions, silver_key
+from llm_observatory.incremental.cycle import SyncSettings, run_cycle
+from llm_observatory.io.delta_lake import count_partition_rows
+from llm_observatory.layout import day_filter, quarantine_location, silver_location
+from llm_observatory.resources.control import ControlDatabase
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.resources.source import SourceDatabase
+from llm_observatory.tables import LLM_INTERACTIONS, TABLES, TableSpec
+
+SYNC_GROUP = "sync"
+SYNC_LAYERS_CHECK = "rewritten_days_match_bronze"
+
+
+class SyncConfig(dg.Config):
+    """Per-run settings of a cycle (the defaults are the daily cycle's)."""
+
+    overlap_minutes: float = 10.0
+    reconcile_recent_days: int = 2
+    rotation_period_days: int = 30
+
+    def settings(self) -> SyncSettings:
+        return SyncSettings(
+            overlap=dt.timedelta(minutes=self.overlap_minutes),
+            reconcile_recent_days=self.reconcile_recent_days,
+            rotation_period_days=self.rotation_period_days,
+        )
+
+
+def sync_key(table: TableSpec) -> dg.AssetKey:
+    return dg.AssetKey(["sync", table.name])
+
+
+def sync_op_name(table: TableSpec) -> str:
+    return f"sync__{table.name}"
+
+
+def _is_running(instance: dg.DagsterInstance):
+    def is_running(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and not run.is_finished
+
+    return is_running
+
+
+def rewritten_days_match_bronze(
+    table: TableSpec, lake: LakeResource, days: list[str]
+) -> dg.AssetCheckResult:
+    """Silver + quarantine == distinct bronze keys on every day the cycle rewrote, from the
+    committed files (bronze gained versions, lost deleted or moved keys; silver must follow)."""
+    mismatches = {}
+    for text in days:
+        day = dt.date.fromisoformat(text)
+        _, _, bronze_keys = LatestVersions.scan(table, lake, day)
+        held = count_partition_rows(
+            silver_location(lake, table), day_filter(day)
+        ) + count_partition_rows(quarantine_location(lake, table), day_filter(day))
+        if held != bronze_keys:
+            mismatches[text] = {"bronze_distinct_keys": bronze_keys, "silver_plus_quarantine": held}
+    return dg.AssetCheckResult(
+        check_name=SYNC_LAYERS_CHECK,
+        passed=not mismatches,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "days_checked": len(days),
+            "mismatches": dg.MetadataValue.json(mismatches),
+        },
+    )
+
+
+def sync_asset(table: TableSpec) -> dg.AssetsDefinition:
+    deps = [silver_key(table)]
+    if table.name == LLM_INTERACTIONS.name:
+        deps.append(DAILY_METRICS_KEY)
+
+    @dg.asset(
+        key=sync_key(table),
+        deps=deps,
+        group_name=SYNC_GROUP,
+        kinds={"delta"},
+        pool=SOURCE_POOL,
+        check_specs=[
+            dg.AssetCheckSpec(
+                SYNC_LAYERS_CHECK,
+                asset=sync_key(table),
+                description=(
+                    "Re-counted after the cycle: every day it rewrote holds, in silver plus "
+                    "quarantine, one row per distinct bronze key."
+                ),
+            )
+        ],
+        description=(
+            f"Incremental cycles of `{table.name}`: rows changed since the watermark merged into "
+            "bronze, silver and gold, deletions found by reconciliation removed. Metadata: the "
+            "watermark and the lake's lag behind the source."
+        ),
+    )
+    def _sync(
+        context: dg.AssetExecutionContext,
+        config: SyncConfig,
+        source: SourceDatabase,
+        lake: LakeResource,
+        control: ControlDatabase,
+    ):
+        result = run_cycle(
+            table,
+            source,
+            lake,
+            control,
+            config.settings(),
+            run_id=context.run_id,
+            is_running=_is_running(context.instance),
+            log=context.log,
+        )
+        context.log.info(result.describe())
+        metadata = result.to_metadata()
+        if result.watermark is not None:
+            metadata["watermark"] = dg.MetadataValue.timestamp(result.watermark)
+            metadata["watermark_epoch_s"] = result.watermark.timestamp()
+        metadata["days_rewritten"] = dg.MetadataValue.json(result.days_changed)
+        metadata["days_reconciled"] = dg.MetadataValue.json(result.days_reconciled)
+        metadata["abandoned_cycles_undone"] = dg.MetadataValue.json(
+            result.abandoned_cycles_undone
+        )
+        metadata["dagster/row_count"] = result.rows_extracted
+        yield dg.MaterializeResult(metadata={k: v for k, v in metadata.items() if v is not None})
+        yield rewritten_days_match_bronze(table, lake, result.days_changed)
+
+    return _sync
+
+
+sync_assets = [sync_asset(table) for table in TABLES]

@@ -1,0 +1,406 @@
+"""One incremental cycle of one table: watermark in, changes merged, deletes repaired, watermark
+out.
+
+The order is what makes a cycle safe to fail anywhere:
+
+1. Clean up after cycles that died (a STARTED row whose run is not running): their lake commits,
+   found by the cycle id in the commit metadata, are undone and the row is marked FAILED.
+2. Read the watermark in force (the latest COMPLETED row; before the first cycle, the oldest
+   source high-water mark recorded by the bronze copies) and record a STARTED row with the lake
+   tables' versions.
+3. Take `high_water` = the source's `max(last_modified)` (the source's own clock, never this
+   machine's) and extract `(watermark - overlap, high_water]`: the overlap re-reads the last
+   minutes, catching transactions that committed late with an older `last_modified`; what the
+   lake already holds is dropped by the merge, so the re-read changes nothing.
+4. Merge (see `merge.py`), which checks the rewritten days from the committed files.
+5. Reconcile the recent days and a rotating slice of older ones with the per-hour fingerprints:
+   keys the source no longer has are removed and recorded as deleted, keys it moved are removed
+   from their old day, rows the lake lacks or holds stale (up to `high_water`) are re-read.
+6. Only then COMPLETED with the new watermark. Any error: the lake commits of this cycle are
+   undone, FAILED with the error, the previous watermark stands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm_observatory.incremental.merge import CapturedRows, MergeOutcome, apply_changes
+from llm_observatory.io.delta_lake import (
+    COMMIT_METADATA_PREFIX,
+    open_table,
+    restore_partition,
+    snapshot_partition,
+    table_version,
+)
+from llm_observatory.layout import (
+    bronze_location,
+    daily_metrics_location,
+    deleted_location,
+    quarantine_location,
+    silver_location,
+)
+from llm_observatory.partitions import start_date
+from llm_observatory.reconcile import reconcile_day
+from llm_observatory.resources.control import ControlDatabase, as_utc
+from llm_observatory.resources.lake import LakeLocation, LakeResource
+from llm_observatory.resources.source import SourceDatabase, SourceError
+from llm_observatory.tables import LLM_INTERACTIONS, TableSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OVERLAP = dt.timedelta(minutes=10)
+
+
+class CycleInProgressError(RuntimeError):
+    """Another cycle of the same table is running; this one did nothing."""
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """How much a cycle re-reads and re-proves.
+
+    `overlap`: how far before the watermark extraction starts again (late commits).
+    `reconcile_recent_days`: the days up to the high-water mark's day reconciled every cycle
+    (0 = changes only, as the sensor's frequent cycles do).
+    `rotation_period_days`: every day of the history is reconciled once per this many daily
+    cycles (0 = never); each cycle takes the days whose ordinal falls on today's slot.
+    """
+
+    overlap: dt.timedelta = DEFAULT_OVERLAP
+    reconcile_recent_days: int = 2
+    rotation_period_days: int = 30
+    first_day: dt.date | None = None
+
+    def days_to_reconcile(self, newest: dt.date) -> list[dt.date]:
+        days = {newest - dt.timedelta(days=offset) for offset in range(self.reconcile_recent_days)}
+        first = self.first_day or start_date()
+        if self.rotation_period_days > 0 and self.reconcile_recent_days > 0:
+            slot = newest.toordinal() % self.rotation_period_days
+            day = first
+            while day <= newest:
+                if day.toordinal() % self.rotation_period_days == slot:
+                    days.add(day)
+                day += dt.timedelta(days=1)
+        return sorted(day for day in days if first <= day <= newest)
+
+
+@dataclass
+class CycleResult:
+    table: str
+    cycle_id: int
+    watermark_before: dt.datetime | None
+    high_water: dt.datetime | None
+    extracted_from: dt.datetime | None
+    rows_extracted: int = 0
+    rows_validated: int = 0
+    changes: MergeOutcome = field(default_factory=MergeOutcome)
+    repairs: MergeOutcome = field(default_factory=MergeOutcome)
+    days_reconciled: list[str] = field(default_factory=list)
+    deleted_keys: int = 0
+    moved_keys: int = 0
+    repaired_keys: int = 0
+    abandoned_cycles_undone: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    lag_seconds: float | None = None
+
+    @property
+    def watermark(self) -> dt.datetime | None:
+        return self.high_water or self.watermark_before
+
+    @property
+    def days_changed(self) -> list[str]:
+        return sorted(set(self.changes.days) | set(self.repairs.days))
+
+    def describe(self) -> str:
+        changed = self.days_changed
+        return (
+            f"{self.table}: cycle {self.cycle_id} extracted {self.rows_extracted} row(s) "
+            f"changed in ({_iso(self.extracted_from)}, {_iso(self.high_water)}], "
+            f"{self.changes.upserted_rows} new version(s), {self.changes.unchanged_rows} already "
+            f"in the lake; {len(changed)} day(s) rewritten; reconciled "
+            f"{len(self.days_reconciled)} day(s): {self.deleted_keys} deleted, "
+            f"{self.moved_keys} moved, {self.repaired_keys} repaired; watermark now "
+            f"{_iso(self.watermark)} ({self.seconds:.1f} s)"
+        )
+
+    def to_metadata(self) -> dict:
+        return {
+            "cycle_id": self.cycle_id,
+            "watermark": _iso(self.watermark),
+            "watermark_before": _iso(self.watermark_before),
+            "extracted_from": _iso(self.extracted_from),
+            "rows_extracted": self.rows_extracted,
+            "rows_validated": self.rows_validated,
+            **{f"changes_{k}": v for k, v in self.changes.to_metadata().items()},
+            "days_rewritten": self.days_changed,
+            "days_reconciled": self.days_reconciled,
+            "deleted_keys": self.deleted_keys,
+            "moved_keys": self.moved_keys,
+            "repaired_keys": self.repaired_keys,
+            "abandoned_cycles_undone": self.abandoned_cycles_undone,
+            "seconds": round(self.seconds, 3),
+            "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 3),
+        }
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def cycle_tag(table: TableSpec, cycle_id: int) -> str:
+    """What a cycle's commits carry as `llm_observatory.cycle_id`."""
+    return f"{table.name}#{cycle_id}"
+
+
+def lake_locations(lake: LakeResource, table: TableSpec) -> dict[str, LakeLocation]:
+    """Every lake table a cycle of `table` may change, by a stable name."""
+    locations = {
+        "bronze": bronze_location(lake, table),
+        "silver": silver_location(lake, table),
+        "quarantine": quarantine_location(lake, table),
+        "deleted": deleted_location(lake, table),
+    }
+    if table.name == LLM_INTERACTIONS.name:
+        locations["gold"] = daily_metrics_location(lake)
+    return locations
+
+
+def initial_watermark(lake: LakeResource, table: TableSpec) -> dt.datetime | None:
+    """Before the first cycle: the oldest change high-water mark recorded by the bronze copies
+    now in the lake (each copy read the source's `max(last_modified)` before it began), so no
+    change made after any day was copied is missed. None (read everything) without bronze."""
+    bronze = open_table(bronze_location(lake, table))
+    if bronze is None:
+        return None
+    latest_by_day: dict[str, str] = {}
+    for entry in bronze.history():
+        day = entry.get(f"{COMMIT_METADATA_PREFIX}partition")
+        if day and day not in latest_by_day:
+            latest_by_day[day] = entry.get(f"{COMMIT_METADATA_PREFIX}change_high_water", "")
+    marks = [as_utc(value) for value in latest_by_day.values() if value]
+    if not marks or len(marks) < len(latest_by_day):
+        return None
+    return min(marks)
+
+
+def undo_cycle(
+    lake: LakeResource, table: TableSpec, tag: str, versions_before: dict[str, int | None]
+) -> list[str]:
+    """Puts back, in every lake table, the partitions a cycle's commits changed, as they were
+    before it; returns what was undone. Commits of others made since are left alone."""
+    undone = []
+    for name, location in lake_locations(lake, table).items():
+        delta = open_table(location)
+        if delta is None:
+            continue
+        before = versions_before.get(name)
+        days: set[str] = set()
+        for entry in delta.history():
+            version = entry.get("version")
+            if before is not None and version is not None and version <= before:
+                continue
+            if entry.get(f"{COMMIT_METADATA_PREFIX}cycle_id") == tag:
+                days.update(json.loads(entry.get(f"{COMMIT_METADATA_PREFIX}days", "[]")))
+        if not days:
+            continue
+        snapshot = snapshot_partition(
+            location, [("date", "in", sorted(days))], version=before if before is not None else -1
+        )
+        restore_partition(snapshot, f"undo of sync cycle {tag}")
+        undone.append(f"{name}: {len(days)} day(s)")
+    return undone
+
+
+def _changed_rows(source: SourceDatabase, described, keys: list, folder: Path, table: TableSpec):
+    if not keys:
+        return None
+    return CapturedRows.capture(
+        source.rows_by_keys(described, keys),
+        table,
+        described.arrow_schema,
+        folder / "repair.parquet",
+    )
+
+
+def run_cycle(
+    table: TableSpec,
+    source: SourceDatabase,
+    lake: LakeResource,
+    control: ControlDatabase,
+    settings: SyncSettings | None = None,
+    *,
+    run_id: str | None = None,
+    is_running: Callable[[str], bool] | None = None,
+    log: logging.Logger | None = None,
+    spill_folder: Path | None = None,
+) -> CycleResult:
+    settings = settings or SyncSettings()
+    log = log or logger
+    began = time.perf_counter()
+    control.ensure_schema()
+
+    abandoned = []
+    for row in control.open_cycles(table.name):
+        alive = is_running is not None and row.run_id and row.run_id != run_id
+        if alive and is_running(row.run_id):
+            raise CycleInProgressError(
+                f"{table.name}: cycle {row.id} of run {row.run_id} is still running"
+            )
+        undone = undo_cycle(lake, table, cycle_tag(table, row.id), row.lake_versions)
+        control.fail_cycle(
+            row.id,
+            "abandoned: its process stopped before COMPLETED; lake changes undone"
+            + (f" ({', '.join(undone)})" if undone else " (none had been committed)"),
+        )
+        log.warning("%s: undid abandoned cycle %s: %s", table.name, row.id, undone or "nothing")
+        abandoned.append(row.id)
+
+    in_force = control.completed_watermark(table.name)
+    if in_force is not None:
+        watermark = in_force.last_extracted_timestamp
+    else:
+        watermark = initial_watermark(lake, table)
+    versions = {name: table_version(loc) for name, loc in lake_locations(lake, table).items()}
+    cycle_id = control.start_cycle(table.name, watermark, run_id, versions)
+    tag = cycle_tag(table, cycle_id)
+    result = CycleResult(
+        table=table.name,
+        cycle_id=cycle_id,
+        watermark_before=watermark,
+        high_water=None,
+        extracted_from=None if watermark is None else watermark - settings.overlap,
+        abandoned_cycles_undone=abandoned,
+    )
+    try:
+        described = source.describe_table(table)
+        schema = described.arrow_schema
+        result.high_water = source.latest_change(described)
+        last_modified = in_force.last_modified_timestamp if in_force else None
+        with tempfile.TemporaryDirectory(prefix="llm-obs-sync-", dir=spill_folder) as folder:
+            if result.high_water is not None:
+                captured = CapturedRows.capture(
+                    source.stream_changes(described, result.extracted_from, result.high_water),
+                    table,
+                    schema,
+                    Path(folder) / "changes.parquet",
+                )
+                result.rows_extracted = captured.rows
+                if captured.rows:
+                    newest = int(captured.versions.max())
+                    last_modified = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(
+                        microseconds=newest
+                    )
+                log.info(
+                    "%s: %s row(s) changed in (%s, %s]",
+                    table.name,
+                    captured.rows,
+                    _iso(result.extracted_from),
+                    _iso(result.high_water),
+                )
+                result.changes = apply_changes(table, lake, schema, captured, None, None, tag)
+                log.info("%s: merged %s", table.name, result.changes.to_metadata())
+
+            if result.high_water is not None:
+                days = settings.days_to_reconcile(result.high_water.date())
+                result.days_reconciled = [day.isoformat() for day in days]
+                result.repairs = _reconcile_and_repair(
+                    table, source, described, lake, days, result, tag, Path(folder), log
+                )
+        result.rows_validated = (
+            result.changes.silver_rows_added + result.repairs.silver_rows_added
+        )
+        control.complete_cycle(
+            cycle_id,
+            result.watermark,
+            last_modified,
+            result.rows_extracted + result.repaired_keys,
+            result.rows_validated,
+        )
+    except BaseException as error:
+        message = str(error) or type(error).__name__
+        try:
+            undone = undo_cycle(lake, table, tag, versions)
+            if undone:
+                message += f" (lake changes undone: {', '.join(undone)})"
+        except Exception as undo_error:  # noqa: BLE001 - report both, keep the first
+            # The row stays STARTED: the next cycle finds it abandoned and undoes it then.
+            log.error(
+                "%s: could not undo cycle %s (%s): the next cycle will; the watermark has not "
+                "moved",
+                table.name,
+                cycle_id,
+                undo_error,
+            )
+            raise error from undo_error
+        control.fail_cycle(cycle_id, f"{type(error).__name__}: {message}", result.rows_extracted)
+        raise
+    result.seconds = time.perf_counter() - began
+    try:
+        newest_now = source.latest_change(described)
+        if newest_now is not None and result.watermark is not None:
+            result.lag_seconds = max((newest_now - result.watermark).total_seconds(), 0.0)
+    except SourceError:
+        result.lag_seconds = None
+    return result
+
+
+def _reconcile_and_repair(
+    table: TableSpec,
+    source: SourceDatabase,
+    described,
+    lake: LakeResource,
+    days: list[dt.date],
+    result: CycleResult,
+    tag: str,
+    folder: Path,
+    log: logging.Logger,
+) -> MergeOutcome:
+    """Finds, per hour fingerprint, what the watermark cannot see, and repairs it."""
+    extras: dict[dt.date, set] = defaultdict(set)
+    to_reread: list = []
+    for day in days:
+        reconciliation = reconcile_day(table, source, lake, day)
+        for difference in reconciliation.differences:
+            if difference.kind == "extra":
+                extras[day].add(difference.raw_key)
+            elif difference.source_version is not None and result.high_water is not None:
+                # Changed after this cycle's high-water mark: the next cycle's business.
+                if as_utc(difference.source_version) <= result.high_water:
+                    to_reread.append(difference.raw_key)
+            else:
+                to_reread.append(difference.raw_key)
+    all_extras = sorted({key for keys in extras.values() for key in keys}, key=str)
+    still_there = source.existing_keys(described, all_extras) if all_extras else set()
+    deleted = {day: keys - still_there for day, keys in extras.items()}
+    result.deleted_keys = sum(len(keys) for keys in deleted.values())
+    result.moved_keys = len(set(all_extras) & still_there)
+    # A moved row is re-read too: its new day gets it if it does not have it yet.
+    reread = sorted(set(to_reread) | (set(all_extras) & still_there), key=str)
+    result.repaired_keys = len(set(to_reread))
+    if not extras and not reread:
+        return MergeOutcome()
+    log.warning(
+        "%s: reconciliation found %s deleted, %s moved, %s missing or stale key(s)",
+        table.name,
+        result.deleted_keys,
+        result.moved_keys,
+        result.repaired_keys,
+    )
+    captured = _changed_rows(source, described, reread, folder, table)
+    return apply_changes(
+        table,
+        lake,
+        described.arrow_schema,
+        captured,
+        dict(extras),
+        {day: keys for day, keys in deleted.items() if keys},
+        tag,
+    )

@@ -1,0 +1,463 @@
+"""Applying changed and removed rows to the lake's tables, one atomic commit per table.
+
+A cycle hands over the rows it captured (spilled to a local Parquet file, never held whole in
+memory) and, from reconciliation, the keys to remove from some days. The merge:
+
+- keeps, per key, the latest captured version; a version the lake already holds (a re-delivery
+  from the overlap window) or one older than the lake's is dropped, so re-running a cycle
+  changes nothing;
+- rewrites exactly the affected days of silver and quarantine (every `model=`/`hour=` folder of
+  such a day), dropping the old copies of changed keys wherever those days hold them (a row
+  whose event time or model changed moves partition) and adding the new versions, validated;
+- appends the new versions to bronze inside their event day, and removes deleted keys from it;
+- records deletions under `silver/_deleted/<table>`; rebuilds gold for exactly those days;
+- and, before returning, proves from the committed files' footers that every affected day
+  holds what was meant (rows kept + rows added) and that gold counts silver's rows.
+
+Every commit carries the cycle's id, so an interrupted cycle can be found and undone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from llm_observatory.io.delta_lake import (
+    DeltaPartitionWriter,
+    count_partition_rows,
+    scan_partition,
+    table_schema,
+)
+from llm_observatory.layout import (
+    DATE_FIELD,
+    bronze_location,
+    bronze_schema,
+    day_filter,
+    deleted_location,
+    deleted_schema,
+    quarantine_location,
+    quarantine_schema,
+    silver_location,
+    silver_schema,
+    with_event_day,
+    with_silver_partitions,
+)
+from llm_observatory.quality import evaluate
+from llm_observatory.resources.lake import LakeLocation, LakeResource
+from llm_observatory.tables import LLM_INTERACTIONS, TableSpec
+
+SPILL_BATCH_ROWS = 16_384
+EPOCH_DAY = dt.date(1970, 1, 1)
+
+
+class SyncCheckError(RuntimeError):
+    """A cycle's own checks found the lake not as intended; the cycle is undone."""
+
+
+def key_hashes(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A stable 64-bit hash per key (the same as silver's de-duplication uses)."""
+    return pl.Series(values=keys).hash(seed=0).to_numpy()
+
+
+def version_micros(versions: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Change-column values as epoch microseconds; NULL (never expected) sorts first."""
+    as_int = pc.cast(pc.cast(versions, pa.timestamp("us", tz="UTC")), pa.int64())
+    return pc.fill_null(as_int, np.iinfo(np.int64).min).to_numpy(zero_copy_only=False)
+
+
+def day_numbers(event_time: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    from llm_observatory.layout import utc_day
+
+    days = pc.cast(utc_day(event_time), pa.int32())
+    return pc.fill_null(days, -1).to_numpy(zero_copy_only=False)
+
+
+def as_day(number: int) -> dt.date:
+    return EPOCH_DAY + dt.timedelta(days=int(number))
+
+
+@dataclass
+class CapturedRows:
+    """Rows captured from the source, spilled to a local Parquet file, with their keys, versions
+    (µs) and event days in memory: about 60 bytes a row, whatever the rows' width."""
+
+    path: Path
+    schema: pa.Schema
+    keys: list = field(default_factory=list)
+    versions: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    days: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    bytes_read: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def capture(
+        cls, batches: Iterable[pa.RecordBatch], table: TableSpec, schema: pa.Schema, path: Path
+    ) -> CapturedRows:
+        captured = cls(path=path, schema=schema)
+        versions, days = [], []
+        with pq.ParquetWriter(path, schema, compression="zstd", compression_level=1) as writer:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                writer.write_batch(batch)
+                captured.bytes_read += batch.nbytes
+                captured.keys.extend(batch.column(table.key).to_pylist())
+                versions.append(version_micros(batch.column(table.change_column)))
+                days.append(day_numbers(batch.column(table.event_time)))
+        if versions:
+            captured.versions = np.concatenate(versions)
+            captured.days = np.concatenate(days)
+        return captured
+
+    def batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """(offset of the first row, batch) over the spilled rows, in capture order."""
+        if not self.path.exists():
+            return
+        offset = 0
+        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=SPILL_BATCH_ROWS):
+            yield offset, batch
+            offset += batch.num_rows
+
+    def latest_per_key(self) -> np.ndarray:
+        """Row positions of each key's latest captured version (the first of equal ones)."""
+        if not self.rows:
+            return np.empty(0, np.int64)
+        frame = pl.DataFrame(
+            {
+                "row": np.arange(self.rows, dtype=np.int64),
+                "key": pl.Series(values=pa.array(self.keys)),
+                "version": self.versions,
+            }
+        )
+        winners = (
+            frame.sort(["version", "row"], descending=[True, False])
+            .unique("key", keep="first", maintain_order=True)
+            .get_column("row")
+            .to_numpy()
+        )
+        return np.sort(winners)
+
+
+@dataclass
+class MergeOutcome:
+    captured_rows: int = 0
+    upserted_rows: int = 0
+    unchanged_rows: int = 0
+    silver_rows_added: int = 0
+    quarantined_rows_added: int = 0
+    removed_keys: int = 0
+    deleted_recorded: int = 0
+    days: list[str] = field(default_factory=list)
+    broken_counts: Counter = field(default_factory=Counter)
+    versions: dict[str, int] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict:
+        return {
+            "captured_rows": self.captured_rows,
+            "upserted_rows": self.upserted_rows,
+            "unchanged_rows": self.unchanged_rows,
+            "silver_rows_added": self.silver_rows_added,
+            "quarantined_rows_added": self.quarantined_rows_added,
+            "removed_keys": self.removed_keys,
+            "deleted_recorded": self.deleted_recorded,
+            "days_rewritten": len(self.days),
+        }
+
+
+@dataclass
+class _KeySet:
+    """Exact key membership with a vectorised 64-bit hash pre-filter."""
+
+    keys: set
+
+    def __post_init__(self) -> None:
+        self.hashes = np.unique(key_hashes(pa.array(list(self.keys)))) if self.keys else None
+
+    def mask(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        if self.hashes is None or len(keys) == 0:
+            return np.zeros(len(keys), dtype=bool)
+        candidates = np.isin(key_hashes(keys), self.hashes)
+        if not candidates.any():
+            return candidates
+        positions = np.flatnonzero(candidates)
+        values = pc.take(keys, pa.array(positions)).to_pylist()
+        exact = np.fromiter((value in self.keys for value in values), bool, len(values))
+        candidates[positions[~exact]] = False
+        return candidates
+
+
+def _lake_versions(
+    table: TableSpec, lake: LakeResource, days: Iterable[dt.date], wanted: _KeySet
+) -> dict[object, list[tuple[dt.date, int]]]:
+    """Where (day, version µs) the lake's silver and quarantine hold any of the wanted keys."""
+    found: dict[object, list[tuple[dt.date, int]]] = defaultdict(list)
+    for day in days:
+        for location in (silver_location(lake, table), quarantine_location(lake, table)):
+            columns = [table.key, table.change_column]
+            for batch in scan_partition(location, day_filter(day), columns):
+                hits = wanted.mask(batch.column(0))
+                if not hits.any():
+                    continue
+                chosen = batch.filter(pa.array(hits))
+                for key, version in zip(
+                    chosen.column(0).to_pylist(), version_micros(chosen.column(1)).tolist()
+                ):
+                    found[key].append((day, version))
+    return found
+
+
+def _route(batch: pa.RecordBatch, table: TableSpec, source_schema: pa.Schema):
+    """A batch of current source rows split into silver rows and quarantine rows."""
+    verdict = evaluate(batch, table.rules)
+    passing = with_silver_partitions(batch.filter(verdict.passed), table)
+    failed = verdict.failed_rows
+    if failed.num_rows:
+        failed = with_event_day(failed.select(source_schema.names), table.event_time)
+        failed = failed.append_column(
+            "quarantine_rule", verdict.failed_rows.column("quarantine_rule")
+        ).append_column("quarantine_reason", verdict.failed_rows.column("quarantine_reason"))
+    return passing, failed, verdict.broken_counts
+
+
+def _keep_rows(
+    location: LakeLocation, day: dt.date, table: TableSpec, drop: _KeySet, columns: list[str]
+) -> Iterator[pa.RecordBatch]:
+    """The day's current rows of a table, without the dropped keys (file columns only)."""
+    for batch in scan_partition(location, day_filter(day), columns):
+        dropped = drop.mask(batch.column(table.key))
+        yield batch.filter(pa.array(~dropped)) if dropped.any() else batch
+
+
+def apply_changes(
+    table: TableSpec,
+    lake: LakeResource,
+    source_schema: pa.Schema,
+    captured: CapturedRows | None,
+    removals: dict[dt.date, set] | None,
+    deleted: dict[dt.date, set] | None,
+    cycle_id: str,
+    detected_at: dt.datetime | None = None,
+) -> MergeOutcome:
+    """Merges captured rows and removes keys; see the module docstring for the guarantees.
+
+    `removals` are keys to take out of given days (deleted from the source, or moved away);
+    `deleted` is the subset to record under `silver/_deleted`.
+    """
+    outcome = MergeOutcome()
+    removals = {day: set(keys) for day, keys in (removals or {}).items() if keys}
+    deleted = deleted or {}
+
+    # 1. The latest captured version per key, minus what the lake already holds.
+    upserts: dict[object, tuple[int, dt.date]] = {}
+    winner_rows = np.empty(0, np.int64)
+    if captured is not None and captured.rows:
+        outcome.captured_rows = captured.rows
+        winner_rows = captured.latest_per_key()
+        for row in winner_rows.tolist():
+            upserts[captured.keys[row]] = (int(captured.versions[row]), as_day(captured.days[row]))
+    candidate_days = {day for _, day in upserts.values()}
+    in_lake = _lake_versions(table, lake, sorted(candidate_days), _KeySet(set(upserts)))
+    stale_days: dict[dt.date, set] = defaultdict(set)
+    for key, places in in_lake.items():
+        version, day = upserts[key]
+        if any(place == day and held >= version for place, held in places):
+            del upserts[key]
+            outcome.unchanged_rows += 1
+            continue
+        for place, _ in places:
+            if place != day:
+                stale_days[place].add(key)
+    outcome.upserted_rows = len(upserts)
+    upsert_days = {day for _, day in upserts.values()}
+    days = sorted(upsert_days | set(stale_days) | set(removals))
+    if not days:
+        return outcome
+    outcome.days = [day.isoformat() for day in days]
+    outcome.removed_keys = sum(len(keys) for keys in removals.values())
+
+    keep_rows = np.zeros(captured.rows if captured else 0, dtype=bool)
+    for row in winner_rows.tolist():
+        key = captured.keys[row]
+        if key in upserts:
+            keep_rows[row] = True
+
+    commit_metadata = {
+        "operation": "sync",
+        "cycle_id": cycle_id,
+        "days": json.dumps(outcome.days),
+    }
+    day_set = [("date", "in", outcome.days)]
+
+    # 2. Bronze: new versions appended in their day; removed keys taken out of theirs.
+    bronze = bronze_location(lake, table)
+    # Moved keys leave their old day in bronze too, or a rebuild of that day would bring
+    # them back.
+    bronze_removals: dict[dt.date, set] = defaultdict(set)
+    for day, keys in [*removals.items(), *stale_days.items()]:
+        bronze_removals[day] |= keys
+    bronze_writer = DeltaPartitionWriter(
+        bronze,
+        bronze_schema(source_schema),
+        ["date"],
+        replace=(
+            [("date", "in", sorted(d.isoformat() for d in bronze_removals))]
+            if bronze_removals
+            else None
+        ),
+        file_prefix="sync",
+    )
+    silver = silver_location(lake, table)
+    quarantine = quarantine_location(lake, table)
+    silver_writer = DeltaPartitionWriter(
+        silver,
+        silver_schema(table, source_schema),
+        table.silver_partition_by,
+        replace=day_set,
+        file_prefix="sync",
+    )
+    quarantine_writer = DeltaPartitionWriter(
+        quarantine,
+        quarantine_schema(source_schema),
+        ["date"],
+        replace=day_set,
+        file_prefix="sync",
+    )
+    writers = [bronze_writer, quarantine_writer, silver_writer]
+    expected_rows: Counter = Counter()
+    try:
+        for day in sorted(bronze_removals):
+            drop = _KeySet(bronze_removals[day])
+            for batch in _keep_rows(bronze, day, table, drop, source_schema.names):
+                bronze_writer.write(with_event_day(batch.cast(source_schema), table.event_time))
+
+        if captured is not None:
+            for offset, batch in captured.batches():
+                mask = keep_rows[offset : offset + batch.num_rows]
+                if not mask.any():
+                    continue
+                batch = batch.filter(pa.array(mask)).cast(source_schema)
+                bronze_writer.write(with_event_day(batch, table.event_time))
+                passing, failed, broken = _route(batch, table, source_schema)
+                outcome.broken_counts.update(broken)
+                silver_writer.write(passing)
+                outcome.silver_rows_added += passing.num_rows
+                for day_number, count in Counter(
+                    pc.cast(passing.column("date"), pa.int32()).to_pylist()
+                ).items():
+                    expected_rows[as_day(day_number)] += count
+                if failed.num_rows:
+                    quarantine_writer.write(failed)
+                    outcome.quarantined_rows_added += failed.num_rows
+                    for day_number, count in Counter(
+                        pc.cast(failed.column("date"), pa.int32()).to_pylist()
+                    ).items():
+                        expected_rows[as_day(day_number)] += count
+
+        quarantine_columns = _file_columns(quarantine)
+        changed_keys = set(upserts)
+        for day in days:
+            drop = _KeySet(changed_keys | removals.get(day, set()))
+            for batch in _keep_rows(silver, day, table, drop, source_schema.names):
+                silver_writer.write(with_silver_partitions(batch.cast(source_schema), table))
+                expected_rows[day] += batch.num_rows
+            if quarantine_columns:
+                for batch in _keep_rows(quarantine, day, table, drop, quarantine_columns):
+                    rows = with_event_day(batch, table.event_time)
+                    quarantine_writer.write(rows)
+                    expected_rows[day] += batch.num_rows
+
+        # 3. Commits: bronze first (extra versions there are harmless), silver last.
+        bronze_writer.commit({"layer": "bronze", **commit_metadata})
+        quarantine_writer.commit({"layer": "silver_quarantine", **commit_metadata})
+        silver_writer.commit({"layer": "silver", **commit_metadata})
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+
+    recorded = {day: keys for day, keys in deleted.items() if keys}
+    if recorded:
+        outcome.deleted_recorded = _record_deleted(
+            table, lake, source_schema, recorded, commit_metadata, detected_at
+        )
+    if table.silver_model_column and table.name == LLM_INTERACTIONS.name:
+        from llm_observatory.assets.gold import rebuild_daily_metrics
+
+        rebuild_daily_metrics(lake, days, commit_metadata)
+
+    _check_days(table, lake, days, expected_rows)
+    return outcome
+
+
+def _file_columns(location: LakeLocation) -> list[str] | None:
+    schema = table_schema(location)
+    if schema is None:
+        return None
+    return [name for name in schema.names if name != DATE_FIELD.name]
+
+
+def _record_deleted(
+    table: TableSpec,
+    lake: LakeResource,
+    source_schema: pa.Schema,
+    deleted: dict[dt.date, set],
+    commit_metadata: dict,
+    detected_at: dt.datetime | None,
+) -> int:
+    detected_at = detected_at or dt.datetime.now(dt.UTC)
+    schema = deleted_schema(table, source_schema)
+    keys, days = [], []
+    for day, day_keys in sorted(deleted.items()):
+        for key in sorted(day_keys, key=str):
+            keys.append(key)
+            days.append(day)
+    rows = pa.table(
+        {
+            table.key: pa.array(keys, schema.field(table.key).type),
+            "date": pa.array(days, pa.date32()),
+            "deleted_detected_at": pa.array([detected_at] * len(keys), pa.timestamp("us", "UTC")),
+        },
+        schema=schema,
+    )
+    writer = DeltaPartitionWriter(
+        deleted_location(lake, table), schema, ["date"], replace=None, file_prefix="sync"
+    )
+    writer.write(rows)
+    writer.commit({"layer": "silver_deleted", **commit_metadata})
+    return rows.num_rows
+
+
+def _check_days(
+    table: TableSpec, lake: LakeResource, days: list[dt.date], expected_rows: Counter
+) -> None:
+    """Re-counts every rewritten day from the committed files' footers."""
+    problems = []
+    for day in days:
+        silver_rows = count_partition_rows(silver_location(lake, table), day_filter(day))
+        quarantined = count_partition_rows(quarantine_location(lake, table), day_filter(day))
+        if silver_rows + quarantined != expected_rows[day]:
+            problems.append(
+                f"{day}: silver {silver_rows} + quarantine {quarantined} != "
+                f"{expected_rows[day]} rows written"
+            )
+        if table.name == LLM_INTERACTIONS.name:
+            from llm_observatory.assets.gold import gold_requests
+
+            requests = gold_requests(lake, day)
+            if requests != silver_rows:
+                problems.append(f"{day}: gold requests {requests} != silver rows {silver_rows}")
+    if problems:
+        raise SyncCheckError(f"{table.name}: " + "; ".join(problems))

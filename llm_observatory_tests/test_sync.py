@@ -1,0 +1,529 @@
+"""Incremental cycles against a live-changing source (SQLite and PostgreSQL): updates to old
+rows, new rows, late commits and deletes reach the lake; re-running changes nothing; a failure at
+any step leaves the watermark and the lake as they were, and the next cycle converges."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing
+import os
+import uuid
+from collections import defaultdict
+from decimal import Decimal
+
+import dagster as dg
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from deltalake import DeltaTable
+
+from llm_observatory.assets.bronze import bronze_assets
+from llm_observatory.assets.gold import daily_metrics, gold_assets
+from llm_observatory.assets.silver import silver_assets
+from llm_observatory.incremental import cycle as cycle_module
+from llm_observatory.incremental.cycle import SyncSettings, lake_locations, run_cycle
+from llm_observatory.io import delta_lake
+from llm_observatory.layout import (
+    daily_metrics_location,
+    deleted_location,
+    quarantine_location,
+    silver_location,
+)
+from llm_observatory.quality import rule_violations
+from llm_observatory.resources.control import COMPLETED, FAILED, STARTED, ControlDatabase
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.resources.source import SourceDatabase, SourceError
+from llm_observatory.synthetic.generator import DefectRates, generate_source
+from llm_observatory.tables import LLM_INTERACTIONS, TABLES
+
+START = dt.date(2026, 11, 1)
+DAYS = 3
+ROWS_PER_DAY = 150
+HISTORY_ASSETS = [*bronze_assets, *silver_assets, *gold_assets]
+DEFECTS = DefectRates(
+    latency_null=0.02,
+    latency_out_of_range=0.02,
+    unknown_model=0.02,
+    model_null=0.01,
+    invalid_json=0.03,
+    missing_hour=None,
+)
+# Every cycle in these tests re-proves every day.
+EVERY_DAY = SyncSettings(reconcile_recent_days=1, rotation_period_days=1, first_day=START)
+
+
+class Migration:
+    """A source, a backfilled lake and a control database, with helpers to change the source."""
+
+    def __init__(self, source_url: str, folder) -> None:
+        self.url = source_url
+        self.source = SourceDatabase(url=source_url)
+        self.lake = LakeResource(url=str(folder / "lake"))
+        self.control = ControlDatabase(url=f"sqlite:///{folder / 'control.sqlite'}")
+        self.engine = sa.create_engine(source_url)
+        self.meta = sa.MetaData()
+        self.meta.reflect(self.engine)
+
+    def backfill(self) -> None:
+        instance = dg.DagsterInstance.ephemeral()
+        for offset in range(DAYS):
+            result = dg.materialize(
+                HISTORY_ASSETS,
+                partition_key=(START + dt.timedelta(days=offset)).isoformat(),
+                resources={"source": self.source, "lake": self.lake},
+                instance=instance,
+            )
+            assert result.success
+
+    def cycle(self, table=LLM_INTERACTIONS, settings=EVERY_DAY, **kwargs):
+        return run_cycle(table, self.source, self.lake, self.control, settings, **kwargs)
+
+    def source_now(self) -> dt.datetime:
+        """The source's newest change plus a second: 'now' as the source's clock has it."""
+        newest = self.source.latest_change(self.source.describe_table(LLM_INTERACTIONS))
+        return newest + dt.timedelta(seconds=1)
+
+    def execute(self, statement) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+
+    def interactions(self) -> sa.Table:
+        return self.meta.tables["llm_interactions"]
+
+    def source_rows(self, table_name: str) -> dict:
+        table = self.meta.tables[table_name]
+        key = {t.name: t.key for t in TABLES}[table_name]
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(table)).mappings().all()
+        return {row[key]: _normal(dict(row)) for row in rows}
+
+    def lake_state(self) -> dict:
+        """Every lake table of the interactions, as sorted rows: for 'nothing changed' (a table
+        that does not exist holds no rows, like an empty one: CONTRACT §5)."""
+        state = {}
+        for name, location in lake_locations(self.lake, LLM_INTERACTIONS).items():
+            table = delta_lake.open_table(location)
+            if table is None:
+                state[name] = []
+                continue
+            rows = table.to_pyarrow_table().to_pylist()
+            state[name] = sorted(json.dumps(row, default=str, sort_keys=True) for row in rows)
+        return state
+
+    def versions(self) -> dict:
+        return {
+            name: delta_lake.table_version(location)
+            for name, location in lake_locations(self.lake, LLM_INTERACTIONS).items()
+        }
+
+
+def _normal(row: dict) -> dict:
+    return {
+        name: (
+            (value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC))
+            if isinstance(value, dt.datetime)
+            else value
+        )
+        for name, value in row.items()
+    }
+
+
+def read_all(location) -> list[dict]:
+    return DeltaTable(location.uri).to_pyarrow_table().to_pylist()
+
+
+def _lake_rows(location, key: str) -> dict:
+    table = DeltaTable(location.uri)
+    rows = table.to_pyarrow_table().to_pylist()
+    keyed = {row[key]: row for row in rows}
+    assert len(keyed) == len(rows), "a key appears twice"
+    return keyed
+
+
+def _passes_rules(row: dict, table) -> bool:
+    import pyarrow as pa
+
+    for rule in table.rules:
+        values = pa.array([row[rule.column]])
+        if rule.kind == "range" and isinstance(row[rule.column], Decimal):
+            values = pa.array([row[rule.column]], pa.decimal128(12, 6))
+        if rule_violations(rule, values).to_pylist()[0]:
+            return False
+    return True
+
+
+def assert_lake_matches_source(migration: Migration, table=LLM_INTERACTIONS) -> None:
+    """Silver holds exactly the passing source rows and quarantine the others, value by value;
+    gold equals metrics recomputed from the source."""
+    source = migration.source_rows(table.name)
+    silver = _lake_rows(silver_location(migration.lake, table), table.key)
+    quarantined = _lake_rows(quarantine_location(migration.lake, table), table.key)
+    assert not set(silver) & set(quarantined)
+    assert set(silver) | set(quarantined) == set(source)
+    for key, row in source.items():
+        lake_row = silver.get(key) or quarantined[key]
+        assert (key in silver) == _passes_rules(row, table), key
+        for column, value in row.items():
+            assert lake_row[column] == value, (key, column, lake_row[column], value)
+        assert lake_row["date"] == row[table.event_time].date()
+    if table is LLM_INTERACTIONS:
+        by_day = defaultdict(list)
+        for key in silver:
+            by_day[source[key]["timestamp"].date()].append(source[key])
+        gold = DeltaTable(daily_metrics_location(migration.lake).uri).to_pyarrow_table()
+        for day, rows in by_day.items():
+            expected = daily_metrics(pl.DataFrame(rows, infer_schema_length=None), day)
+            lake_day = [r for r in gold.to_pylist() if r["date"] == day]
+            assert sorted(lake_day, key=lambda r: r["model"]) == expected.to_pylist(), day
+        assert {r["date"] for r in gold.to_pylist()} == set(by_day)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def migration(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    generate_source(
+        url, start_date=START, days=DAYS, rows_per_day=ROWS_PER_DAY, seed=5, defects=DEFECTS
+    )
+    migration = Migration(url, tmp_path)
+    migration.backfill()
+    yield migration
+    migration.engine.dispose()
+
+
+def test_changes_reach_silver_and_gold_and_rerunning_changes_nothing(migration):
+    first = migration.cycle()
+    assert first.changes.upserted_rows == 0 and first.days_changed == []
+    assert_lake_matches_source(migration)
+    interactions = migration.interactions()
+    now = migration.source_now()
+    with migration.engine.connect() as connection:
+        keys = connection.execute(
+            sa.select(interactions.c.interaction_id).order_by(interactions.c.interaction_id)
+        ).scalars().all()
+    # Old rows corrected: a latency, a model (moves model partition), an event time (moves day),
+    # a row fixed so that it now passes the rules, and a row broken so that it is quarantined.
+    migration.execute(
+        sa.update(interactions)
+        .where(interactions.c.interaction_id == keys[0])
+        .values(latency_ms=4321, last_modified=now)
+    )
+    migration.execute(
+        sa.update(interactions)
+        .where(interactions.c.interaction_id == keys[1])
+        .values(model_name="grok", latency_ms=10, last_modified=now)
+    )
+    migration.execute(
+        sa.update(interactions)
+        .where(interactions.c.interaction_id == keys[2])
+        .values(
+            timestamp=dt.datetime(2026, 11, 3, 5, 6, 7, 123456, tzinfo=dt.UTC),
+            last_modified=now,
+        )
+    )
+    migration.execute(
+        sa.update(interactions)
+        .where(interactions.c.interaction_id == keys[3])
+        .values(latency_ms=None, last_modified=now)
+    )
+    new_key = str(uuid.uuid4())
+    migration.execute(
+        sa.insert(interactions).values(
+            interaction_id=new_key,
+            timestamp=now - dt.timedelta(seconds=1),
+            model_name="gemini",
+            latency_ms=250,
+            prompt="héllo ✓",
+            response="réponse",
+            prompt_tokens=3,
+            completion_tokens=4,
+            status="success",
+            cost_usd=Decimal("0.001234"),
+            user_id="u",
+            session_id="s",
+            last_modified=now,
+        )
+    )
+    migration.execute(sa.delete(interactions).where(interactions.c.interaction_id == keys[4]))
+
+    second = migration.cycle()
+    assert second.changes.upserted_rows == 5
+    assert second.deleted_keys == 1
+    assert_lake_matches_source(migration)
+    deleted = read_all(deleted_location(migration.lake, LLM_INTERACTIONS))
+    assert [row["interaction_id"] for row in deleted] == [keys[4]]
+    row = migration.control.completed_watermark("llm_interactions")
+    assert row.id == second.cycle_id and row.status == COMPLETED
+    assert row.last_extracted_timestamp == now
+
+    # A transaction that began before the last cycle's high-water mark and committed after it:
+    # its last_modified is older than the watermark, inside the overlap.
+    late_key = str(uuid.uuid4())
+    migration.execute(
+        sa.insert(interactions).values(
+            interaction_id=late_key,
+            timestamp=now - dt.timedelta(minutes=3),
+            model_name="ollama",
+            latency_ms=99,
+            status="success",
+            last_modified=now - dt.timedelta(minutes=2),
+        )
+    )
+    third = migration.cycle()
+    silver = _lake_rows(silver_location(migration.lake, LLM_INTERACTIONS), "interaction_id")
+    assert late_key in silver
+    assert third.changes.upserted_rows == 1
+    assert_lake_matches_source(migration)
+
+    before = migration.versions()
+    fourth = migration.cycle()
+    assert fourth.changes.upserted_rows == 0 and fourth.rows_extracted >= 1
+    assert migration.versions() == before
+
+
+def change_some_rows(migration: Migration) -> dict:
+    """An update of an old row, a new row and a delete: work for a cycle that then fails."""
+    interactions = migration.interactions()
+    now = migration.source_now()
+    with migration.engine.connect() as connection:
+        keys = (
+            connection.execute(
+                sa.select(interactions.c.interaction_id).order_by(interactions.c.interaction_id)
+            )
+            .scalars()
+            .all()
+        )
+    migration.execute(
+        sa.update(interactions)
+        .where(interactions.c.interaction_id == keys[10])
+        .values(latency_ms=777, status="timeout", last_modified=now)
+    )
+    migration.execute(
+        sa.insert(interactions).values(
+            interaction_id=str(uuid.uuid4()),
+            timestamp=now,
+            model_name="ollama",
+            latency_ms=5,
+            status="success",
+            last_modified=now,
+        )
+    )
+    migration.execute(sa.delete(interactions).where(interactions.c.interaction_id == keys[11]))
+    return {"updated": keys[10], "deleted": keys[11]}
+
+
+def assert_failed_cycle_changed_nothing(migration: Migration, before: dict, watermark) -> None:
+    latest = migration.control.latest_cycle("llm_interactions")
+    assert latest.status == FAILED and latest.error_message
+    in_force = migration.control.completed_watermark("llm_interactions")
+    assert in_force.id == watermark.id
+    assert migration.lake_state() == before
+
+
+def test_source_down_mid_read_leaves_watermark_and_lake_and_next_cycle_converges(
+    migration, monkeypatch
+):
+    watermark = migration.cycle()
+    watermark = migration.control.completed_watermark("llm_interactions")
+    change_some_rows(migration)
+    before = migration.lake_state()
+    real_stream = SourceDatabase.stream_changes
+
+    def dies_after_first_batch(self, *args, **kwargs):
+        for batch in real_stream(self, *args, **kwargs):
+            yield batch
+            raise SourceError("source database at db:1433 (mssql): connection reset by peer")
+
+    monkeypatch.setattr(SourceDatabase, "stream_changes", dies_after_first_batch)
+    with pytest.raises(SourceError):
+        migration.cycle()
+    assert "connection reset" in migration.control.latest_cycle("llm_interactions").error_message
+    assert_failed_cycle_changed_nothing(migration, before, watermark)
+
+    monkeypatch.setattr(SourceDatabase, "stream_changes", real_stream)
+    migration.cycle()
+    assert_lake_matches_source(migration)
+
+
+@pytest.mark.parametrize("failing_layer", ["silver", "gold", "deleted"])
+def test_lake_write_failing_is_undone_and_next_cycle_converges(
+    migration, monkeypatch, failing_layer
+):
+    migration.cycle()
+    watermark = migration.control.completed_watermark("llm_interactions")
+    change_some_rows(migration)
+    before = migration.lake_state()
+    failing = lake_locations(migration.lake, LLM_INTERACTIONS)[failing_layer].uri
+    real_commit = delta_lake.DeltaPartitionWriter.commit
+
+    def commit(self, custom_metadata=None):
+        if self.location.uri == failing:
+            self.abort()
+            raise delta_lake.LakeWriteError(f"injected: storage refused {failing}")
+        return real_commit(self, custom_metadata)
+
+    monkeypatch.setattr(delta_lake.DeltaPartitionWriter, "commit", commit)
+    with pytest.raises(delta_lake.LakeWriteError):
+        migration.cycle()
+    assert_failed_cycle_changed_nothing(migration, before, watermark)
+    assert "undone" in migration.control.latest_cycle("llm_interactions").error_message
+
+    monkeypatch.setattr(delta_lake.DeltaPartitionWriter, "commit", real_commit)
+    migration.cycle()
+    assert_lake_matches_source(migration)
+
+
+def _crash_before_completed(source_url: str, folder: str) -> None:
+    """Runs in a child process: a cycle whose process dies right before COMPLETED."""
+    from pathlib import Path
+
+    def die(*_args, **_kwargs):
+        os._exit(17)
+
+    ControlDatabase.complete_cycle = die
+    Migration(source_url, Path(folder)).cycle(run_id="run-that-dies")
+
+
+def test_crash_before_completed_is_undone_by_the_next_cycle(migration, tmp_path, monkeypatch):
+    migration.cycle()
+    watermark = migration.control.completed_watermark("llm_interactions")
+    changed = change_some_rows(migration)
+    before = migration.lake_state()
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=_crash_before_completed, args=(migration.url, str(tmp_path))
+    )
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == 17
+    crashed = migration.control.latest_cycle("llm_interactions")
+    assert crashed.status == STARTED and crashed.run_id == "run-that-dies"
+    assert migration.control.completed_watermark("llm_interactions").id == watermark.id
+    # The dead cycle had committed its merge: the lake is ahead of the watermark.
+    assert migration.lake_state() != before
+
+    # The next cycle first undoes the dead one (then, here, fails at once: source down), so
+    # the lake is exactly as before the crash.
+    def source_down(self, *_args, **_kwargs):
+        raise SourceError("source database at db:1433 (mssql): login timeout")
+
+    monkeypatch.setattr(SourceDatabase, "latest_change", source_down)
+    with pytest.raises(SourceError):
+        migration.cycle(is_running=lambda run_id: False)
+    assert migration.lake_state() == before
+    cycles = migration.control.cycles("llm_interactions", limit=2)
+    assert [c.status for c in cycles] == [FAILED, FAILED]
+    assert "abandoned" in cycles[1].error_message
+
+    monkeypatch.undo()
+    result = migration.cycle()
+    assert result.changes.upserted_rows == 2 and result.deleted_keys == 1
+    silver = _lake_rows(silver_location(migration.lake, LLM_INTERACTIONS), "interaction_id")
+    assert silver[changed["updated"]]["latency_ms"] == 777
+    assert changed["deleted"] not in silver
+    assert_lake_matches_source(migration)
+
+
+def test_a_running_cycle_is_not_disturbed(migration):
+    migration.cycle()
+    started = migration.control.start_cycle("llm_interactions", None, "live-run", {})
+    with pytest.raises(cycle_module.CycleInProgressError):
+        migration.cycle(is_running=lambda run_id: run_id == "live-run")
+    assert migration.control.latest_cycle("llm_interactions").id == started
+
+
+# ------------------------------------------------------------------ Dagster: job, sensor, schedule
+
+
+def test_sync_job_records_a_cycle_per_table_with_watermark_metadata(migration):
+    from llm_observatory.assets.sync import sync_assets, sync_op_name
+
+    change_some_rows(migration)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        sync_assets,
+        resources={
+            "source": migration.source,
+            "lake": migration.lake,
+            "control": migration.control,
+        },
+        instance=instance,
+        run_config={
+            "ops": {
+                sync_op_name(table): {
+                    "config": {"reconcile_recent_days": 1, "rotation_period_days": 1}
+                }
+                for table in TABLES
+            }
+        },
+    )
+    assert result.success
+    by_table = {
+        event.asset_key.path[-1]: event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    assert set(by_table) == {table.name for table in TABLES}
+    interactions = by_table["llm_interactions"]
+    assert interactions["changes_upserted_rows"].value >= 2
+    assert interactions["lag_seconds"].value == 0
+    assert interactions["deleted_keys"].value == 1
+    assert len(interactions["days_reconciled"].value) == 4
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 3 and all(check.passed for check in checks)
+    for table in TABLES:
+        row = migration.control.completed_watermark(table.name)
+        assert row is not None and row.run_id == result.run_id
+    assert_lake_matches_source(migration)
+
+
+def test_sensor_requests_a_run_only_when_the_source_moved(migration):
+    from llm_observatory.automation import source_changes_sensor
+
+    instance = dg.DagsterInstance.ephemeral()
+
+    def evaluate(cursor):
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"source": migration.source}
+        )
+        return source_changes_sensor(context), context.cursor
+
+    first, cursor = evaluate(None)
+    assert isinstance(first, dg.RunRequest)
+    assert {key.path[-1] for key in first.asset_selection} == {t.name for t in TABLES}
+    unchanged, same_cursor = evaluate(cursor)
+    assert isinstance(unchanged, dg.SkipReason) and same_cursor == cursor
+
+    change_some_rows(migration)
+    moved, new_cursor = evaluate(cursor)
+    assert isinstance(moved, dg.RunRequest)
+    assert [key.path[-1] for key in moved.asset_selection] == ["llm_interactions"]
+    assert moved.run_key != first.run_key
+    config = moved.run_config["ops"]["sync__llm_interactions"]["config"]
+    assert config["reconcile_recent_days"] == 0
+    again, _ = evaluate(new_cursor)
+    assert isinstance(again, dg.SkipReason)
+
+
+def test_schedule_runs_the_closed_day_and_a_full_cycle_at_2200_utc():
+    from llm_observatory.automation import DAILY_CYCLE_JOB, daily_sync_schedule
+    from llm_observatory.definitions import defs
+
+    assert daily_sync_schedule.cron_schedule == "0 22 * * *"
+    assert daily_sync_schedule.execution_timezone == "UTC"
+    assert daily_sync_schedule.job_name == DAILY_CYCLE_JOB
+    moment = dt.datetime(2026, 11, 24, 22, 0, tzinfo=dt.UTC)
+    request = daily_sync_schedule(dg.build_schedule_context(scheduled_execution_time=moment))
+    assert request.partition_key == "2026-11-23"
+    assert request.run_key == "daily-2026-11-23"
+    job = defs.resolve_job_def(DAILY_CYCLE_JOB)
+    selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    for table in TABLES:
+        assert {f"bronze/{table.name}", f"silver/{table.name}", f"sync/{table.name}"} <= selected
+    assert "gold/daily_metrics" in selected
+    too_early = daily_sync_schedule(
+        dg.build_schedule_context(scheduled_execution_time=dt.datetime(2020, 1, 1, 22))
+    )
+    assert isinstance(too_early, dg.SkipReason)

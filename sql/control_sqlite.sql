@@ -1,0 +1,52 @@
+-- Control database of llm-observatory: watermarks, sqlite.
+-- Generated from llm_observatory/sql_scripts.py by
+--   python -m llm_observatory.sql_scripts sql/
+-- Do not edit by hand: edit sql_scripts.py and regenerate. Idempotent: safe to run again.
+-- SQLite has no stored procedures: no usp_update_watermark here; the pipeline writes
+-- watermark rows itself (llm_observatory/resources/control.py).
+-- SQLite has no ADD COLUMN IF NOT EXISTS: a migration_watermark created before run_id and
+-- lake_versions existed needs `ALTER TABLE migration_watermark ADD COLUMN run_id
+-- VARCHAR(64)` and `... ADD COLUMN lake_versions TEXT` once, by hand. CREATE VIEW IF NOT
+-- EXISTS keeps an older current_watermark: drop it first to pick up a changed definition.
+
+-- The watermark table: one row per incremental cycle and table.
+CREATE TABLE IF NOT EXISTS migration_watermark (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_name VARCHAR(128) NOT NULL,
+    last_extracted_timestamp DATETIME,
+    last_modified_timestamp DATETIME,
+    extraction_start_time DATETIME,
+    extraction_end_time DATETIME,
+    rows_extracted BIGINT,
+    rows_validated BIGINT,
+    status VARCHAR(16) NOT NULL,
+    error_message TEXT,
+    run_id VARCHAR(64),
+    lake_versions TEXT,
+    CONSTRAINT ck_migration_watermark_status CHECK (status IN ('STARTED', 'COMPLETED', 'FAILED'))
+);
+
+CREATE INDEX IF NOT EXISTS ix_migration_watermark_table_status ON migration_watermark (table_name, status, id);
+
+-- The watermark in force per table: its latest COMPLETED row.
+CREATE VIEW IF NOT EXISTS current_watermark
+AS
+SELECT
+    w.id,
+    w.table_name,
+    w.last_extracted_timestamp,
+    w.last_modified_timestamp,
+    w.extraction_start_time,
+    w.extraction_end_time,
+    w.rows_extracted,
+    w.rows_validated,
+    w.status,
+    w.error_message,
+    w.run_id,
+    w.lake_versions
+FROM migration_watermark AS w
+WHERE w.status = 'COMPLETED'
+  AND w.id = (
+      SELECT MAX(c.id) FROM migration_watermark AS c
+      WHERE c.table_name = w.table_name AND c.status = 'COMPLETED'
+  );

@@ -257,6 +257,112 @@ def verify(
     return EXIT_FAILED if differing else EXIT_OK
 
 
+def sync(
+    table_names: list[str] | None,
+    changes_only: bool = False,
+    overlap_minutes: float | None = None,
+    reconcile_days: int | None = None,
+    rotation_days: int | None = None,
+    out=sys.stdout,
+) -> int:
+    """One incremental cycle per table now, through the `sync_lake` job (what the schedule
+    and the sensor run). 0 when every cycle completed; on failure the watermark and the lake
+    are as they were."""
+    _prepare_environment()
+    import dagster as dg
+
+    from llm_observatory.assets.sync import sync_key, sync_op_name
+    from llm_observatory.automation import SYNC_JOB
+    from llm_observatory.definitions import defs
+
+    tables = _selected_tables(table_names)
+    config: dict = {}
+    if changes_only:
+        config["reconcile_recent_days"] = 0
+    if overlap_minutes is not None:
+        config["overlap_minutes"] = overlap_minutes
+    if reconcile_days is not None:
+        config["reconcile_recent_days"] = reconcile_days
+    if rotation_days is not None:
+        config["rotation_period_days"] = rotation_days
+    run_config = {
+        **QUIET_RUN_CONFIG,
+        "ops": {sync_op_name(table): {"config": dict(config)} for table in tables},
+    }
+    print(f"sync: one cycle of {', '.join(t.name for t in tables)}", file=out, flush=True)
+    started = time.perf_counter()
+    result = defs.resolve_job_def(SYNC_JOB).execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+        run_config=run_config,
+        asset_selection=[sync_key(table) for table in tables],
+        tags={"llm_observatory/command": "sync", "llm_observatory/cycle": "manual"},
+    )
+    for event in result.get_asset_materialization_events():
+        metadata = event.event_specific_data.materialization.metadata
+        name = event.event_specific_data.materialization.asset_key.path[-1]
+
+        def value(key, metadata=metadata):
+            entry = metadata.get(key)
+            return None if entry is None else entry.value
+
+        print(
+            f"  {name}: {value('rows_extracted')} row(s) extracted, "
+            f"{value('changes_upserted_rows')} new version(s) merged "
+            f"({value('changes_unchanged_rows')} already in the lake), "
+            f"{len(value('days_rewritten') or [])} day(s) rewritten; reconciled "
+            f"{len(value('days_reconciled') or [])} day(s): {value('deleted_keys')} deleted, "
+            f"{value('moved_keys')} moved, {value('repaired_keys')} repaired; "
+            f"watermark {value('extracted_from') and value('watermark_before')} -> "
+            f"{metadata['watermark'].value if 'watermark' in metadata else None}; "
+            f"lag {value('lag_seconds')} s",
+            file=out,
+        )
+    failed_checks = _failed_checks(result)
+    for failure in result.get_step_failure_events():
+        error = failure.event_specific_data.error
+        message = error.message.strip() if error else "unknown error"
+        print(f"error: {failure.step_key}: {message}", file=sys.stderr)
+    for check in failed_checks:
+        print(f"error: check failed: {check}", file=sys.stderr)
+    ok = result.success and not failed_checks
+    print(
+        f"sync: {'completed' if ok else 'FAILED (watermark and lake left as they were)'} in "
+        f"{_format_seconds(time.perf_counter() - started)}",
+        file=out,
+    )
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def setup_control(out=sys.stdout) -> int:
+    """Applies the control database's DDL (`sql/control_<dialect>.sql`), idempotently."""
+    import sqlalchemy as sa
+
+    from llm_observatory import settings
+    from llm_observatory.sql_scripts import DIALECTS, apply_script, control_ddl
+
+    settings.home().mkdir(parents=True, exist_ok=True)
+    url = sa.make_url(settings.resolved(settings.control_url()))
+    dialect = url.get_backend_name()
+    if dialect not in DIALECTS:
+        print(
+            f"error: no control DDL for {dialect}; supported: {', '.join(DIALECTS)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    engine = sa.create_engine(url)
+    try:
+        statements = apply_script(engine, control_ddl(dialect))
+    finally:
+        engine.dispose()
+    print(
+        f"setup-control: {statements} statement(s) of the {dialect} control DDL applied to "
+        f"{url.render_as_string(hide_password=True)}",
+        file=out,
+    )
+    return EXIT_OK
+
+
 def demo(days: int, rows_per_day: int, seed: int, out=sys.stdout) -> int:
     """Builds the SQLite demo source, migrates every day of it, and prints the verdict."""
     from llm_observatory import settings
@@ -343,6 +449,32 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fingerprint every column, so a value changed in transit is found too",
     )
+
+    sync_parser = commands.add_parser(
+        "sync", help="one incremental cycle now (what the daily schedule and sensors run)"
+    )
+    sync_parser.add_argument(
+        "--table", action="append", dest="tables", help="a source table (repeatable)"
+    )
+    sync_parser.add_argument(
+        "--changes-only",
+        action="store_true",
+        help="merge changed rows only, reconcile nothing (what the sensor runs)",
+    )
+    sync_parser.add_argument(
+        "--overlap-minutes", type=float, help="re-read this far behind the watermark (10)"
+    )
+    sync_parser.add_argument(
+        "--reconcile-days", type=int, help="recent days re-proven against the source (2)"
+    )
+    sync_parser.add_argument(
+        "--rotation-days",
+        type=int,
+        help="every older day is re-proven once per this many cycles (30; 0 = never)",
+    )
+    commands.add_parser(
+        "setup-control", help="create the control database's watermark table (idempotent)"
+    )
     return parser
 
 
@@ -359,6 +491,16 @@ def main(argv: list[str] | None = None) -> int:
             return backfill(args.start, args.end, args.tables)
         if args.command == "report":
             return report()
+        if args.command == "sync":
+            return sync(
+                args.tables,
+                changes_only=args.changes_only,
+                overlap_minutes=args.overlap_minutes,
+                reconcile_days=args.reconcile_days,
+                rotation_days=args.rotation_days,
+            )
+        if args.command == "setup-control":
+            return setup_control()
         if args.command == "verify":
             return verify(args.start, args.end, args.tables, deep=args.deep)
     except ValueError as error:

@@ -39,7 +39,9 @@ cutover_report_job = dg.define_asset_job(
 
 def build_resources() -> dict:
     return {
-        "source": SourceDatabase(url=settings.source_url()),
+        "source": SourceDatabase(
+            url=settings.source_url(), isolation_level=settings.source_isolation_level()
+        ),
         "lake": LakeResource(
             url=settings.lake_url(),
             azure_storage_connection_string=settings.azure_connection_string(),

@@ -36,6 +36,11 @@ def source_url():
     return _from_env("LLM_OBS_SOURCE_URL", demo_source_url())
 
 
+def source_isolation_level():
+    """SNAPSHOT, READ COMMITTED, READ UNCOMMITTED (NOLOCK)...; unset: the database's default."""
+    return _from_env("LLM_OBS_SOURCE_ISOLATION", None)
+
+
 def lake_url():
     return _from_env("LLM_OBS_LAKE_URL", str(home() / "lake"))
 

@@ -527,3 +527,48 @@ def test_schedule_runs_the_closed_day_and_a_full_cycle_at_2200_utc():
         dg.build_schedule_context(scheduled_execution_time=dt.datetime(2020, 1, 1, 22))
     )
     assert isinstance(too_early, dg.SkipReason)
+
+
+def test_updates_stamped_by_the_source_trigger_are_captured(postgres_url, tmp_path):
+    """With `sql/prepare_source_postgresql.sql` applied, an application's UPDATE that does not
+    touch last_modified is still seen: the trigger stamps it with the source's clock."""
+    from pathlib import Path
+
+    from llm_observatory.sql_scripts import apply_script
+
+    generate_source(
+        postgres_url, start_date=START, days=1, rows_per_day=60, seed=3, defects=DEFECTS
+    )
+    engine = sa.create_engine(postgres_url)
+    script = Path(__file__).resolve().parents[1] / "sql" / "prepare_source_postgresql.sql"
+    apply_script(engine, script.read_text())
+    apply_script(engine, script.read_text())  # idempotent
+    engine.dispose()
+    migration = Migration(postgres_url, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize(
+        HISTORY_ASSETS,
+        partition_key=START.isoformat(),
+        resources={"source": migration.source, "lake": migration.lake},
+        instance=instance,
+    ).success
+    migration.cycle()
+    interactions = migration.interactions()
+    with migration.engine.connect() as connection:
+        key = connection.execute(sa.select(sa.func.min(interactions.c.interaction_id))).scalar()
+    migration.execute(
+        sa.update(interactions)
+        .where(interactions.c.interaction_id == key)
+        .values(response="corrected by the application")
+    )
+    result = migration.cycle()
+    assert result.changes.upserted_rows == 1
+    silver = _lake_rows(silver_location(migration.lake, LLM_INTERACTIONS), "interaction_id")
+    quarantine = quarantine_location(migration.lake, LLM_INTERACTIONS)
+    quarantined = _lake_rows(quarantine, "interaction_id")
+    lake_row = {**silver, **quarantined}[key]
+    assert lake_row["response"] == "corrected by the application"
+    watermark = migration.control.completed_watermark("llm_interactions")
+    assert watermark.last_extracted_timestamp == lake_row["last_modified"]
+    assert watermark.last_extracted_timestamp > dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
+    migration.engine.dispose()

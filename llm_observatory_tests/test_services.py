@@ -87,12 +87,11 @@ def test_postgres_listens_on_loopback_only(postgres_server: PostgresServer) -> N
     try:
         with engine.connect() as conn:
             assert conn.execute(sa.text("SHOW listen_addresses")).scalar_one() == "127.0.0.1"
-            postmaster_pid = conn.execute(
-                sa.text("SELECT pg_backend_pid()")
-            ).scalar_one()  # a backend; its parent is the postmaster
+            backend_pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            # Asked while the backend lives: once the connection closes it exits.
+            postmaster = psutil.Process(backend_pid).parent()
     finally:
         engine.dispose()
-    postmaster = psutil.Process(postmaster_pid).parent()
     listening = [
         c.laddr for c in postmaster.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
     ]

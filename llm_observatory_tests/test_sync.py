@@ -572,3 +572,68 @@ def test_updates_stamped_by_the_source_trigger_are_captured(postgres_url, tmp_pa
     assert watermark.last_extracted_timestamp == lake_row["last_modified"]
     assert watermark.last_extracted_timestamp > dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
     migration.engine.dispose()
+
+
+@pytest.mark.parametrize("level", ["SNAPSHOT", "READ UNCOMMITTED", "nolock"])
+def test_reads_at_a_configured_isolation_level_stream_every_row(postgres_url, level):
+    generate_source(
+        postgres_url, start_date=START, days=1, rows_per_day=80, seed=9, defects=DEFECTS
+    )
+    plain = SourceDatabase(url=postgres_url)
+    isolated = SourceDatabase(url=postgres_url, isolation_level=level)
+    described = plain.describe_table(LLM_INTERACTIONS)
+    start = dt.datetime.combine(START, dt.time(), tzinfo=dt.UTC)
+    end = start + dt.timedelta(days=1)
+
+    def keys(source, batches):
+        return sorted(key for batch in batches for key in batch.column(0).to_pylist())
+
+    expected = keys(plain, plain.stream_range(described, start, end))
+    assert len(expected) == 80
+    assert keys(isolated, isolated.stream_range(described, start, end)) == expected
+    high_water = isolated.latest_change(described)
+    assert keys(isolated, isolated.stream_changes(described, None, high_water)) == expected
+    plain.dispose()
+    isolated.dispose()
+
+
+def test_a_concurrent_rewrite_makes_the_cycle_fail_safely_and_the_next_converge(
+    migration, monkeypatch
+):
+    """A backfill run rewrites a day of silver while a cycle is merging: the cycle's commits,
+    made against the versions it read, are refused; what it had committed is undone, the
+    backfill's rewrite stays, and the next cycle converges."""
+    from llm_observatory.incremental import merge
+
+    migration.cycle()
+    watermark = migration.control.completed_watermark("llm_interactions")
+    change_some_rows(migration)
+    real_route = merge._route
+    rewritten = []
+
+    def route_while_a_backfill_runs(*args, **kwargs):
+        if not rewritten:
+            day = START.isoformat()
+            result = dg.materialize(
+                [asset for asset in silver_assets if asset.key.path[-1] == "llm_interactions"],
+                partition_key=day,
+                resources={"source": migration.source, "lake": migration.lake},
+                instance=dg.DagsterInstance.ephemeral(),
+            )
+            assert result.success
+            rewritten.append(day)
+        return real_route(*args, **kwargs)
+
+    monkeypatch.setattr(merge, "_route", route_while_a_backfill_runs)
+    silver_version = delta_lake.table_version(silver_location(migration.lake, LLM_INTERACTIONS))
+    with pytest.raises(delta_lake.LakeWriteError, match="changed since version"):
+        migration.cycle()
+    assert migration.control.completed_watermark("llm_interactions").id == watermark.id
+    # The backfill's silver commit is the newest content of silver; nothing of the cycle's.
+    silver = delta_lake.open_table(silver_location(migration.lake, LLM_INTERACTIONS))
+    assert silver.version() == silver_version + 1
+    assert "cycle_id" not in json.dumps(silver.history(1)[0])
+
+    monkeypatch.setattr(merge, "_route", real_route)
+    migration.cycle()
+    assert_lake_matches_source(migration)

@@ -191,31 +191,66 @@ def initial_watermark(lake: LakeResource, table: TableSpec) -> dt.datetime | Non
     return min(marks)
 
 
+def _commit_days(entry: dict) -> set[str] | None:
+    """The days a commit of ours changed (from its metadata); None when it does not say."""
+    days = entry.get(f"{COMMIT_METADATA_PREFIX}days")
+    if days:
+        return set(json.loads(days))
+    partition = entry.get(f"{COMMIT_METADATA_PREFIX}partition")
+    return {partition} if partition else None
+
+
 def undo_cycle(
     lake: LakeResource, table: TableSpec, tag: str, versions_before: dict[str, int | None]
 ) -> list[str]:
     """Puts back, in every lake table, the partitions a cycle's commits changed, as they were
-    before it; returns what was undone. Commits of others made since are left alone."""
+    before it; returns what was undone.
+
+    A day that another writer (a backfill run) rewrote after the cycle is left as that writer
+    left it: its content is newer than the cycle's and undoing would lose it.
+    """
     undone = []
     for name, location in lake_locations(lake, table).items():
         delta = open_table(location)
         if delta is None:
             continue
         before = versions_before.get(name)
-        days: set[str] = set()
-        for entry in delta.history():
+        ours: set[str] = set()
+        first_ours: int | None = None
+        later: list[dict] = []
+        for entry in sorted(delta.history(), key=lambda item: item.get("version", -1)):
             version = entry.get("version")
-            if before is not None and version is not None and version <= before:
+            if version is None or (before is not None and version <= before):
                 continue
             if entry.get(f"{COMMIT_METADATA_PREFIX}cycle_id") == tag:
-                days.update(json.loads(entry.get(f"{COMMIT_METADATA_PREFIX}days", "[]")))
-        if not days:
+                ours |= _commit_days(entry) or set()
+                first_ours = version if first_ours is None else first_ours
+            elif first_ours is not None:
+                later.append(entry)
+        if not ours:
+            continue
+        for entry in later:
+            if entry.get(f"{COMMIT_METADATA_PREFIX}operation") == "undo":
+                continue
+            theirs = _commit_days(entry)
+            if theirs is None:
+                logger.error(
+                    "%s: an unrecognised commit (version %s) followed cycle %s; not undoing it "
+                    "there, reconciliation will find any difference",
+                    location.uri,
+                    entry.get("version"),
+                    tag,
+                )
+                ours = set()
+                break
+            ours -= theirs
+        if not ours:
             continue
         snapshot = snapshot_partition(
-            location, [("date", "in", sorted(days))], version=before if before is not None else -1
+            location, [("date", "in", sorted(ours))], version=before if before is not None else -1
         )
         restore_partition(snapshot, f"undo of sync cycle {tag}")
-        undone.append(f"{name}: {len(days)} day(s)")
+        undone.append(f"{name}: {len(ours)} day(s)")
     return undone
 
 

@@ -37,6 +37,7 @@ from llm_observatory.io.delta_lake import (
     count_partition_rows,
     scan_partition,
     table_schema,
+    table_version,
 )
 from llm_observatory.layout import (
     DATE_FIELD,
@@ -54,6 +55,7 @@ from llm_observatory.layout import (
 )
 from llm_observatory.quality import evaluate
 from llm_observatory.resources.lake import LakeLocation, LakeResource
+from llm_observatory.resources.source import read_ahead
 from llm_observatory.tables import LLM_INTERACTIONS, TableSpec
 
 SPILL_BATCH_ROWS = 16_384
@@ -93,20 +95,30 @@ class CapturedRows:
 
     path: Path
     schema: pa.Schema
-    keys: list = field(default_factory=list)
+    key_name: str
+    key_chunks: list = field(default_factory=list)
     versions: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     days: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     bytes_read: int = 0
 
     @property
     def rows(self) -> int:
-        return len(self.keys)
+        return len(self.versions)
+
+    @property
+    def keys(self) -> pa.Array:
+        """Every captured key as one Arrow array (compact: no Python object per key)."""
+        if not self.key_chunks:
+            return pa.array([], self.schema.field(self.key_name).type)
+        if len(self.key_chunks) > 1:
+            self.key_chunks = [pa.concat_arrays(self.key_chunks)]
+        return self.key_chunks[0]
 
     @classmethod
     def capture(
         cls, batches: Iterable[pa.RecordBatch], table: TableSpec, schema: pa.Schema, path: Path
     ) -> CapturedRows:
-        captured = cls(path=path, schema=schema)
+        captured = cls(path=path, schema=schema, key_name=table.key)
         versions, days = [], []
         with pq.ParquetWriter(path, schema, compression="zstd", compression_level=1) as writer:
             for batch in batches:
@@ -114,7 +126,7 @@ class CapturedRows:
                     continue
                 writer.write_batch(batch)
                 captured.bytes_read += batch.nbytes
-                captured.keys.extend(batch.column(table.key).to_pylist())
+                captured.key_chunks.append(batch.column(table.key))
                 versions.append(version_micros(batch.column(table.change_column)))
                 days.append(day_numbers(batch.column(table.event_time)))
         if versions:
@@ -235,8 +247,9 @@ def _route(batch: pa.RecordBatch, table: TableSpec, source_schema: pa.Schema):
 def _keep_rows(
     location: LakeLocation, day: dt.date, table: TableSpec, drop: _KeySet, columns: list[str]
 ) -> Iterator[pa.RecordBatch]:
-    """The day's current rows of a table, without the dropped keys (file columns only)."""
-    for batch in scan_partition(location, day_filter(day), columns):
+    """The day's current rows of a table, without the dropped keys (file columns only); files
+    are decoded in a thread ahead of the consumer, which encodes (pyarrow releases the GIL)."""
+    for batch in read_ahead(scan_partition(location, day_filter(day), columns), depth=2):
         dropped = drop.mask(batch.column(table.key))
         yield batch.filter(pa.array(~dropped)) if dropped.any() else batch
 
@@ -257,17 +270,26 @@ def apply_changes(
     `deleted` is the subset to record under `silver/_deleted`.
     """
     outcome = MergeOutcome()
+    # Everything below is derived from these versions; the commits are made against them, so
+    # a concurrent rewrite of the same table makes this merge fail instead of undoing it.
+    read_versions = {
+        "bronze": table_version(bronze_location(lake, table)),
+        "silver": table_version(silver_location(lake, table)),
+        "quarantine": table_version(quarantine_location(lake, table)),
+    }
     removals = {day: set(keys) for day, keys in (removals or {}).items() if keys}
     deleted = deleted or {}
 
     # 1. The latest captured version per key, minus what the lake already holds.
     upserts: dict[object, tuple[int, dt.date]] = {}
     winner_rows = np.empty(0, np.int64)
+    winner_keys: list = []
     if captured is not None and captured.rows:
         outcome.captured_rows = captured.rows
         winner_rows = captured.latest_per_key()
-        for row in winner_rows.tolist():
-            upserts[captured.keys[row]] = (int(captured.versions[row]), as_day(captured.days[row]))
+        winner_keys = captured.keys.take(pa.array(winner_rows)).to_pylist()
+        for row, key in zip(winner_rows.tolist(), winner_keys):
+            upserts[key] = (int(captured.versions[row]), as_day(captured.days[row]))
     candidate_days = {day for _, day in upserts.values()}
     in_lake = _lake_versions(table, lake, sorted(candidate_days), _KeySet(set(upserts)))
     stale_days: dict[dt.date, set] = defaultdict(set)
@@ -289,8 +311,7 @@ def apply_changes(
     outcome.removed_keys = sum(len(keys) for keys in removals.values())
 
     keep_rows = np.zeros(captured.rows if captured else 0, dtype=bool)
-    for row in winner_rows.tolist():
-        key = captured.keys[row]
+    for row, key in zip(winner_rows.tolist(), winner_keys if len(winner_rows) else []):
         if key in upserts:
             keep_rows[row] = True
 
@@ -318,6 +339,7 @@ def apply_changes(
             else None
         ),
         file_prefix="sync",
+        read_version=read_versions["bronze"],
     )
     silver = silver_location(lake, table)
     quarantine = quarantine_location(lake, table)
@@ -327,6 +349,7 @@ def apply_changes(
         table.silver_partition_by,
         replace=day_set,
         file_prefix="sync",
+        read_version=read_versions["silver"],
     )
     quarantine_writer = DeltaPartitionWriter(
         quarantine,
@@ -334,6 +357,7 @@ def apply_changes(
         ["date"],
         replace=day_set,
         file_prefix="sync",
+        read_version=read_versions["quarantine"],
     )
     writers = [bronze_writer, quarantine_writer, silver_writer]
     expected_rows: Counter = Counter()

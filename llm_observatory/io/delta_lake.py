@@ -347,9 +347,14 @@ class DeltaPartitionWriter:
         compression_level: int = 1,
         verify_read_back: bool = True,
         file_prefix: str = "part",
+        read_version: int | None = None,
     ) -> None:
         release_large_blocks_eagerly()
         self.file_prefix = file_prefix
+        # A writer whose rows were derived from the table as of `read_version` (a merge) must
+        # not overwrite what another writer committed since: it commits against that version,
+        # once, and Delta's conflict check refuses it if the same data changed meanwhile.
+        self.read_version = read_version
         self.location = location
         self.schema = schema
         self.partition_by = list(partition_by)
@@ -496,6 +501,8 @@ class DeltaPartitionWriter:
         if not actions and self.replace is None:
             # Nothing to append: no empty commit.
             return CommitSummary(table_uri=self.location.uri, version=table.version(), files=[])
+        if self.read_version is not None:
+            return self._commit_against_read_version(table, actions, written_files, metadata)
         last_error: Exception | None = None
         for attempt in range(COMMIT_RETRIES):
             try:
@@ -518,6 +525,29 @@ class DeltaPartitionWriter:
                 time.sleep(0.2 * (attempt + 1))
         raise LakeWriteError(
             f"could not commit to {self.location.uri} after {COMMIT_RETRIES} attempts: {last_error}"
+        )
+
+    def _commit_against_read_version(
+        self, table: DeltaTable, actions: list, written_files: list, metadata: dict
+    ) -> CommitSummary:
+        table.load_as_version(self.read_version)
+        try:
+            table.create_write_transaction(
+                actions,
+                mode="overwrite" if self.replace is not None else "append",
+                schema=self.schema,
+                partition_by=self.partition_by or None,
+                partition_filters=self.replace or None,
+                commit_properties=CommitProperties(custom_metadata=metadata),
+            )
+        except CommitFailedError as error:
+            raise LakeWriteError(
+                f"{self.location.uri} changed since version {self.read_version}, which these "
+                f"rows were derived from (another run wrote it): nothing committed ({error})"
+            ) from None
+        table.update_incremental()
+        return CommitSummary(
+            table_uri=self.location.uri, version=table.version(), files=written_files
         )
 
     def abort(self) -> None:

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
@@ -142,7 +142,7 @@ class SourceDatabase(dg.ConfigurableResource):
 
     def stream_query(self, query: sa.Select, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         """A small query's rows as Arrow batches in `schema` (samples, key lists), any database."""
-        for batch in self._stream_sqlalchemy(query, schema):
+        for batch in self._stream_sqlalchemy([query], schema):
             yield conform_batch(batch, schema)
 
     @property
@@ -242,11 +242,10 @@ class SourceDatabase(dg.ConfigurableResource):
         """
         release_large_blocks_eagerly()
 
-        def all_slices():
-            for low, high in self.range_slices(start, end):
-                yield from self._stream_select(self.range_query(source, low, high), source)
-
-        for batch in _read_ahead(all_slices(), depth=2):
+        queries = (
+            self.range_query(source, low, high) for low, high in self.range_slices(start, end)
+        )
+        for batch in read_ahead(self._stream_select(queries, source), depth=2):
             yield conform_batch(batch, source.arrow_schema)
 
     def range_slices(
@@ -265,60 +264,74 @@ class SourceDatabase(dg.ConfigurableResource):
             lower = upper
         return slices
 
-    def _stream_adbc_postgresql(self, query: sa.Select) -> Iterator[pa.RecordBatch]:
+    def _stream_adbc_postgresql(self, queries: Iterable[sa.Select]) -> Iterator[pa.RecordBatch]:
+        """The queries' rows, one after the other on one connection, each in its own
+        transaction (a slice never holds a snapshot longer than its own read)."""
         import adbc_driver_postgresql.dbapi as adbc_pg
         from sqlalchemy.dialects import postgresql
 
-        # PostgreSQL streams a result only through COPY, and COPY takes no server-side
-        # parameters (psycopg binds client-side for it too); with `$1` parameters libpq hands
-        # the whole result over at once (4.6 GiB for a 1M-row day). So the window bounds, which
-        # are datetimes this module made, never user text, are rendered by SQLAlchemy's own
-        # typed literal processors into the statement the driver runs as COPY.
-        sql = str(
-            query.compile(
-                dialect=postgresql.psycopg.dialect(), compile_kwargs={"literal_binds": True}
-            )
-        )
         uri = self.sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
         try:
             connection = adbc_pg.connect(uri)
         except Exception as error:  # noqa: BLE001 - ADBC raises its own hierarchy
             raise SourceError(describe_error(self.sa_url, error)) from None
         try:
-            cursor = connection.cursor()
             level = self.dialect_isolation_level()
             if level is not None:
-                cursor.execute(POSTGRESQL_SET_ISOLATION[level])
-            cursor.adbc_statement.set_options(
-                **{"adbc.postgresql.batch_size_hint_bytes": str(self.adbc_batch_bytes)}
-            )
-            try:
-                cursor.execute(sql)
-                reader = cursor.fetch_record_batch()
-            except Exception as error:  # noqa: BLE001
-                raise SourceError(describe_error(self.sa_url, error)) from None
-            for batch in reader:
-                if batch.num_rows:
-                    yield batch
-            cursor.close()
+                with connection.cursor() as cursor:
+                    cursor.execute(POSTGRESQL_SET_ISOLATION[level])
+                connection.commit()  # the level applies from the next transaction on
+            for query in queries:
+                # PostgreSQL streams a result only through COPY, and COPY takes no server-side
+                # parameters (psycopg binds client-side for it too); with `$1` parameters libpq
+                # hands the whole result over at once (4.6 GiB for a 1M-row day). So the window
+                # bounds, which are datetimes this module made, never user text, are rendered
+                # by SQLAlchemy's own typed literal processors into the statement run as COPY.
+                sql = str(
+                    query.compile(
+                        dialect=postgresql.psycopg.dialect(),
+                        compile_kwargs={"literal_binds": True},
+                    )
+                )
+                cursor = connection.cursor()
+                cursor.adbc_statement.set_options(
+                    **{"adbc.postgresql.batch_size_hint_bytes": str(self.adbc_batch_bytes)}
+                )
+                try:
+                    cursor.execute(sql)
+                    reader = cursor.fetch_record_batch()
+                except Exception as error:  # noqa: BLE001
+                    raise SourceError(describe_error(self.sa_url, error)) from None
+                for batch in reader:
+                    if batch.num_rows:
+                        yield batch
+                cursor.close()
+                connection.commit()
         finally:
             connection.close()
 
-    def _stream_sqlalchemy(self, query: sa.Select, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    def _stream_sqlalchemy(
+        self, queries: Iterable[sa.Select], schema: pa.Schema
+    ) -> Iterator[pa.RecordBatch]:
+        """The queries' rows on one connection, each query in its own transaction."""
         try:
             with self.engine.connect() as connection:
-                result = self._isolated(connection).execution_options(
-                    stream_results=True, yield_per=self.batch_rows
-                ).execute(query)
-                for rows in result.partitions(self.batch_rows):
-                    columns = list(zip(*rows)) if rows else [[] for _ in schema]
-                    yield pa.record_batch(
-                        [
-                            pa.array(values, type=field.type)
-                            for values, field in zip(columns, schema)
-                        ],
-                        schema=schema,
-                    )
+                connection = self._isolated(connection)
+                for query in queries:
+                    result = connection.execution_options(
+                        stream_results=True, yield_per=self.batch_rows
+                    ).execute(query)
+                    for rows in result.partitions(self.batch_rows):
+                        columns = list(zip(*rows)) if rows else [[] for _ in schema]
+                        yield pa.record_batch(
+                            [
+                                pa.array(values, type=field.type)
+                                for values, field in zip(columns, schema)
+                            ],
+                            schema=schema,
+                        )
+                    result.close()
+                    connection.commit()
         except sa.exc.SQLAlchemyError as error:
             raise SourceError(describe_error(self.sa_url, error)) from None
 
@@ -409,17 +422,18 @@ class SourceDatabase(dg.ConfigurableResource):
         """Every row changed in `(after, up_to]`, in the declared schema, slice by slice."""
         release_large_blocks_eagerly()
 
-        def all_slices():
-            for low, high in self.change_slices(after, up_to):
-                yield from self._stream_select(self.changes_query(source, low, high), source)
-
-        for batch in _read_ahead(all_slices(), depth=2):
+        queries = (
+            self.changes_query(source, low, high) for low, high in self.change_slices(after, up_to)
+        )
+        for batch in read_ahead(self._stream_select(queries, source), depth=2):
             yield conform_batch(batch, source.arrow_schema)
 
-    def _stream_select(self, query: sa.Select, source: SourceTable) -> Iterator[pa.RecordBatch]:
+    def _stream_select(
+        self, queries: Iterable[sa.Select], source: SourceTable
+    ) -> Iterator[pa.RecordBatch]:
         if self.dialect_name == "postgresql":
-            return self._stream_adbc_postgresql(query)
-        return self._stream_sqlalchemy(query, source.arrow_schema)
+            return self._stream_adbc_postgresql(queries)
+        return self._stream_sqlalchemy(queries, source.arrow_schema)
 
     def rows_by_keys(self, source: SourceTable, keys: list) -> Iterator[pa.RecordBatch]:
         """The current rows of the given keys (primary-key lookups, bound parameters)."""
@@ -429,7 +443,7 @@ class SourceDatabase(dg.ConfigurableResource):
             query = sa.select(*source.table.c).where(
                 key.in_(sa.bindparam("keys", chunk, expanding=True))
             )
-            for batch in self._stream_sqlalchemy(query, source.arrow_schema):
+            for batch in self._stream_sqlalchemy([query], source.arrow_schema):
                 yield conform_batch(batch, source.arrow_schema)
 
     def existing_keys(self, source: SourceTable, keys: list) -> set:
@@ -513,7 +527,7 @@ def _register_sqlite_functions(dbapi_connection, _record) -> None:
 _END = object()
 
 
-def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:
+def read_ahead(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:
     """Runs `batches` in a thread, `depth` batches ahead; re-raises its error in the consumer."""
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()

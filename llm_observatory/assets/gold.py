@@ -6,7 +6,13 @@ import pyarrow as pa
 
 from llm_observatory.assets.progress import Throughput
 from llm_observatory.assets.silver import silver_key
-from llm_observatory.io.delta_lake import DeltaPartitionWriter, count_partition_rows, scan_partition
+from llm_observatory.io.delta_lake import (
+    DeltaPartitionWriter,
+    count_partition_rows,
+    current_files,
+    open_table,
+    scan_partition,
+)
 from llm_observatory.layout import daily_metrics_location, day_filter, silver_location
 from llm_observatory.partitions import daily_partitions
 from llm_observatory.resources.lake import LakeResource
@@ -78,13 +84,29 @@ EMPTY_INTERACTIONS = {
 }
 
 
-def silver_interactions(lake: LakeResource, day) -> pl.DataFrame:
-    """The columns gold needs of one day's silver interactions (narrow: a few bytes a row)."""
+def day_metrics(lake: LakeResource, day) -> tuple[pa.Table, int]:
+    """Gold's rows of one day and the silver rows they summarise, one model at a time: silver
+    is laid out by model, so memory holds one model's narrow columns, not the whole day's."""
     silver = silver_location(lake, LLM_INTERACTIONS)
-    batches = list(scan_partition(silver, day_filter(day), METRIC_INPUT_COLUMNS))
-    if not batches:
-        return pl.DataFrame(schema=EMPTY_INTERACTIONS)
-    return pl.from_arrow(pa.Table.from_batches(batches))
+    table = open_table(silver)
+    models = set()
+    if table is not None:
+        for _, partition in current_files(table, day_filter(day)):
+            models.add(partition.get("model"))
+    pieces, rows = [], 0
+    for model in sorted(models, key=lambda value: (value is None, str(value))):
+        filters = [*day_filter(day), ("model", "=", str(model))] if model is not None else None
+        if filters is None:
+            continue  # silver never holds a NULL model (required:model_name)
+        batches = list(scan_partition(silver, filters, METRIC_INPUT_COLUMNS))
+        if not batches:
+            continue
+        frame = pl.from_arrow(pa.Table.from_batches(batches))
+        rows += frame.height
+        pieces.append(daily_metrics(frame, day))
+    if not pieces:
+        return daily_metrics(pl.DataFrame(schema=EMPTY_INTERACTIONS), day), 0
+    return pa.concat_tables(pieces), rows
 
 
 def rebuild_daily_metrics(lake: LakeResource, days, commit_metadata: dict) -> int | None:
@@ -101,7 +123,7 @@ def rebuild_daily_metrics(lake: LakeResource, days, commit_metadata: dict) -> in
     )
     try:
         for day in days:
-            writer.write(daily_metrics(silver_interactions(lake, day), day))
+            writer.write(day_metrics(lake, day)[0])
     except BaseException:
         writer.abort()
         raise
@@ -136,9 +158,8 @@ def daily_metrics_asset(context: dg.AssetExecutionContext, lake: LakeResource):
     day = context.partition_time_window.start.date()
     progress = Throughput(log=context.log, label=f"gold/daily_metrics {day}")
     silver = silver_location(lake, LLM_INTERACTIONS)
-    interactions = silver_interactions(lake, day)
-    progress.add(interactions.height, interactions.estimated_size())
-    metrics = daily_metrics(interactions, day)
+    metrics, interactions = day_metrics(lake, day)
+    progress.add(interactions, 0)
     writer = DeltaPartitionWriter(
         daily_metrics_location(lake), DAILY_METRICS_SCHEMA, ["date"], replace=day_filter(day)
     )
@@ -150,7 +171,7 @@ def daily_metrics_asset(context: dg.AssetExecutionContext, lake: LakeResource):
         metadata={
             "dagster/row_count": metrics.num_rows,
             **progress.metadata(),
-            "interactions": interactions.height,
+            "interactions": interactions,
             "lake_bytes": summary.bytes,
             "models": dg.MetadataValue.json(metrics.column("model").to_pylist()),
             "delta_version": summary.version,

@@ -113,7 +113,10 @@ class CycleResult:
 
     @property
     def watermark(self) -> dt.datetime | None:
-        return self.high_water or self.watermark_before
+        """The new watermark: the high-water mark, never behind the previous one (the source's
+        maximum drops when its newest rows are deleted; what lay between is gone anyway)."""
+        marks = [mark for mark in (self.high_water, self.watermark_before) if mark is not None]
+        return max(marks) if marks else None
 
     @property
     def days_changed(self) -> list[str]:

@@ -59,6 +59,9 @@ from llm_observatory.resources.source import read_ahead
 from llm_observatory.tables import LLM_INTERACTIONS, TableSpec
 
 SPILL_BATCH_ROWS = 16_384
+# Kept rows are re-read in small batches: with a few in flight (read-ahead) and the writer's
+# buffers, memory stays bounded whatever the day's size.
+REWRITE_BATCH_ROWS = 4_096
 EPOCH_DAY = dt.date(1970, 1, 1)
 
 
@@ -201,7 +204,11 @@ class _KeySet:
     def mask(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
         if self.hashes is None or len(keys) == 0:
             return np.zeros(len(keys), dtype=bool)
-        candidates = np.isin(key_hashes(keys), self.hashes)
+        # `hashes` is sorted and unique: a binary search per key, no re-sorting per batch
+        # (np.isin sorts both sides on every call).
+        probes = key_hashes(keys)
+        positions = np.searchsorted(self.hashes, probes)
+        candidates = self.hashes[np.minimum(positions, len(self.hashes) - 1)] == probes
         if not candidates.any():
             return candidates
         positions = np.flatnonzero(candidates)
@@ -249,7 +256,8 @@ def _keep_rows(
 ) -> Iterator[pa.RecordBatch]:
     """The day's current rows of a table, without the dropped keys (file columns only); files
     are decoded in a thread ahead of the consumer, which encodes (pyarrow releases the GIL)."""
-    for batch in read_ahead(scan_partition(location, day_filter(day), columns), depth=2):
+    batches = scan_partition(location, day_filter(day), columns, batch_rows=REWRITE_BATCH_ROWS)
+    for batch in read_ahead(batches, depth=2):
         dropped = drop.mask(batch.column(table.key))
         yield batch.filter(pa.array(~dropped)) if dropped.any() else batch
 

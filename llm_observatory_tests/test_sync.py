@@ -248,9 +248,19 @@ def test_changes_reach_silver_and_gold_and_rerunning_changes_nothing(migration):
         )
     )
     migration.execute(sa.delete(interactions).where(interactions.c.interaction_id == keys[4]))
+    # A correction that dates a row months back: a day the lake never had.
+    migration.execute(
+        sa.update(interactions)
+        .where(interactions.c.interaction_id == keys[5])
+        .values(
+            timestamp=dt.datetime(2026, 8, 15, 23, 59, 59, 999999, tzinfo=dt.UTC),
+            last_modified=now,
+        )
+    )
 
     second = migration.cycle()
-    assert second.changes.upserted_rows == 5
+    assert second.changes.upserted_rows == 6
+    assert "2026-08-15" in second.days_changed
     assert second.deleted_keys == 1
     assert_lake_matches_source(migration)
     deleted = read_all(deleted_location(migration.lake, LLM_INTERACTIONS))

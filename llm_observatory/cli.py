@@ -334,6 +334,36 @@ def sync(
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def plan(
+    streams: int, bandwidth_mbps: float, as_json: bool, table_names=None, out=sys.stdout
+) -> int:
+    """Source inventory and the capacity estimate, from the catalog and the instance's runs."""
+    _prepare_environment()
+    import dagster as dg
+
+    from llm_observatory.definitions import build_resources
+    from llm_observatory.plan import build_plan
+    from llm_observatory.resources.source import SourceDatabase, SourceError
+    from llm_observatory.settings import resolved
+
+    source = SourceDatabase(url=resolved(build_resources()["source"].url))
+    try:
+        result = build_plan(
+            source,
+            _selected_tables(table_names),
+            dg.DagsterInstance.get(),
+            streams=streams,
+            bandwidth_mbps=bandwidth_mbps,
+        )
+    except SourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        source.dispose()
+    print(result.to_json() if as_json else result.to_text(), file=out)
+    return EXIT_OK
+
+
 def setup_control(out=sys.stdout) -> int:
     """Applies the control database's DDL (`sql/control_<dialect>.sql`), idempotently."""
     import sqlalchemy as sa
@@ -472,6 +502,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="every older day is re-proven once per this many cycles (30; 0 = never)",
     )
+    plan_parser = commands.add_parser(
+        "plan", help="source inventory and the capacity estimate (hours, bottleneck, daily load)"
+    )
+    plan_parser.add_argument(
+        "--streams", type=int, default=4, help="concurrent source streams (default 4)"
+    )
+    plan_parser.add_argument(
+        "--bandwidth-mbps", type=float, default=100.0, help="network to ADLS (default 100)"
+    )
+    plan_parser.add_argument("--json", action="store_true", help="machine-readable output")
+    plan_parser.add_argument(
+        "--table", action="append", dest="tables", help="a source table (repeatable)"
+    )
     commands.add_parser(
         "setup-control", help="create the control database's watermark table (idempotent)"
     )
@@ -499,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
                 reconcile_days=args.reconcile_days,
                 rotation_days=args.rotation_days,
             )
+        if args.command == "plan":
+            return plan(args.streams, args.bandwidth_mbps, args.json, args.tables)
         if args.command == "setup-control":
             return setup_control()
         if args.command == "verify":

@@ -1,0 +1,362 @@
+"""`llm-observatory plan`: how big the source is, how fast this deployment moves it, how long
+the whole migration and each day's incremental load will take, and what limits them.
+
+The inventory comes from the database catalog where there is one (SQL Server's
+`sys.dm_db_partition_stats`, as the migration guide's Phase 0 query; PostgreSQL's `pg_class`
+and `pg_total_relation_size`), with rows per UTC day from a grouped count over the event-time
+index. Speeds come from what runs in this Dagster instance measured (bronze materializations for
+the source side, silver for the workers, sync cycles for the daily load); where nothing ran yet,
+the figures measured on the reference machine stand in, and the plan says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+
+import sqlalchemy as sa
+
+from llm_observatory.resources.source import SourceDatabase, SourceError, describe_error
+from llm_observatory.tables import TableSpec
+
+DEFAULT_BANDWIDTH_MBPS = 100.0
+DEFAULT_STREAMS = 4
+# Reference figures (bench, 1M rows of ~2.2 KB, 2 cores) used until this instance has runs.
+REFERENCE_EXTRACT_ROWS_PER_S = 100_000.0
+REFERENCE_WORKER_ROWS_PER_S = 60_000.0
+REFERENCE_LAKE_TO_SOURCE = 0.13
+RECENT_RUNS = 20
+
+
+@dataclass
+class TableInventory:
+    table: str
+    rows: int
+    bytes: int | None
+    rows_source: str  # catalog | count
+    first_day: str | None = None
+    last_day: str | None = None
+    days: int = 0
+    rows_per_day: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def mean_rows_per_day(self) -> float:
+        return self.rows / self.days if self.days else 0.0
+
+
+@dataclass
+class Speeds:
+    extract_rows_per_s: float
+    extract_measured_runs: int
+    worker_rows_per_s: float
+    worker_measured_runs: int
+    lake_to_source_bytes: float
+    compression_measured_runs: int
+    sync_seconds_per_cycle: float | None
+    sync_measured_cycles: int
+
+
+@dataclass
+class Plan:
+    generated_at: str
+    source: str
+    streams: int
+    bandwidth_mbps: float
+    inventory: list[TableInventory]
+    speeds: Speeds
+    total_rows: int
+    total_source_bytes: int
+    lake_bytes_estimate: int
+    hours: dict[str, float]
+    bottleneck: str
+    migration_hours: float
+    daily_rows: float
+    daily_incremental_hours: float
+    assumptions: list[str]
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        return json.dumps(data, indent=2, default=str)
+
+    def to_text(self) -> str:
+        lines = [
+            f"Capacity plan for {self.source} ({self.generated_at})",
+            "",
+            "| table | rows | size | days | first day | last day | mean rows/day |",
+            "|---|---:|---:|---:|---|---|---:|",
+        ]
+        for item in self.inventory:
+            size = "?" if item.bytes is None else _size(item.bytes)
+            lines.append(
+                f"| {item.table} | {item.rows:,} ({item.rows_source}) | {size} | {item.days} | "
+                f"{item.first_day or '-'} | {item.last_day or '-'} | "
+                f"{item.mean_rows_per_day:,.0f} |"
+            )
+        speeds = self.speeds
+        lines += [
+            "",
+            f"Streams: {self.streams}; bandwidth {self.bandwidth_mbps:,.0f} Mbps",
+            f"Extraction: {speeds.extract_rows_per_s:,.0f} rows/s per stream "
+            f"({_measured(speeds.extract_measured_runs, 'bronze run')})",
+            f"Workers (silver + gold): {speeds.worker_rows_per_s:,.0f} rows/s per worker "
+            f"({_measured(speeds.worker_measured_runs, 'silver run')})",
+            f"Lake bytes / source bytes: {speeds.lake_to_source_bytes:.2f} "
+            f"({_measured(speeds.compression_measured_runs, 'bronze run')})",
+            "",
+            "| limit | time |",
+            "|---|---:|",
+        ]
+        for name, hours in self.hours.items():
+            marker = " (bottleneck)" if name == self.bottleneck else ""
+            lines.append(f"| {name}{marker} | {_duration(hours)} |")
+        lines += [
+            "",
+            f"Migration of everything: {_duration(self.migration_hours)} "
+            f"({self.total_rows:,} rows, {_size(self.total_source_bytes)} at the source, about "
+            f"{_size(self.lake_bytes_estimate)} in the lake); bottleneck: {self.bottleneck}",
+            f"Daily incremental load: {self.daily_rows:,.0f} rows/day -> "
+            f"{_duration(self.daily_incremental_hours)}",
+        ]
+        lines += [f"Assumption: {text}" for text in self.assumptions]
+        return "\n".join(lines)
+
+
+def _duration(hours: float) -> str:
+    seconds = hours * 3600
+    if seconds < 60:
+        return f"{seconds:,.1f} s"
+    whole = int(round(seconds))
+    days, rest = divmod(whole, 86_400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    text = f"{h}h{m:02d}m{s:02d}s"
+    return f"{days}d {text}" if days else text
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(count) < 1000 or unit == "PB":
+            return f"{count:,.1f} {unit}" if unit != "B" else f"{count:,.0f} B"
+        count /= 1000
+    return f"{count:,.1f} PB"
+
+
+def _measured(runs: int, what: str) -> str:
+    if not runs:
+        return "reference machine: nothing measured in this instance yet"
+    return f"measured: median of {runs} {what}{'s' if runs != 1 else ''}"
+
+
+# ------------------------------------------------------------------------------- inventory
+
+
+def catalog_rows_and_bytes(
+    source: SourceDatabase, table: TableSpec
+) -> tuple[int | None, int | None]:
+    """Rows and bytes of a table from the catalog (no scan); (None, None) where there is none."""
+    dialect = source.dialect_name
+    name = sa.bindparam("table_name", table.name)
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import REGCLASS
+
+        oid = sa.cast(name, REGCLASS)
+        query = sa.select(
+            sa.select(sa.column("reltuples"))
+            .select_from(sa.table("pg_class"))
+            .where(sa.column("oid") == oid)
+            .scalar_subquery(),
+            sa.func.pg_total_relation_size(oid),
+        )
+    elif dialect == "mssql":
+        query = mssql_inventory_query(table.name)
+    elif dialect == "sqlite":
+        # No row statistics in SQLite's catalog; its `dbstat` table gives the pages' bytes.
+        dbstat = sa.table("dbstat", sa.column("name"), sa.column("pgsize"))
+        query = sa.select(sa.null(), sa.func.sum(dbstat.c.pgsize)).where(dbstat.c.name == name)
+        try:
+            with source.engine.connect() as connection:
+                _, size = connection.execute(query).one()
+        except sa.exc.OperationalError:  # SQLite built without dbstat
+            return None, None
+        return None, None if size is None else int(size)
+    else:
+        return None, None
+    with source.engine.connect() as connection:
+        rows, size = connection.execute(query).one()
+    rows = None if rows is None or float(rows) < 0 else int(float(rows))
+    return rows, None if size is None else int(size)
+
+
+def mssql_inventory_query(table_name: str) -> sa.Select:
+    """The migration guide's Phase 0 inventory: rows and used bytes from partition statistics."""
+    stats = sa.table(
+        "dm_db_partition_stats",
+        sa.column("object_id"),
+        sa.column("index_id"),
+        sa.column("row_count"),
+        sa.column("used_page_count"),
+        schema="sys",
+    )
+    object_id = sa.func.OBJECT_ID(sa.bindparam("table_name", table_name))
+    return sa.select(
+        sa.func.sum(sa.case((stats.c.index_id.in_([0, 1]), stats.c.row_count), else_=0)),
+        sa.func.sum(stats.c.used_page_count) * 8192,
+    ).where(stats.c.object_id == object_id)
+
+
+def rows_per_day_query(source: SourceDatabase, table: TableSpec) -> sa.Select:
+    """Rows per UTC day of the event time (a grouped count the event-time index serves)."""
+    described = source.describe_table(table)
+    column = described.event_time
+    if source.dialect_name == "postgresql":
+        day = sa.cast(sa.func.timezone("UTC", column), sa.Date)
+    elif source.dialect_name == "sqlite":
+        day = sa.func.date(column)
+    else:
+        day = sa.cast(column, sa.Date)
+    day = day.label("day")
+    return sa.select(day, sa.func.count().label("rows")).group_by(day).order_by(day)
+
+
+def inventory(source: SourceDatabase, tables: tuple[TableSpec, ...]) -> list[TableInventory]:
+    items = []
+    try:
+        for table in tables:
+            catalog_rows, size = catalog_rows_and_bytes(source, table)
+            with source.engine.connect() as connection:
+                per_day = {
+                    str(day)[:10]: int(rows)
+                    for day, rows in connection.execute(rows_per_day_query(source, table))
+                    if day is not None
+                }
+            counted = sum(per_day.values())
+            days = sorted(per_day)
+            items.append(
+                TableInventory(
+                    table=table.name,
+                    rows=catalog_rows if catalog_rows else counted,
+                    bytes=size,
+                    rows_source="catalog" if catalog_rows else "count",
+                    first_day=days[0] if days else None,
+                    last_day=days[-1] if days else None,
+                    days=len(days),
+                    rows_per_day=per_day,
+                )
+            )
+    except sa.exc.SQLAlchemyError as error:
+        raise SourceError(describe_error(source.sa_url, error)) from None
+    return items
+
+
+# ----------------------------------------------------------------------------------- speeds
+
+
+def _recent_metadata(instance, key, limit: int = RECENT_RUNS) -> list[dict]:
+    import dagster as dg
+
+    records = instance.fetch_materializations(dg.AssetKey(key), limit=limit).records
+    found = []
+    for record in records:
+        materialization = record.asset_materialization
+        if materialization is None:
+            continue
+        found.append({name: value.value for name, value in materialization.metadata.items()})
+    return found
+
+
+def measured_speeds(instance, tables: tuple[TableSpec, ...]) -> Speeds:
+    extract, workers, compression, sync = [], [], [], []
+    if instance is not None:
+        for table in tables:
+            for meta in _recent_metadata(instance, ["bronze", table.name]):
+                if meta.get("rows", 0) and meta.get("rows_per_second"):
+                    extract.append(float(meta["rows_per_second"]))
+                if meta.get("source_bytes_read") and meta.get("lake_bytes"):
+                    compression.append(meta["lake_bytes"] / meta["source_bytes_read"])
+            for meta in _recent_metadata(instance, ["silver", table.name]):
+                if meta.get("rows", 0) and meta.get("rows_per_second"):
+                    workers.append(float(meta["rows_per_second"]))
+            for meta in _recent_metadata(instance, ["sync", table.name]):
+                if meta.get("seconds") is not None:
+                    sync.append(float(meta["seconds"]))
+    return Speeds(
+        extract_rows_per_s=statistics.median(extract) if extract else REFERENCE_EXTRACT_ROWS_PER_S,
+        extract_measured_runs=len(extract),
+        worker_rows_per_s=statistics.median(workers) if workers else REFERENCE_WORKER_ROWS_PER_S,
+        worker_measured_runs=len(workers),
+        lake_to_source_bytes=(
+            statistics.median(compression) if compression else REFERENCE_LAKE_TO_SOURCE
+        ),
+        compression_measured_runs=len(compression),
+        sync_seconds_per_cycle=statistics.median(sync) if sync else None,
+        sync_measured_cycles=len(sync),
+    )
+
+
+# --------------------------------------------------------------------------------- estimate
+
+
+def build_plan(
+    source: SourceDatabase,
+    tables: tuple[TableSpec, ...],
+    instance=None,
+    *,
+    streams: int = DEFAULT_STREAMS,
+    bandwidth_mbps: float = DEFAULT_BANDWIDTH_MBPS,
+    recent_days: int = 7,
+) -> Plan:
+    if streams < 1:
+        raise ValueError("--streams must be at least 1")
+    if bandwidth_mbps <= 0:
+        raise ValueError("--bandwidth-mbps must be positive")
+    items = inventory(source, tables)
+    speeds = measured_speeds(instance, tables)
+    total_rows = sum(item.rows for item in items)
+    known_bytes = [item.bytes for item in items if item.bytes is not None]
+    assumptions = []
+    if len(known_bytes) == len(items):
+        total_bytes = sum(known_bytes)
+    else:
+        # SQLite keeps no size per table: take the reference row width.
+        total_bytes = int(total_rows * 2_200)
+        assumptions.append("source size estimated at 2.2 KB per row (no catalog sizes)")
+    lake_bytes = int(total_bytes * speeds.lake_to_source_bytes)
+    network_bytes_per_s = bandwidth_mbps * 1_000_000 / 8
+    hours = {
+        "source (extraction streams)": total_rows / (streams * speeds.extract_rows_per_s) / 3600,
+        "network (compressed Parquet to ADLS)": lake_bytes / network_bytes_per_s / 3600,
+        "workers (silver + gold)": total_rows / (streams * speeds.worker_rows_per_s) / 3600,
+    }
+    bottleneck = max(hours, key=hours.get)
+    # The three overlap (partitions flow through them), so the slowest sets the pace.
+    migration_hours = hours[bottleneck]
+    daily_rows = 0.0
+    for item in items:
+        recent = sorted(item.rows_per_day)[-recent_days:]
+        if recent:
+            daily_rows += sum(item.rows_per_day[day] for day in recent) / len(recent)
+    daily_share = daily_rows / total_rows if total_rows else 0.0
+    daily_hours = migration_hours * daily_share
+    if speeds.sync_seconds_per_cycle is not None:
+        daily_hours = max(daily_hours, speeds.sync_seconds_per_cycle * len(tables) / 3600)
+    else:
+        assumptions.append("daily incremental time scaled from the migration rate (no sync runs)")
+    return Plan(
+        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        source=source.sa_url.render_as_string(hide_password=True),
+        streams=streams,
+        bandwidth_mbps=bandwidth_mbps,
+        inventory=items,
+        speeds=speeds,
+        total_rows=total_rows,
+        total_source_bytes=total_bytes,
+        lake_bytes_estimate=lake_bytes,
+        hours=hours,
+        bottleneck=bottleneck,
+        migration_hours=migration_hours,
+        daily_rows=daily_rows,
+        daily_incremental_hours=daily_hours,
+        assumptions=assumptions,
+    )

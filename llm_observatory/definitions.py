@@ -17,6 +17,7 @@ from llm_observatory.automation import (
     sync_lake,
 )
 from llm_observatory.checks.factory import integrity_checks
+from llm_observatory.executors import selected_executor
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
@@ -58,5 +59,6 @@ defs = dg.Definitions(
     jobs=[migrate_history, cutover_report_job, sync_lake, daily_cycle],
     schedules=[daily_sync_schedule],
     sensors=[source_changes_sensor],
+    executor=selected_executor(),
     resources=build_resources(),
 )

@@ -60,10 +60,11 @@ $(UV_BOOTSTRAP)/bin/uv:
 	fi
 	$@ --version
 
-# The virtual environment, exactly as uv.lock says, with the dev group and every extra.
+# The virtual environment, exactly as uv.lock says, with the dev and bench groups (dlt for the
+# comparison in `make bench`) and every extra.
 # Re-synced only when pyproject.toml or uv.lock change (or .venv is gone).
 $(VENV_STAMP): pyproject.toml uv.lock | $(UV_PREREQ)
-	UV_PROJECT_ENVIRONMENT="$(abspath $(VENV))" $(UV) sync --frozen --all-extras --group dev
+	UV_PROJECT_ENVIRONMENT="$(abspath $(VENV))" $(UV) sync --frozen --all-extras --group dev --group bench
 	touch $@
 
 venv .venv: $(VENV_STAMP)

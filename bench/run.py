@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -71,6 +72,8 @@ AIM_RATIO = 0.70
 AIM_RSS_MIB = 512
 AIM_RECONCILE_SHARE = 0.5
 AIM_SYNC_SHARE = 0.05
+AIM_VS_DLT_SPEED = 1.2
+AIM_VS_DLT_MEMORY = 0.25
 # The change synced after the full load: this share of the day's rows updated (spread over
 # every hour), and as many new rows on the next day. md5 prefixes pick them, deterministic.
 SYNC_UPDATE_BELOW = "0147ae"  # 0x0147ae / 0x1000000 = 0.5 %
@@ -231,7 +234,8 @@ def worker_materialize(args: argparse.Namespace) -> dict:
         assets += list(gold_assets)
     lake = LakeResource(url=args.lake)
     source_url = args.source_url or os.environ["BENCH_SOURCE_URL"]
-    resources = {"source": SourceDatabase(url=source_url), "lake": lake}
+    streams = int(os.environ.get("BENCH_STREAMS", "1"))
+    resources = {"source": SourceDatabase(url=source_url, streams=streams), "lake": lake}
     instance = dg.DagsterInstance.ephemeral()
 
     rss_before = _status_kib("VmRSS") * 1024
@@ -578,8 +582,84 @@ def worker_sync(args: argparse.Namespace) -> dict:
     }
 
 
+DLT_CHUNK_ROWS = 100_000
+
+
+def worker_dlt(args: argparse.Namespace) -> dict:
+    """dlt 1.x `sql_table` of the day's rows into Parquet (zstd) on a local filesystem
+    destination: `--worker dlt-connectorx` (its fastest: connectorx returning an Arrow stream in
+    large chunks) or `dlt-pyarrow` (its default pyarrow backend)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    backend = "connectorx" if args.worker == "dlt-connectorx" else "pyarrow"
+    # dlt reads its configuration from the environment: zstd Parquet wherever it writes.
+    for section in ("DATA_WRITER", "NORMALIZE__DATA_WRITER", "EXTRACT__DATA_WRITER"):
+        os.environ[f"{section}__COMPRESSION"] = "zstd"
+    os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"
+    import dlt
+    import pyarrow.parquet as pq
+    from dlt.sources.sql_database import sql_table
+
+    source_url = os.environ["BENCH_SOURCE_URL"]
+    start, end = day_bounds(args.day)
+    destination_folder = Path(args.lake)
+    destination_folder.mkdir(parents=True, exist_ok=True)
+
+    def only_the_day(query, table):
+        return query.where(table.c[EVENT_TIME] >= start, table.c[EVENT_TIME] < end)
+
+    backend_kwargs = {}
+    if backend == "connectorx":
+        backend_kwargs = {
+            "conn": libpq_url(source_url),
+            "return_type": "arrow_stream",
+            "batch_size": DLT_CHUNK_ROWS,
+        }
+    resource = sql_table(
+        credentials=source_url,
+        table=TABLE,
+        backend=backend,
+        chunk_size=DLT_CHUNK_ROWS,
+        query_adapter_callback=only_the_day,
+        backend_kwargs=backend_kwargs or None,
+    )
+    pipeline = dlt.pipeline(
+        pipeline_name=f"bench_{backend}",
+        destination=dlt.destinations.filesystem(bucket_url=destination_folder.as_uri()),
+        dataset_name="bench",
+        pipelines_dir=str(destination_folder.parent / f"dlt-pipelines-{destination_folder.name}"),
+    )
+    rss_before = _status_kib("VmRSS") * 1024
+    cpu_before = os.times()
+    started = time.perf_counter()
+    pipeline.run(resource, loader_file_format="parquet")
+    wall = time.perf_counter() - started
+    figures = _process_figures(wall, cpu_before, rss_before)
+    files = [path for path in destination_folder.rglob("*.parquet") if TABLE in str(path)]
+    rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+    codecs = sorted({
+        pq.ParquetFile(path).metadata.row_group(0).column(0).compression for path in files[:3]
+    })
+    return {
+        "path": args.worker,
+        "rows": rows,
+        "lake_bytes": sum(path.stat().st_size for path in files),
+        "files": len(files),
+        "compression": codecs,
+        "dlt_version": dlt.__version__,
+        **figures,
+    }
+
+
 def run_worker(args: argparse.Namespace) -> int:
-    worker = {"floor": worker_floor, "reconcile": worker_reconcile, "sync": worker_sync}.get(
+    worker = {
+        "floor": worker_floor,
+        "reconcile": worker_reconcile,
+        "sync": worker_sync,
+        "dlt-connectorx": worker_dlt,
+        "dlt-pyarrow": worker_dlt,
+    }.get(
         args.worker, worker_materialize
     )
     figures = worker(args)
@@ -795,6 +875,7 @@ def run_child(
     server_cpu: ServerCpu,
     lake: Path | None = None,
     keep_lake: bool = False,
+    streams: int | None = None,
 ) -> dict:
     """One worker in its own interpreter; its figures, or SystemExit with its log's tail.
 
@@ -813,6 +894,8 @@ def run_child(
         env["BENCH_SOURCE_URL"] = url
         command += ["--lake", str(lake or workdir / f"lake-{label}")]
     env.pop("DAGSTER_HOME", None)
+    if streams:
+        env["BENCH_STREAMS"] = str(streams)
     cpu_before = server_cpu.total()
     load_before = os.getloadavg()[0]
     with open(log_file, "wb") as log:
@@ -881,6 +964,16 @@ def measure_size(
     for round_number in range(1, args.repeats + 1):
         floors.append(child("floor", f"floor-{round_number}"))
         bronzes.append(child("bronze", f"bronze-{round_number}"))
+    streamed: dict[int, dict] = {}
+    for count in () if args.skip_streams else (2, 4):
+        streamed[count] = child("bronze", f"bronze-{count}-streams", streams=count)
+    dlts: dict[str, dict] = {}
+    if not args.skip_dlt:
+        if importlib.util.find_spec("dlt") is None:
+            say("dlt is not installed (the `bench` dependency group): its rows are skipped")
+        else:
+            for kind in ("dlt-connectorx", "dlt-pyarrow"):
+                dlts[kind] = child(kind, kind)
     if not args.skip_full:
         reconciling = not args.skip_reconcile or not args.skip_sync
         full_lakes = []
@@ -915,7 +1008,7 @@ def measure_size(
                 shutil.rmtree(folder, ignore_errors=True)
     elif not args.skip_reconcile:
         say("--skip-full: no silver to reconcile, reconciliation skipped")
-    result = summarize(source, warmup, floors, bronzes, fulls, reconciles)
+    result = summarize(source, warmup, floors, bronzes, fulls, reconciles, dlts, streamed)
     if synced is not None:
         result["sync"] = sync_summary(synced, best(fulls))
         result["aims"]["sync_share_of_full_seconds"] = {
@@ -1019,6 +1112,8 @@ def summarize(
     bronzes: list,
     fulls: list,
     reconciles: list | None = None,
+    dlts: dict | None = None,
+    streamed: dict | None = None,
 ) -> dict:
     floor = best(floors)
     floor_rate = floor["rows"] / floor["seconds"]
@@ -1059,6 +1154,13 @@ def summarize(
         full = best(fulls)
         lines.append(line("bronze+silver+gold", full, full["seconds"],
                           max(run["peak_rss_bytes"] for run in fulls), full["lake_bytes"]))
+    for count, run in (streamed or {}).items():
+        lines.append(line(f"bronze: {count} parallel streams (hourly slices)", run,
+                          run["seconds"], run["peak_rss_bytes"], run["lake_bytes"]))
+    for kind, run in (dlts or {}).items():
+        label = {"dlt-connectorx": "dlt sql_table: connectorx arrow_stream",
+                 "dlt-pyarrow": "dlt sql_table: pyarrow (default)"}[kind]
+        lines.append(line(label, run, run["seconds"], run["peak_rss_bytes"], run["lake_bytes"]))
     reconciles = reconciles or []
     if reconciles:
         reconciled = best(reconciles)
@@ -1090,6 +1192,22 @@ def summarize(
             "aim": f"< {AIM_RSS_MIB} MiB",
             "value": full_line["peak_rss_mib"],
             "met": full_line["peak_rss_mib"] < AIM_RSS_MIB,
+        }
+    dlt_lines = [item for item in lines if item["path"].startswith("dlt")]
+    if dlt_lines:
+        fastest = max(dlt_lines, key=lambda item: item["rows_per_second"])
+        aims["bronze_vs_dlt_rows_per_s"] = {
+            "aim": f">= {AIM_VS_DLT_SPEED}x the rows/s of dlt's best ({fastest['path']})",
+            "value": bronze_line["rows_per_second"] / fastest["rows_per_second"],
+            "shown": f"{bronze_line['rows_per_second'] / fastest['rows_per_second']:.2f}x",
+            "met": bronze_line["rows_per_second"]
+            >= AIM_VS_DLT_SPEED * fastest["rows_per_second"],
+        }
+        aims["bronze_vs_dlt_peak_rss"] = {
+            "aim": f"<= {AIM_VS_DLT_MEMORY:.0%} of the peak RSS of dlt's best",
+            "value": bronze_line["peak_rss_mib"] / fastest["peak_rss_mib"],
+            "shown": f"{bronze_line['peak_rss_mib'] / fastest['peak_rss_mib']:.0%}",
+            "met": bronze_line["peak_rss_mib"] <= AIM_VS_DLT_MEMORY * fastest["peak_rss_mib"],
         }
     reconciliation = None
     if reconciles:
@@ -1126,6 +1244,8 @@ def summarize(
         "floor": {"runs": floors, "best": floor, "warmup": warmup},
         "bronze": {"runs": bronzes, "best": bronze},
         "full": {"runs": fulls, "best": best(fulls) if fulls else None},
+        "dlt": dlts or None,
+        "streams": streamed or None,
         "reconcile": {"runs": reconciles, "best": best(reconciles), **reconciliation}
         if reconciles else None,
     }
@@ -1331,6 +1451,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "silver)")
     parser.add_argument("--skip-reconcile", action="store_true",
                         help="skip the reconciliation against the source")
+    parser.add_argument("--skip-streams", action="store_true",
+                        help="skip bronze with 2 and 4 parallel source streams")
+    parser.add_argument("--skip-dlt", action="store_true",
+                        help="skip dlt's sql_database (connectorx and pyarrow backends)")
     parser.add_argument("--skip-sync", action="store_true",
                         help="skip the incremental sync of a 1 %% change after the full load "
                              "(it changes the source, so it runs last)")
@@ -1342,7 +1466,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_ROWS:,} rows and one round (for the test suite)")
     # Internal: one measured child.
-    parser.add_argument("--worker", choices=("floor", "bronze", "full", "reconcile", "sync"),
+    parser.add_argument("--worker", choices=("floor", "bronze", "full", "reconcile", "sync",
+                                             "dlt-connectorx", "dlt-pyarrow"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)

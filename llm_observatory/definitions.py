@@ -41,7 +41,9 @@ cutover_report_job = dg.define_asset_job(
 def build_resources() -> dict:
     return {
         "source": SourceDatabase(
-            url=settings.source_url(), isolation_level=settings.source_isolation_level()
+            url=settings.source_url(),
+            isolation_level=settings.source_isolation_level(),
+            streams=settings.source_streams(),
         ),
         "lake": LakeResource(
             url=settings.lake_url(),

@@ -41,6 +41,13 @@ def source_isolation_level():
     return _from_env("LLM_OBS_SOURCE_ISOLATION", None)
 
 
+def source_streams():
+    """Concurrent queries per partition read (hourly slices in parallel); 1 by default."""
+    if os.environ.get("LLM_OBS_SOURCE_STREAMS"):
+        return dg.EnvVar.int("LLM_OBS_SOURCE_STREAMS")
+    return 1
+
+
 def lake_url():
     return _from_env("LLM_OBS_LAKE_URL", str(home() / "lake"))
 

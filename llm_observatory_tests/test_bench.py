@@ -49,6 +49,25 @@ def test_quick_bench_writes_its_report(postgres_server, tmp_path):
     paths = [line["path"] for line in result["lines"]]
     assert paths[0].startswith("floor") and paths[1].startswith("bronze")
     assert any(path.startswith("bronze+silver+gold") for path in paths)
+    # The same bronze with the day's hours spread over 2 and 4 concurrent source queries.
+    assert [path for path in paths if "parallel streams" in path] == [
+        "bronze: 2 parallel streams (hourly slices)",
+        "bronze: 4 parallel streams (hourly slices)",
+    ]
+    # dlt on the same rows, both backends, zstd Parquet like ours.
+    assert {path for path in paths if path.startswith("dlt")} == {
+        "dlt sql_table: connectorx arrow_stream",
+        "dlt sql_table: pyarrow (default)",
+    }
+    for run in result["dlt"].values():
+        assert run["compression"] == ["ZSTD"] and run["lake_bytes"] > 0
+    assert {"bronze_vs_dlt_rows_per_s", "bronze_vs_dlt_peak_rss"} <= result["aims"].keys()
+    # The 1 % change synced after the full load: every changed row merged, nothing left over.
+    changes = result["sync"]["cycles"]["changes"]
+    change = result["sync"]["source_change"]
+    assert changes["upserted_rows"] == change["updated"] + change["inserted"]
+    daily = result["sync"]["cycles"]["daily"]
+    assert daily["deleted_keys"] == daily["moved_keys"] == daily["repaired_keys"] == 0
     for line in result["lines"]:
         assert line["rows"] == QUICK_ROWS
         for figure in (

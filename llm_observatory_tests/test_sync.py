@@ -647,3 +647,51 @@ def test_a_concurrent_rewrite_makes_the_cycle_fail_safely_and_the_next_converge(
     monkeypatch.setattr(merge, "_route", real_route)
     migration.cycle()
     assert_lake_matches_source(migration)
+
+
+@pytest.mark.parametrize("streams", [2, 4, 30])
+def test_a_day_read_in_parallel_streams_gives_every_row_once(postgres_url, tmp_path, streams):
+    generate_source(
+        postgres_url, start_date=START, days=1, rows_per_day=500, seed=12, defects=DEFECTS
+    )
+    sqlite_url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    generate_source(sqlite_url, start_date=START, days=1, rows_per_day=500, seed=12)
+    start = dt.datetime.combine(START, dt.time(), tzinfo=dt.UTC)
+    end = start + dt.timedelta(days=1)
+    for url in (postgres_url, sqlite_url):
+        one = SourceDatabase(url=url)
+        many = SourceDatabase(url=url, streams=streams)
+        described = one.describe_table(LLM_INTERACTIONS)
+
+        def rows(source, described=described):
+            return sorted(
+                json.dumps(row, default=str, sort_keys=True)
+                for batch in source.stream_range(described, start, end)
+                for row in batch.to_pylist()
+            )
+
+        expected = rows(one)
+        assert len(expected) == 500
+        assert rows(many) == expected
+        one.dispose()
+        many.dispose()
+
+
+def test_an_error_in_one_parallel_stream_reaches_the_reader(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    generate_source(url, start_date=START, days=1, rows_per_day=100, seed=12)
+    source = SourceDatabase(url=url, streams=3)
+    described = source.describe_table(LLM_INTERACTIONS)
+    real = SourceDatabase._stream_sqlalchemy
+    calls = []
+
+    def second_stream_fails(self, queries, schema):
+        calls.append(1)
+        if len(calls) == 2:
+            raise SourceError("source database at db:1433 (mssql): stream 2 lost its connection")
+        yield from real(self, queries, schema)
+
+    monkeypatch.setattr(SourceDatabase, "_stream_sqlalchemy", second_stream_fails)
+    start = dt.datetime.combine(START, dt.time(), tzinfo=dt.UTC)
+    with pytest.raises(SourceError, match="stream 2"):
+        list(source.stream_range(described, start, start + dt.timedelta(days=1)))

@@ -121,6 +121,9 @@ class SourceDatabase(dg.ConfigurableResource):
     # blocking writers; READ UNCOMMITTED (NOLOCK) never blocks but may read rows that are later
     # rolled back (dirty reads), which the watermark would then never revisit.
     isolation_level: str | None = None
+    # Concurrent queries one partition is read with (hourly slices spread over them). The
+    # source sees at most `streams` x the `llm_obs_source` pool's limit queries at once.
+    streams: int = 1
     # Days before now whose rows are read in hourly slices, so no query holds more than an hour
     # of the hot end of a table.
     recent_days: int = 2
@@ -241,12 +244,29 @@ class SourceDatabase(dg.ConfigurableResource):
         overlaps converting and compressing downstream while memory stays bounded.
         """
         release_large_blocks_eagerly()
-
-        queries = (
-            self.range_query(source, low, high) for low, high in self.range_slices(start, end)
-        )
-        for batch in read_ahead(self._stream_select(queries, source), depth=2):
+        streams = max(1, self.streams)
+        windows = self.range_slices(start, end) if streams == 1 else self.hour_slices(start, end)
+        # Stream n reads windows n, n + streams, ... on its own connection: every hour of
+        # the day is read once, by one of `streams` concurrent queries.
+        producers = [
+            self._stream_select(
+                (self.range_query(source, low, high) for low, high in windows[n::streams]),
+                source,
+            )
+            for n in range(min(streams, len(windows)))
+        ]
+        for batch in read_ahead_merged(producers, depth=2 * len(producers)):
             yield conform_batch(batch, source.arrow_schema)
+
+    @staticmethod
+    def hour_slices(start: dt.datetime, end: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
+        slices = []
+        lower = start
+        while lower < end:
+            upper = min(lower + dt.timedelta(hours=1), end)
+            slices.append((lower, upper))
+            lower = upper
+        return slices
 
     def range_slices(
         self, start: dt.datetime, end: dt.datetime, now: dt.datetime | None = None
@@ -256,13 +276,7 @@ class SourceDatabase(dg.ConfigurableResource):
         now = now or dt.datetime.now(dt.UTC)
         if end <= now - dt.timedelta(days=self.recent_days):
             return [(start, end)]
-        slices = []
-        lower = start
-        while lower < end:
-            upper = min(lower + dt.timedelta(hours=1), end)
-            slices.append((lower, upper))
-            lower = upper
-        return slices
+        return self.hour_slices(start, end)
 
     def _stream_adbc_postgresql(self, queries: Iterable[sa.Select]) -> Iterator[pa.RecordBatch]:
         """The queries' rows, one after the other on one connection, each in its own
@@ -529,10 +543,19 @@ _END = object()
 
 def read_ahead(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:
     """Runs `batches` in a thread, `depth` batches ahead; re-raises its error in the consumer."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    return read_ahead_merged([batches], depth)
+
+
+def read_ahead_merged(
+    producers: list[Iterator[pa.RecordBatch]], depth: int
+) -> Iterator[pa.RecordBatch]:
+    """Runs each iterator in its own thread, all feeding one queue of `depth` batches (memory
+    stays bounded whatever their number); batches come in arrival order. The first error of
+    any of them is re-raised in the consumer, and every thread stops when the consumer does."""
+    buffer: queue.Queue = queue.Queue(maxsize=max(depth, 1))
     stop = threading.Event()
 
-    def produce() -> None:
+    def produce(batches: Iterator[pa.RecordBatch]) -> None:
         try:
             for batch in batches:
                 while not stop.is_set():
@@ -550,20 +573,27 @@ def read_ahead(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.Rec
         except BaseException as error:  # noqa: BLE001 - handed to the consumer
             buffer.put(error)
 
-    reader = threading.Thread(target=produce, name="source-read-ahead", daemon=True)
-    reader.start()
+    readers = [
+        threading.Thread(target=produce, args=(batches,), name=f"source-read-{n}", daemon=True)
+        for n, batches in enumerate(producers)
+    ]
+    for reader in readers:
+        reader.start()
+    running = len(readers)
     try:
-        while True:
+        while running:
             item = buffer.get()
             if item is _END:
-                return
+                running -= 1
+                continue
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
         stop.set()
-        while reader.is_alive():
-            try:
-                buffer.get_nowait()
-            except queue.Empty:
-                reader.join(timeout=0.2)
+        for reader in readers:
+            while reader.is_alive():
+                try:
+                    buffer.get_nowait()
+                except queue.Empty:
+                    reader.join(timeout=0.2)

@@ -1,8 +1,12 @@
 """Gold: per day and model metrics over silver, rebuilt whole for each day it covers."""
 
+import decimal
+
 import dagster as dg
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from llm_observatory.assets.progress import Throughput
 from llm_observatory.assets.silver import silver_key
@@ -74,39 +78,83 @@ def daily_metrics(interactions: pl.DataFrame, day) -> pa.Table:
     return grouped.select(DAILY_METRICS_SCHEMA.names).to_arrow().cast(DAILY_METRICS_SCHEMA)
 
 
-EMPTY_INTERACTIONS = {
-    "model_name": pl.String,
-    "status": pl.String,
-    "latency_ms": pl.Int32,
-    "prompt_tokens": pl.Int32,
-    "completion_tokens": pl.Int32,
-    "cost_usd": pl.Decimal(12, 6),
-}
+class ModelDayMetrics:
+    """One model's metrics over a day, accumulated batch by batch: memory holds the latencies
+    only (8 bytes a row, for the exact percentiles), never the day's rows."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.requests = self.successes = self.errors = self.timeouts = 0
+        self.prompt_tokens = self.completion_tokens = 0
+        self.cost = decimal.Decimal(0)
+        self.latencies: list[np.ndarray] = []
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.requests += batch.num_rows
+        status = batch.column("status")
+        for outcome, attribute in (
+            ("success", "successes"),
+            ("error", "errors"),
+            ("timeout", "timeouts"),
+        ):
+            matches = pc.sum(pc.equal(status, outcome)).as_py() or 0
+            setattr(self, attribute, getattr(self, attribute) + matches)
+        self.prompt_tokens += _int_sum(batch.column("prompt_tokens"))
+        self.completion_tokens += _int_sum(batch.column("completion_tokens"))
+        self.cost += pc.sum(batch.column("cost_usd")).as_py() or decimal.Decimal(0)
+        latency = pc.drop_null(batch.column("latency_ms"))
+        self.latencies.append(pc.cast(latency, pa.float64()).to_numpy(zero_copy_only=False))
+
+    def row(self, day) -> dict:
+        latencies = pl.Series(
+            "latency_ms", np.concatenate(self.latencies) if self.latencies else [], pl.Float64
+        )
+        self.latencies = []
+
+        def quantile(q: float):
+            return latencies.quantile(q, interpolation="linear") if len(latencies) else None
+
+        return {
+            "date": day,
+            "model": self.model,
+            "requests": self.requests,
+            "successes": self.successes,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "latency_p50_ms": quantile(0.50),
+            "latency_p95_ms": quantile(0.95),
+            "latency_p99_ms": quantile(0.99),
+            "latency_mean_ms": latencies.mean() if len(latencies) else None,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost,
+        }
+
+
+def _int_sum(column) -> int:
+    return pc.sum(pc.cast(column, pa.int64())).as_py() or 0
 
 
 def day_metrics(lake: LakeResource, day) -> tuple[pa.Table, int]:
-    """Gold's rows of one day and the silver rows they summarise, one model at a time: silver
-    is laid out by model, so memory holds one model's narrow columns, not the whole day's."""
+    """Gold's rows of one day and the silver rows they summarise, one model at a time (silver
+    is laid out by model), streamed: memory holds one model's latencies, not the day's rows."""
     silver = silver_location(lake, LLM_INTERACTIONS)
     table = open_table(silver)
     models = set()
     if table is not None:
         for _, partition in current_files(table, day_filter(day)):
-            models.add(partition.get("model"))
-    pieces, rows = [], 0
-    for model in sorted(models, key=lambda value: (value is None, str(value))):
-        filters = [*day_filter(day), ("model", "=", str(model))] if model is not None else None
-        if filters is None:
-            continue  # silver never holds a NULL model (required:model_name)
-        batches = list(scan_partition(silver, filters, METRIC_INPUT_COLUMNS))
-        if not batches:
-            continue
-        frame = pl.from_arrow(pa.Table.from_batches(batches))
-        rows += frame.height
-        pieces.append(daily_metrics(frame, day))
-    if not pieces:
-        return daily_metrics(pl.DataFrame(schema=EMPTY_INTERACTIONS), day), 0
-    return pa.concat_tables(pieces), rows
+            if partition.get("model") is not None:  # silver never holds a NULL model
+                models.add(str(partition["model"]))
+    rows, total = [], 0
+    for model in sorted(models):
+        metrics = ModelDayMetrics(model)
+        filters = [*day_filter(day), ("model", "=", model)]
+        for batch in scan_partition(silver, filters, METRIC_INPUT_COLUMNS[1:]):
+            metrics.add(batch)
+        if metrics.requests:
+            total += metrics.requests
+            rows.append(metrics.row(day))
+    return pa.Table.from_pylist(rows, schema=DAILY_METRICS_SCHEMA), total
 
 
 def rebuild_daily_metrics(lake: LakeResource, days, commit_metadata: dict) -> int | None:

@@ -102,7 +102,6 @@ class CapturedRows:
     key_chunks: list = field(default_factory=list)
     versions: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     days: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
-    bytes_read: int = 0
 
     @property
     def rows(self) -> int:
@@ -128,7 +127,6 @@ class CapturedRows:
                 if batch.num_rows == 0:
                     continue
                 writer.write_batch(batch)
-                captured.bytes_read += batch.nbytes
                 captured.key_chunks.append(batch.column(table.key))
                 versions.append(version_micros(batch.column(table.change_column)))
                 days.append(day_numbers(batch.column(table.event_time)))
@@ -177,7 +175,6 @@ class MergeOutcome:
     deleted_recorded: int = 0
     days: list[str] = field(default_factory=list)
     broken_counts: Counter = field(default_factory=Counter)
-    versions: dict[str, int] = field(default_factory=dict)
 
     def to_metadata(self) -> dict:
         return {
@@ -386,17 +383,11 @@ def apply_changes(
                 outcome.broken_counts.update(broken)
                 silver_writer.write(passing)
                 outcome.silver_rows_added += passing.num_rows
-                for day_number, count in Counter(
-                    pc.cast(passing.column("date"), pa.int32()).to_pylist()
-                ).items():
-                    expected_rows[as_day(day_number)] += count
+                _count_by_day(passing, expected_rows)
                 if failed.num_rows:
                     quarantine_writer.write(failed)
                     outcome.quarantined_rows_added += failed.num_rows
-                    for day_number, count in Counter(
-                        pc.cast(failed.column("date"), pa.int32()).to_pylist()
-                    ).items():
-                        expected_rows[as_day(day_number)] += count
+                    _count_by_day(failed, expected_rows)
 
         quarantine_columns = _file_columns(quarantine)
         changed_keys = set(upserts)
@@ -432,6 +423,12 @@ def apply_changes(
 
     _check_days(table, lake, days, expected_rows)
     return outcome
+
+
+def _count_by_day(rows: pa.RecordBatch | pa.Table, counts: Counter) -> None:
+    """Adds the rows' number per `date` partition to `counts`."""
+    for day_number, count in Counter(pc.cast(rows.column("date"), pa.int32()).to_pylist()).items():
+        counts[as_day(day_number)] += count
 
 
 def _file_columns(location: LakeLocation) -> list[str] | None:

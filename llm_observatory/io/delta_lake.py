@@ -507,14 +507,7 @@ class DeltaPartitionWriter:
         for attempt in range(COMMIT_RETRIES):
             try:
                 table.update_incremental()
-                table.create_write_transaction(
-                    actions,
-                    mode="overwrite" if self.replace is not None else "append",
-                    schema=self.schema,
-                    partition_by=self.partition_by or None,
-                    partition_filters=self.replace or None,
-                    commit_properties=CommitProperties(custom_metadata=metadata),
-                )
+                self._transact(table, actions, metadata)
                 table.update_incremental()
                 return CommitSummary(
                     table_uri=self.location.uri, version=table.version(), files=written_files
@@ -527,19 +520,23 @@ class DeltaPartitionWriter:
             f"could not commit to {self.location.uri} after {COMMIT_RETRIES} attempts: {last_error}"
         )
 
+    def _transact(self, table: DeltaTable, actions: list, metadata: dict) -> None:
+        """One Delta transaction: the new files, and the removal of the `replace` partitions."""
+        table.create_write_transaction(
+            actions,
+            mode="overwrite" if self.replace is not None else "append",
+            schema=self.schema,
+            partition_by=self.partition_by or None,
+            partition_filters=self.replace or None,
+            commit_properties=CommitProperties(custom_metadata=metadata),
+        )
+
     def _commit_against_read_version(
         self, table: DeltaTable, actions: list, written_files: list, metadata: dict
     ) -> CommitSummary:
         table.load_as_version(self.read_version)
         try:
-            table.create_write_transaction(
-                actions,
-                mode="overwrite" if self.replace is not None else "append",
-                schema=self.schema,
-                partition_by=self.partition_by or None,
-                partition_filters=self.replace or None,
-                commit_properties=CommitProperties(custom_metadata=metadata),
-            )
+            self._transact(table, actions, metadata)
         except CommitFailedError as error:
             raise LakeWriteError(
                 f"{self.location.uri} changed since version {self.read_version}, which these "

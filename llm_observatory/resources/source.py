@@ -221,19 +221,7 @@ class SourceDatabase(dg.ConfigurableResource):
 
     def latest_event_time(self, source: SourceTable) -> dt.datetime | None:
         """Newest event time in the table, as a UTC instant (an index lookup, never a scan)."""
-        query = sa.select(sa.func.max(source.event_time))
-        try:
-            with self.engine.connect() as connection:
-                newest = connection.execute(query).scalar_one_or_none()
-        except sa.exc.SQLAlchemyError as error:
-            raise SourceError(describe_error(self.sa_url, error)) from None
-        if newest is None:
-            return None
-        if isinstance(newest, str):  # SQLite without declared types hands back text
-            newest = dt.datetime.fromisoformat(newest)
-        if newest.tzinfo is None:
-            newest = newest.replace(tzinfo=dt.UTC)
-        return newest.astimezone(dt.UTC)
+        return self._scalar_time(sa.select(sa.func.max(source.event_time)))
 
     def stream_range(
         self, source: SourceTable, start: dt.datetime, end: dt.datetime
@@ -382,6 +370,7 @@ class SourceDatabase(dg.ConfigurableResource):
         return self._scalar_time(sa.select(sa.func.max(column)))
 
     def _scalar_time(self, query: sa.Select) -> dt.datetime | None:
+        """A query's one time value as a UTC instant (None when the table is empty)."""
         try:
             with self.engine.connect() as connection:
                 value = connection.execute(query).scalar_one_or_none()

@@ -83,6 +83,24 @@ MB = 1_000_000
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 WORKER_TIMEOUT_S = 3600
 RSS_SAMPLE_S = 0.1
+PROFILE_RATE_HZ = 100
+# Samples of threads only waiting (py-spy drops idle threads; these waits slip through).
+PROFILE_IDLE_FRAMES = ("epoll_wait", "futex_wait", "pthread_cond_wait", "poll (")
+# Phases by the innermost frame that names one: native symbols of the libraries doing the
+# work, or our own functions around them.
+PROFILE_PHASES = (
+    ("SHA-256 of the files", ("sha256", "SHA256", "_HashingSink.write", "read_back_sha256")),
+    ("zstd compression", ("ZSTD_compress", "ZSTD_c")),
+    ("zstd decompression", ("ZSTD_decompress", "ZSTD_d", "HUF_decompress")),
+    ("Parquet encoding", ("parquet::", "write_table", "ParquetWriter")),
+    ("source read (libpq, COPY decoding)", ("libpq", "pqGet", "PQgetCopyData", "adbc",
+                                            "Adbc", "PostgresCopy", "read_ahead", "recv")),
+    ("Arrow compute (casts, splits, stats)", ("arrow::compute", "_column_stats",
+                                              "_MergedStats", "_split_by_partition")),
+    ("memory (page faults, copies)", ("memcpy", "memmove", "page_fault", "clear_page",
+                                      "__memset", "mmap", "munmap")),
+    ("Dagster and Python bookkeeping", ("dagster", "_bootstrap", "logging")),
+)
 
 
 # ============================================================================================
@@ -876,8 +894,12 @@ def run_child(
     lake: Path | None = None,
     keep_lake: bool = False,
     streams: int | None = None,
+    profile: Path | None = None,
 ) -> dict:
     """One worker in its own interpreter; its figures, or SystemExit with its log's tail.
+
+    `profile`: sampled by py-spy (Python and native frames, every thread) into that file, in
+    its raw collapsed-stack format, which `profile_summary` reads.
 
     Materializing workers write into `lake-<label>`, removed afterwards unless `keep_lake`
     (or BENCH_KEEP_LAKES); `lake` names another run's lake instead (reconcile reads one).
@@ -896,6 +918,10 @@ def run_child(
     env.pop("DAGSTER_HOME", None)
     if streams:
         env["BENCH_STREAMS"] = str(streams)
+    if profile is not None:
+        command = [str(Path(sys.executable).with_name("py-spy")), "record", "--rate",
+                   str(PROFILE_RATE_HZ), "--native", "--format", "raw", "--output",
+                   str(profile), "--", *command]
     cpu_before = server_cpu.total()
     load_before = os.getloadavg()[0]
     with open(log_file, "wb") as log:
@@ -918,6 +944,56 @@ def run_child(
     ):
         shutil.rmtree(workdir / f"lake-{label}", ignore_errors=True)
     return figures
+
+
+def profile_summary(path: Path, top: int = 12) -> dict:
+    """Where the worker's busy samples went, from py-spy's collapsed stacks: by the innermost
+    frame (self time), and by phase: the frames of ours or of the libraries that own the work
+    (Parquet encoding, the source read, hashing, Dagster's own bookkeeping)."""
+    by_leaf: dict[str, int] = {}
+    by_phase: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        leaf = frames[-1]
+        if any(idle in leaf for idle in PROFILE_IDLE_FRAMES):
+            continue
+        total += count
+        short = leaf.split(" (")[0] + (
+            " (" + leaf.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+            if " (" in leaf else ""
+        )
+        by_leaf[short] = by_leaf.get(short, 0) + count
+        phase = _profile_phase(frames)
+        by_phase[phase] = by_phase.get(phase, 0) + count
+    def shares(counts: dict[str, int]) -> list[list]:
+        ranked = sorted(counts.items(), key=lambda item: -item[1])[:top]
+        return [[name, count / total if total else 0.0] for name, count in ranked]
+    return {"busy_samples": total, "rate_hz": PROFILE_RATE_HZ,
+            "busy_seconds": total / PROFILE_RATE_HZ,
+            "by_phase": shares(by_phase), "by_leaf": shares(by_leaf), "file": str(path)}
+
+
+def _profile_phase(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, marks in PROFILE_PHASES:
+            if any(mark in frame for mark in marks):
+                return name
+    return "other"
+
+
+def profile_lines(label: str, summary: dict) -> list[str]:
+    lines = [f"where {label} spends its busy CPU (py-spy, {summary['busy_seconds']:.1f} "
+             f"busy thread-seconds, every thread):"]
+    lines.append("  by phase: " + "; ".join(
+        f"{name} {share:.0%}" for name, share in summary["by_phase"]))
+    lines.append("  hottest frames: " + "; ".join(
+        f"{name} {share:.0%}" for name, share in summary["by_leaf"][:8]))
+    return lines
 
 
 def best(runs: list[dict]) -> dict:
@@ -1009,6 +1085,14 @@ def measure_size(
     elif not args.skip_reconcile:
         say("--skip-full: no silver to reconcile, reconciliation skipped")
     result = summarize(source, warmup, floors, bronzes, fulls, reconciles, dlts, streamed)
+    if args.profile:
+        # Extra runs, never the measured ones: sampling slows a worker down a little.
+        result["profiles"] = {}
+        for kind in ("bronze", "full"):
+            path = workdir / f"{tag}-{kind}-profile.txt"
+            say(f"profiling {kind} with py-spy")
+            child(kind, f"{kind}-profiled", profile=path)
+            result["profiles"][kind] = profile_summary(path)
     if synced is not None:
         result["sync"] = sync_summary(synced, best(fulls))
         result["aims"]["sync_share_of_full_seconds"] = {
@@ -1341,6 +1425,8 @@ def format_table(result: dict) -> str:
         lines.extend(reconciliation_lines(result["reconcile"]))
     if result.get("sync"):
         lines.extend(sync_lines(result["sync"]))
+    for label, summary in result.get("profiles", {}).items():
+        lines.extend(profile_lines(label, summary))
     return "\n".join(lines)
 
 
@@ -1458,6 +1544,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-sync", action="store_true",
                         help="skip the incremental sync of a 1 %% change after the full load "
                              "(it changes the source, so it runs last)")
+    parser.add_argument("--profile", action="store_true",
+                        help="one more bronze and full run each under py-spy (bench group): "
+                             "where the CPU goes, by phase and hottest frame")
     parser.add_argument("--keep", action="store_true",
                         help="keep the PostgreSQL server / databases and the workers' logs")
     parser.add_argument("--output", help="JSON file (default bench/results/bench-<timestamp>.json)")

@@ -204,3 +204,30 @@ def test_partition_values_with_special_characters_round_trip(tmp_path):
     frame = read(location)
     assert sorted(frame["model"].to_list()) == sorted(["a b", "c%d", "e/f"] * 2)
     assert count_partition_rows(location, [("model", "=", "e/f")]) == 2
+
+
+def test_batches_read_back_hold_a_bounded_number_of_bytes_however_wide_the_rows(tmp_path):
+    from llm_observatory.io import delta_lake
+
+    location = LakeResource(url=str(tmp_path / "lake")).location("silver", "wide")
+    schema = pa.schema([("key", pa.int64()), ("prompt", pa.large_string()), ("date", pa.date32())])
+    rows = 1_000
+    wide = pa.table(
+        {
+            "key": list(range(rows)),
+            # Distinct values, so neither dictionary nor compression makes them small on disk.
+            "prompt": [f"{i:06d}" + "x" * 20_000 for i in range(rows)],
+            "date": [dt.date(2026, 11, 3)] * rows,
+        },
+        schema=schema,
+    )
+    writer = DeltaPartitionWriter(location, schema, ["date"], replace=None)
+    writer.write(wide)
+    writer.commit()
+    batches = list(delta_lake.scan_partition(location, [("date", "=", "2026-11-03")]))
+    assert sum(batch.num_rows for batch in batches) == rows
+    assert len(batches) > 1
+    assert all(batch.nbytes <= 2 * delta_lake.SCAN_BATCH_BYTES for batch in batches)
+    # The narrow key column alone of the same rows comes in one batch.
+    narrow = list(delta_lake.scan_partition(location, [("date", "=", "2026-11-03")], ["key"]))
+    assert [batch.num_rows for batch in narrow] == [rows]

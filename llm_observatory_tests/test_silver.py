@@ -2,8 +2,10 @@
 
 import datetime as dt
 import decimal
+from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 from deltalake import DeltaTable
 
@@ -163,3 +165,40 @@ def test_a_failed_silver_commit_puts_the_quarantine_back(tmp_path, monkeypatch):
     assert after == before
     silver = DeltaTable(silver_location(lake, METADATA).uri).to_pyarrow_table()
     assert silver.column("attributes").to_pylist() == ['{"a": 1}']
+
+
+def test_repeated_keys_are_found_the_same_when_the_hashes_spill_to_disk(tmp_path):
+    from llm_observatory.assets import silver
+    from llm_observatory.assets.silver import RepeatedHashes
+
+    rng = np.random.default_rng(3)
+    batches = [rng.integers(0, 50_000, 10_000).astype(np.uint64) for _ in range(12)]
+    in_memory, spilled = RepeatedHashes(), RepeatedHashes(memory_bytes=64 * 1024, buckets=7)
+    for batch in batches:
+        in_memory.add(batch)
+        spilled.add(batch)
+    assert spilled._spill is not None and in_memory._spill is None
+    everything = np.concatenate(batches)
+    unique, counts = np.unique(everything, return_counts=True)
+    for counter in (in_memory, spilled):
+        rows, distinct, repeated = counter.result()
+        assert rows == len(everything) and distinct == len(unique)
+        assert np.array_equal(repeated, unique[counts > 1])
+    # The spill folder is removed once counted.
+    assert not Path(spilled._spill.name).exists()
+
+    # A day's scan through LatestVersions spills too and still tells keys apart.
+    lake = LakeResource(url=str(tmp_path / "lake"))
+    write_bronze(lake, logs(list(range(3000)), [0] * 3000), replace=True)
+    write_bronze(lake, logs([7, 7, 2999], [4, 2, 1]), replace=False)
+    original = silver.HASH_MEMORY_BYTES
+    silver.HASH_MEMORY_BYTES = 1024
+    try:
+        latest, rows, distinct = LatestVersions.scan(LOGS, lake, DAY)
+    finally:
+        silver.HASH_MEMORY_BYTES = original
+    assert (rows, distinct) == (3003, 3000)
+    assert latest.winning_version == {
+        7: dt.datetime(2026, 11, 3, 8, 4, tzinfo=UTC),
+        2999: dt.datetime(2026, 11, 3, 8, 1, tzinfo=UTC),
+    }

@@ -7,8 +7,10 @@ batches, redeliveries) are held in memory to pick their latest version.
 """
 
 import datetime as dt
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -45,6 +47,10 @@ from llm_observatory.quality import evaluate
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.tables import TABLES, TableSpec
 
+# Key hashes held in memory while finding a day's repeated keys, before spilling to disk.
+HASH_MEMORY_BYTES = 32 * 1024 * 1024
+HASH_BUCKETS = 64
+
 
 def silver_key(table: TableSpec) -> dg.AssetKey:
     return dg.AssetKey(["silver", table.name])
@@ -73,20 +79,10 @@ class LatestVersions:
         keys that happen to share a hash are told apart there, so the distinct count is exact.
         """
         bronze = bronze_location(lake, table)
-        hashes = [
-            _key_hashes(batch.column(0))
-            for batch in scan_partition(bronze, day_filter(day), [table.key])
-        ]
-        if not hashes:
-            return cls(table, {}), 0, 0
-        all_hashes = np.concatenate(hashes)
-        del hashes
-        rows = len(all_hashes)
-        unique, counts = np.unique(all_hashes, return_counts=True)
-        del all_hashes
-        repeated_hashes = unique[counts > 1]
-        distinct = len(unique)
-        del unique, counts
+        counter = RepeatedHashes()
+        for batch in scan_partition(bronze, day_filter(day), [table.key]):
+            counter.add(_key_hashes(batch.column(0)))
+        rows, distinct, repeated_hashes = counter.result()
         if len(repeated_hashes) == 0:
             return cls(table, {}), rows, distinct
 
@@ -128,6 +124,78 @@ class LatestVersions:
             else:
                 keep.append(False)
         return batch.filter(pa.array(keep))
+
+
+class RepeatedHashes:
+    """Counts distinct 64-bit hashes and finds those seen more than once, in bounded memory.
+
+    Hashes stay in memory up to HASH_MEMORY_BYTES (8 bytes a row: 4M rows). Past that they are
+    spilled to temporary files by their top bits, and each bucket, a 1/HASH_BUCKETS share of
+    the day, is counted on its own, so a day of any size needs memory for one bucket.
+    """
+
+    def __init__(self, memory_bytes: int | None = None, buckets: int | None = None) -> None:
+        self.memory_bytes = HASH_MEMORY_BYTES if memory_bytes is None else memory_bytes
+        self.buckets = HASH_BUCKETS if buckets is None else buckets
+        self.held: list[np.ndarray] = []
+        self.held_bytes = 0
+        self.rows = 0
+        self._spill: tempfile.TemporaryDirectory | None = None
+        self._files: list = []
+
+    def add(self, hashes: np.ndarray) -> None:
+        self.rows += len(hashes)
+        if self._spill is not None:
+            self._write_buckets(hashes)
+            return
+        self.held.append(hashes)
+        self.held_bytes += hashes.nbytes
+        if self.held_bytes > self.memory_bytes:
+            self._spill = tempfile.TemporaryDirectory(prefix="llm-obs-hashes-")
+            self._files = [
+                open(Path(self._spill.name) / f"{bucket}.u64", "wb")  # noqa: SIM115
+                for bucket in range(self.buckets)
+            ]
+            held, self.held, self.held_bytes = self.held, [], 0
+            for part in held:
+                self._write_buckets(part)
+
+    def _write_buckets(self, hashes: np.ndarray) -> None:
+        bucket_of = (hashes.view(np.uint64) % np.uint64(self.buckets)).astype(np.intp)
+        order = np.argsort(bucket_of, kind="stable")
+        bounds = np.searchsorted(bucket_of[order], np.arange(self.buckets + 1))
+        ordered = hashes[order]
+        for bucket, handle in enumerate(self._files):
+            ordered[bounds[bucket] : bounds[bucket + 1]].tofile(handle)
+
+    def result(self) -> tuple[int, int, np.ndarray]:
+        """(rows, distinct hashes, the hashes seen more than once, sorted)."""
+        if self._spill is None:
+            parts = [_repeated(np.concatenate(self.held))] if self.held else []
+            self.held = []
+        else:
+            parts = []
+            try:
+                for handle in self._files:
+                    handle.close()
+                for bucket in range(self.buckets):
+                    path = Path(self._spill.name) / f"{bucket}.u64"
+                    parts.append(_repeated(np.fromfile(path, dtype=np.uint64)))
+                    path.unlink()
+            finally:
+                self._spill.cleanup()
+        distinct = sum(part[0] for part in parts)
+        repeated = (
+            np.sort(np.concatenate([part[1] for part in parts]))
+            if parts
+            else np.empty(0, np.uint64)
+        )
+        return self.rows, distinct, repeated
+
+
+def _repeated(hashes: np.ndarray) -> tuple[int, np.ndarray]:
+    unique, counts = np.unique(hashes, return_counts=True)
+    return len(unique), unique[counts > 1]
 
 
 def _key_hashes(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -41,7 +41,11 @@ ROW_GROUP_BYTES = 16 * 1024 * 1024
 # A new data file starts past this size, so no single file becomes unwieldy to re-read.
 TARGET_FILE_BYTES = 256 * 1024 * 1024
 # Rows buffered across all open partitions before the largest buffer is flushed early.
-BUFFERED_BYTES_LIMIT = 48 * 1024 * 1024
+BUFFERED_BYTES_LIMIT = 24 * 1024 * 1024
+# Batches read back from the lake hold about this much decoded data (a read-validate-write loop
+# keeps a few copies of one batch alive), however wide the rows are.
+SCAN_BATCH_BYTES = 8 * 1024 * 1024
+MIN_SCAN_BATCH_ROWS = 64
 # Strings longer than this get no min/max statistics: they would copy whole prompts into the log.
 STATS_STRING_LIMIT = 64
 COMMIT_METADATA_PREFIX = "llm_observatory."
@@ -273,6 +277,8 @@ class _PartitionFiles:
         if not self.pending:
             return
         table = pa.Table.from_batches(self.pending, schema=self.writer.file_schema)
+        if self.writer.sort_by:
+            table = table.sort_by(self.writer.sort_by)
         self.writer.buffered_bytes -= self.pending_bytes
         self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
         if self._parquet is None:
@@ -348,9 +354,16 @@ class DeltaPartitionWriter:
         verify_read_back: bool = True,
         file_prefix: str = "part",
         read_version: int | None = None,
+        data_change: bool = True,
+        sort_by: Sequence[str] = (),
     ) -> None:
         release_large_blocks_eagerly()
         self.file_prefix = file_prefix
+        # False for a rewrite of the same rows (compaction): streaming readers skip it.
+        self.data_change = data_change
+        # Rows of each row group sorted by these columns: tighter min/max per row group for
+        # the filters analysts use, in memory bounded by one row group.
+        self.sort_by = [(name, "ascending") for name in sort_by]
         # A writer whose rows were derived from the table as of `read_version` (a merge) must
         # not overwrite what another writer committed since: it commits against that version,
         # once, and Delta's conflict check refuses it if the same data changed meanwhile.
@@ -487,7 +500,7 @@ class DeltaPartitionWriter:
                 size=written.bytes,
                 partition_values=written.partition,
                 modification_time=now_ms,
-                data_change=True,
+                data_change=self.data_change,
                 stats=stats,
             )
             for written, stats in self.finished
@@ -623,19 +636,22 @@ def scan_partition(
     filters: list[tuple[str, str, object]] | None,
     columns: Sequence[str] | None = None,
     batch_rows: int = 16_384,
+    with_partition_values: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """Streams the current rows of matching partitions (an absent table has none).
 
     Files are read one after the other, row group by row group, without pre-buffering: a
     dataset scan reads ahead across files and row groups and holds gigabytes while a slow
     consumer (silver's validation) catches up. Partition columns are not in the data files;
-    callers that need them derive them again from the data.
+    callers that need them derive them again from the data, or ask for them
+    (`with_partition_values`: appended from the log, typed as in the table's schema).
     """
     release_large_blocks_eagerly()
     table = open_table(location)
     if table is None:
         return
-    for relative_path, _ in current_files(table, filters):
+    schema = pa.schema(table.schema().to_arrow()) if with_partition_values else None
+    for relative_path, partition in current_files(table, filters):
         with location.filesystem.open(f"{location.fs_path}/{relative_path}", "rb") as handle:
             parquet = pq.ParquetFile(handle, pre_buffer=False)
             wanted = list(columns) if columns else None
@@ -646,7 +662,41 @@ def scan_partition(
                     raise LakeWriteError(
                         f"{location.uri}/{relative_path} lacks column(s) {', '.join(missing)}"
                     )
-            yield from parquet.iter_batches(batch_size=batch_rows, columns=wanted)
+            rows = _batch_rows_within(parquet, wanted, batch_rows)
+            for batch in parquet.iter_batches(batch_size=rows, columns=wanted):
+                if schema is not None:
+                    for name, value in partition.items():
+                        field = schema.field(name)
+                        constant = (
+                            pa.scalar(None, field.type)
+                            if value is None
+                            else pa.scalar(value).cast(field.type)
+                        )
+                        batch = batch.append_column(field, pa.repeat(constant, batch.num_rows))
+                yield batch
+
+
+def _batch_rows_within(
+    parquet: pq.ParquetFile, columns: Sequence[str] | None, most_rows: int
+) -> int:
+    """Rows per batch such that a batch of the wanted columns holds about SCAN_BATCH_BYTES.
+
+    A fixed row count would let memory grow with the width of the rows (prompts of megabytes);
+    the file's own footer says how wide its rows are, decoded.
+    """
+    metadata = parquet.metadata
+    if metadata.num_rows == 0:
+        return most_rows
+    wanted = set(columns) if columns is not None else None
+    decoded = 0
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            if wanted is None or chunk.path_in_schema.split(".")[0] in wanted:
+                decoded += chunk.total_uncompressed_size
+    bytes_per_row = max(decoded / metadata.num_rows, 1.0)
+    return int(min(most_rows, max(MIN_SCAN_BATCH_ROWS, SCAN_BATCH_BYTES // bytes_per_row)))
 
 
 def current_files(

@@ -40,7 +40,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 DEV_ARGS ?=
 
-.PHONY: help venv .venv node_modules test demo dev bench lint clean clean-home
+.PHONY: help venv .venv node_modules browser test demo dev bench lint clean clean-home
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -79,9 +79,22 @@ $(NODE_STAMP): package.json package-lock.json
 
 node_modules: $(NODE_STAMP)
 
+# The browser of the UI test: Debian's chromium (Playwright drives it; no browser download).
+# Installed when missing and this runs as root (CI); elsewhere the UI test skips, unless CI=true.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the UI test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium; \
+	else \
+	  echo "no chromium (apt-get install chromium as root): the UI test will skip, or fail under CI"; \
+	fi
+
 # ----------------------------------------------------------------------------------- commands
 
-test: $(VENV_STAMP) $(NODE_STAMP)
+test: $(VENV_STAMP) $(NODE_STAMP) browser
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV_STAMP)

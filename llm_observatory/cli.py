@@ -194,6 +194,218 @@ def report(out=sys.stdout) -> int:
     return EXIT_OK if materialization.metadata["verdict"].value == "GO" else EXIT_FAILED
 
 
+def _lake_and_control():
+    """The lake and control resources as configured (EnvVars resolved), for work done outside
+    a Dagster run."""
+    from llm_observatory.definitions import build_resources
+    from llm_observatory.resources.control import ControlDatabase
+    from llm_observatory.resources.lake import LakeResource
+    from llm_observatory.settings import resolved
+
+    configured = build_resources()
+    lake_config = configured["lake"]
+    lake = LakeResource(
+        url=resolved(lake_config.url),
+        azure_storage_connection_string=resolved(lake_config.azure_storage_connection_string),
+        azure_storage_account_name=resolved(lake_config.azure_storage_account_name),
+        azure_storage_account_key=resolved(lake_config.azure_storage_account_key),
+    )
+    return lake, ControlDatabase(url=resolved(configured["control"].url))
+
+
+def automation(running: bool, cancel_runs: bool = False, out=sys.stdout) -> int:
+    """`pause` / `resume`: every schedule and sensor of the migration off / on in the Dagster
+    instance, then where the lake and the watermarks stand. Touches neither source nor lake."""
+    _prepare_environment()
+    import dagster as dg
+
+    from llm_observatory.operate.automation_state import set_automation
+
+    lake, control = _lake_and_control()
+    report = set_automation(
+        dg.DagsterInstance.get(), running, lake, control, cancel_runs=cancel_runs
+    )
+    for line in report.lines():
+        print(line, file=out)
+    if not running:
+        print(
+            "paused: nothing new starts until `llm-observatory resume`; the source is untouched",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def rollback(
+    target_text: str, table_names: list[str] | None, dry_run: bool, out=sys.stdout
+) -> int:
+    """Restores lake tables to an earlier version or moment and rewinds the watermarks;
+    non-zero with nothing changed when it cannot."""
+    _prepare_environment()
+    import dagster as dg
+
+    from llm_observatory import settings
+    from llm_observatory.operate.automation_state import IN_PROGRESS
+    from llm_observatory.operate.rollback import (
+        RollbackError,
+        apply_rollback,
+        parse_target,
+        plan_rollback,
+    )
+
+    lake, control = _lake_and_control()
+    try:
+        target = parse_target(target_text)
+        plan = plan_rollback(
+            lake, control, target, table_names, retention_days=settings.lake_retention_days()
+        )
+        if not dry_run:
+            running = dg.DagsterInstance.get().get_run_records(
+                filters=dg.RunsFilter(statuses=IN_PROGRESS)
+            )
+            if running:
+                raise RollbackError(
+                    f"{len(running)} Dagster run(s) in progress "
+                    f"({', '.join(r.dagster_run.run_id[:8] for r in running)}): "
+                    "`llm-observatory pause` and let them finish first"
+                )
+    except RollbackError as error:
+        print(f"error: {error}; nothing changed", file=sys.stderr)
+        return EXIT_FAILED
+    heading = "rollback (dry run, nothing changed)" if dry_run else "rollback"
+    print(f"{heading} to {target_text}:", file=out)
+    for line in plan.lines():
+        print(f"  {line}", file=out)
+    if dry_run:
+        return EXIT_OK
+    try:
+        apply_rollback(plan, control, reason=f"--to {target_text}")
+    except RollbackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"rolled back {len(plan.restored)} table(s); the next sync re-applies later changes",
+        file=out,
+    )
+    print("regenerating the cutover report:", file=out, flush=True)
+    report(out=out)
+    return EXIT_OK
+
+
+def compact(
+    first: dt.date | None,
+    last: dt.date | None,
+    table_names: list[str] | None,
+    target_file_mb: int | None,
+    cluster: bool,
+    vacuum: bool,
+    out=sys.stdout,
+) -> int:
+    """The `compact_lake` job now: small files merged per day, then vacuum past the retention."""
+    _prepare_environment()
+    import dagster as dg
+
+    from llm_observatory.definitions import defs
+    from llm_observatory.operate.jobs import COMPACTION_JOB
+    from llm_observatory.operate.rollback import RollbackError, select_tables
+
+    lake, _ = _lake_and_control()
+    try:
+        select_tables(lake, table_names)
+    except RollbackError as error:
+        raise ValueError(str(error)) from None
+    config: dict = {"cluster": cluster, "vacuum": vacuum, "tables": table_names or []}
+    if first:
+        config["start"] = first.isoformat()
+    if last:
+        config["end"] = last.isoformat()
+    if target_file_mb:
+        config["target_file_mb"] = target_file_mb
+    result = defs.resolve_job_def(COMPACTION_JOB).execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+        run_config={**QUIET_RUN_CONFIG, "ops": {"compact_lake_tables": {"config": config}}},
+        tags={"llm_observatory/command": "compact"},
+    )
+    if not result.success:
+        error = result.get_step_failure_events()[0].event_specific_data.error
+        print(f"error: compaction failed: {error.message.strip()}", file=sys.stderr)
+        return EXIT_FAILED
+    [output] = [
+        event for event in result.all_node_events if event.event_type_value == "STEP_OUTPUT"
+    ]
+    metadata = output.step_output_data.metadata
+    for table, figures in metadata["tables"].value.items():
+        print(
+            f"  {table}: {figures['days_compacted']} day(s) compacted, files "
+            f"{figures['files_before']} -> {figures['files_after']}, bytes "
+            f"{figures['bytes_before']:,} -> {figures['bytes_after']:,}, "
+            f"{figures['vacuumed_files']} vacuumed",
+            file=out,
+        )
+    print(
+        f"compact: days {metadata['days'].value}: files {metadata['files_before'].value} -> "
+        f"{metadata['files_after'].value}; {metadata['vacuumed_files'].value} file(s) vacuumed",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def tier(
+    older_than_days: int,
+    through: dt.date | None,
+    tier_name: str,
+    table_names: list[str] | None,
+    dry_run: bool,
+    policy_json: bool,
+    out=sys.stdout,
+) -> int:
+    """Old partitions' data files to the Cool tier now (the `tier_old_partitions` job's work),
+    or, with --policy-json, the equivalent Azure lifecycle policy printed."""
+    _prepare_environment()
+    from llm_observatory.operate import lifecycle
+    from llm_observatory.operate.rollback import RollbackError, select_tables
+
+    lake, _ = _lake_and_control()
+    try:
+        tables = select_tables(lake, table_names)
+    except RollbackError as error:
+        raise ValueError(str(error)) from None
+    if policy_json:
+        print(
+            lifecycle.policy_json(lifecycle.lifecycle_policy(lake, tables, older_than_days)),
+            file=out,
+        )
+        return EXIT_OK
+    try:
+        result = lifecycle.tier_old_partitions(
+            lake,
+            tables,
+            older_than_days=older_than_days,
+            tier=tier_name,
+            last_day=through,
+            dry_run=dry_run,
+        )
+    except lifecycle.TieringError as error:
+        print(f"error: {error}; nothing moved", file=sys.stderr)
+        return EXIT_FAILED
+    if not lake.is_azure:
+        print("tier: the lake is a local folder: storage tiers do not apply", file=out)
+        return EXIT_OK
+    verb = "would move" if dry_run else "moved"
+    print(
+        f"tier: partitions before {result.cutoff}: {verb} {result.files_moved} file(s), "
+        f"{result.bytes_moved:,} bytes to {result.tier}; {result.files_already} already there",
+        file=out,
+    )
+    for name, moved in result.by_table.items():
+        if moved:
+            print(f"  {name}: {moved:,} bytes", file=out)
+    before = ", ".join(f"{k} {v:,}" for k, v in sorted(result.bytes_by_tier_before.items()))
+    after = ", ".join(f"{k} {v:,}" for k, v in sorted(result.bytes_by_tier_after.items()))
+    print(f"  bytes by tier before: {before or '-'}; after: {after or '-'}", file=out)
+    return EXIT_OK
+
+
 def verify(
     first: dt.date,
     last: dt.date,
@@ -206,19 +418,12 @@ def verify(
     from llm_observatory.definitions import build_resources
     from llm_observatory.partitions import days_between
     from llm_observatory.reconcile import reconcile_day
-    from llm_observatory.resources.lake import LakeResource
     from llm_observatory.resources.source import SourceDatabase, SourceError
     from llm_observatory.settings import resolved
 
     configured = build_resources()
     source = SourceDatabase(url=resolved(configured["source"].url))
-    lake_config = configured["lake"]
-    lake = LakeResource(
-        url=resolved(lake_config.url),
-        azure_storage_connection_string=resolved(lake_config.azure_storage_connection_string),
-        azure_storage_account_name=resolved(lake_config.azure_storage_account_name),
-        azure_storage_account_key=resolved(lake_config.azure_storage_account_key),
-    )
+    lake, _ = _lake_and_control()
     tables = _selected_tables(table_names)
     days = days_between(first, last)
     started = time.perf_counter()
@@ -518,6 +723,66 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "setup-control", help="create the control database's watermark table (idempotent)"
     )
+    compact_parser = commands.add_parser(
+        "compact", help="merge small lake files per day (default: the last 8 days), then vacuum"
+    )
+    compact_parser.add_argument("--start", type=_day, help="first UTC day")
+    compact_parser.add_argument("--end", type=_day, help="last UTC day, included")
+    compact_parser.add_argument(
+        "--table", action="append", dest="tables", help="a lake or source table (repeatable)"
+    )
+    compact_parser.add_argument("--target-file-mb", type=int, help="target file size (256)")
+    compact_parser.add_argument(
+        "--no-cluster", action="store_true", help="keep row order (no model/time clustering)"
+    )
+    compact_parser.add_argument("--no-vacuum", action="store_true", help="skip the vacuum")
+    tier_parser = commands.add_parser(
+        "tier", help="move data files of partitions older than N days to the Cool tier (ADLS)"
+    )
+    tier_parser.add_argument(
+        "--older-than-days", type=int, default=730, help="age threshold in days (730)"
+    )
+    tier_parser.add_argument(
+        "--through", type=_day, help="only partitions up to this UTC day (must be older)"
+    )
+    tier_parser.add_argument("--tier", default="Cool", help="Cool (default) or Cold; never Archive")
+    tier_parser.add_argument(
+        "--table", action="append", dest="tables", help="a lake or source table (repeatable)"
+    )
+    tier_parser.add_argument("--dry-run", action="store_true", help="report, move nothing")
+    tier_parser.add_argument(
+        "--policy-json",
+        action="store_true",
+        help="print the equivalent Azure lifecycle-management policy instead",
+    )
+    pause_parser = commands.add_parser(
+        "pause", help="turn every schedule and sensor of the migration off (pre-cutover rollback)"
+    )
+    pause_parser.add_argument(
+        "--cancel-runs",
+        action="store_true",
+        help="also cancel queued and running runs (default: let them finish)",
+    )
+    commands.add_parser("resume", help="turn every schedule and sensor of the migration on")
+    rollback_parser = commands.add_parser(
+        "rollback",
+        help="restore lake tables to an earlier Delta version or moment, rewind the watermarks",
+    )
+    rollback_parser.add_argument(
+        "--to",
+        required=True,
+        dest="target",
+        help="ISO 8601 UTC time (2026-11-25T22:00:00Z), or a Delta version with one --table",
+    )
+    rollback_parser.add_argument(
+        "--table",
+        action="append",
+        dest="tables",
+        help="a lake table (silver/llm_interactions) or a source table for all its layers",
+    )
+    rollback_parser.add_argument(
+        "--dry-run", action="store_true", help="show what would change, change nothing"
+    )
     return parser
 
 
@@ -548,6 +813,30 @@ def main(argv: list[str] | None = None) -> int:
             return setup_control()
         if args.command == "verify":
             return verify(args.start, args.end, args.tables, deep=args.deep)
+        if args.command in ("pause", "resume"):
+            return automation(
+                args.command == "resume", cancel_runs=getattr(args, "cancel_runs", False)
+            )
+        if args.command == "compact":
+            return compact(
+                args.start,
+                args.end,
+                args.tables,
+                args.target_file_mb,
+                cluster=not args.no_cluster,
+                vacuum=not args.no_vacuum,
+            )
+        if args.command == "tier":
+            return tier(
+                args.older_than_days,
+                args.through,
+                args.tier,
+                args.tables,
+                args.dry_run,
+                args.policy_json,
+            )
+        if args.command == "rollback":
+            return rollback(args.target, args.tables, args.dry_run)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

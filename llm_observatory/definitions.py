@@ -7,6 +7,7 @@ import dagster as dg
 from llm_observatory import settings
 from llm_observatory.assets.bronze import bronze_assets
 from llm_observatory.assets.gold import gold_assets
+from llm_observatory.assets.monitoring import monitoring_assets
 from llm_observatory.assets.report import report_assets
 from llm_observatory.assets.silver import silver_assets
 from llm_observatory.assets.sync import sync_assets
@@ -18,6 +19,16 @@ from llm_observatory.automation import (
 )
 from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.executors import selected_executor
+from llm_observatory.operate.jobs import (
+    compact_lake,
+    daily_query_monitoring_schedule,
+    daily_tiering_schedule,
+    monitor_queries,
+    pause_migration,
+    resume_migration,
+    tier_old_partitions_job,
+    weekly_compaction_schedule,
+)
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
@@ -56,10 +67,32 @@ def build_resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=[*bronze_assets, *silver_assets, *gold_assets, *report_assets, *sync_assets],
+    assets=[
+        *bronze_assets,
+        *silver_assets,
+        *gold_assets,
+        *report_assets,
+        *sync_assets,
+        *monitoring_assets,
+    ],
     asset_checks=integrity_checks,
-    jobs=[migrate_history, cutover_report_job, sync_lake, daily_cycle],
-    schedules=[daily_sync_schedule],
+    jobs=[
+        migrate_history,
+        cutover_report_job,
+        sync_lake,
+        daily_cycle,
+        compact_lake,
+        tier_old_partitions_job,
+        monitor_queries,
+        pause_migration,
+        resume_migration,
+    ],
+    schedules=[
+        daily_sync_schedule,
+        weekly_compaction_schedule,
+        daily_tiering_schedule,
+        daily_query_monitoring_schedule,
+    ],
     sensors=[source_changes_sensor],
     executor=selected_executor(),
     resources=build_resources(),

@@ -52,6 +52,11 @@ def lake_url():
     return _from_env("LLM_OBS_LAKE_URL", str(home() / "lake"))
 
 
+def lake_retention_days() -> int:
+    """How long earlier lake versions stay restorable (rollback refuses older targets)."""
+    return int(os.environ.get("LLM_OBS_LAKE_RETENTION_DAYS", "30"))
+
+
 def control_url():
     return _from_env("LLM_OBS_CONTROL_URL", f"sqlite:///{home() / CONTROL_FILE}")
 

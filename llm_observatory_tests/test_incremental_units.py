@@ -126,3 +126,29 @@ def test_the_latest_captured_version_of_each_key_wins(tmp_path):
     assert captured.rows == 5
     # a: the later of two versions; b: an exact re-delivery is kept once; c alone.
     assert captured.latest_per_key().tolist() == [1, 2, 3]
+
+
+def test_the_monitoring_queries_compile_for_sql_server_with_bound_parameters():
+    from llm_observatory.assets.monitoring import QUERIES, QueryParameters
+
+    table = sa.Table(
+        "llm_interactions",
+        sa.MetaData(),
+        sa.Column("interaction_id", sa.String(36)),
+        sa.Column("timestamp", sa.DateTime),
+        sa.Column("model_name", sa.String(50)),
+        sa.Column("latency_ms", sa.Integer),
+        sa.Column("status", sa.String(20)),
+        sa.Column("cost_usd", sa.Numeric(12, 6)),
+        sa.Column("last_modified", sa.DateTime),
+    )
+    described = SourceTable(LLM_INTERACTIONS, table, pa.schema([]))
+    source = SourceDatabase(url="mssql+pyodbc://u@h/db")
+    parameters = QueryParameters(day=dt.date(2026, 11, 3), interaction_id="x'; DROP TABLE t --")
+    for query in QUERIES:
+        compiled = query.source(source, described, parameters).compile(dialect=mssql.dialect())
+        text = str(compiled)
+        assert "DROP" not in text and "2026" not in text, text  # values are bound, not inlined
+        assert compiled.params, query.name
+    hourly = str(QUERIES[1].source(source, described, parameters).compile(dialect=mssql.dialect()))
+    assert "dateadd(hour, datediff(hour" in hourly.lower()

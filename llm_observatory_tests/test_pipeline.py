@@ -302,3 +302,54 @@ def test_the_lake_on_azurite_holds_the_same_rows(postgres_source, azurite):
             table.name, day
         )
     assert lake.location("bronze", "x").uri.startswith("abfs://bronze@")
+
+    # Query monitoring reads the same Delta tables on Azurite through Polars.
+    from llm_observatory.assets.monitoring import QUERIES, query_latency
+
+    monitored = dg.materialize(
+        [query_latency],
+        resources={"source": SourceDatabase(url=url), "lake": lake},
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"monitoring__query_latency": {"config": {"repeats": 1}}}},
+    )
+    assert monitored.success
+    [event] = monitored.get_asset_materialization_events()
+    metadata = event.step_materialization_data.materialization.metadata
+    assert metadata["lake_interaction_by_id_rows"].value == 1
+    assert all(f"lake_{query.name}_p50_ms" in metadata for query in QUERIES)
+
+
+def test_query_monitoring_times_every_query_on_the_lake_and_the_source(migrated_local):
+    from llm_observatory.assets.monitoring import QUERIES, query_latency
+
+    url, _, lake, resources, instance, _ = migrated_local
+    run_config = {"ops": {"monitoring__query_latency": {"config": {"repeats": 2}}}}
+    result = dg.materialize(
+        [query_latency], resources=resources, instance=instance, run_config=run_config
+    )
+    assert result.success
+    [answered] = result.get_asset_check_evaluations()
+    assert answered.passed, answered.metadata
+    [event] = result.get_asset_materialization_events()
+    metadata = event.step_materialization_data.materialization.metadata
+    for query in QUERIES:
+        for side in ("lake", "source"):
+            p50 = metadata[f"{side}_{query.name}_p50_ms"].value
+            p95 = metadata[f"{side}_{query.name}_p95_ms"].value
+            assert 0 < p50 <= p95, (side, query.name)
+    # The same question has the same answer size on both sides where validation cannot differ.
+    assert metadata["lake_interaction_by_id_rows"].value == 1
+    assert metadata["source_interaction_by_id_rows"].value == 1
+    assert metadata["lake_model_latency_day_rows"].value == len(MODELS)
+    assert "| model_latency_day |" in metadata["latencies"].value
+
+    # After cutover the source may be gone: the lake is still timed, the run succeeds.
+    gone = {**resources, "source": SourceDatabase(url="postgresql+psycopg://u:secret@127.0.0.1:9/x")}
+    lake_only = dg.materialize(
+        [query_latency], resources=gone, instance=instance, run_config=run_config
+    )
+    assert lake_only.success
+    [event] = lake_only.get_asset_materialization_events()
+    names = set(event.step_materialization_data.materialization.metadata)
+    assert "lake_cost_by_model_month_p50_ms" in names
+    assert not any(name.startswith("source_") for name in names)

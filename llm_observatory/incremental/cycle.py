@@ -176,15 +176,20 @@ def lake_locations(lake: LakeResource, table: TableSpec) -> dict[str, LakeLocati
     return locations
 
 
-def initial_watermark(lake: LakeResource, table: TableSpec) -> dt.datetime | None:
+def initial_watermark(
+    lake: LakeResource, table: TableSpec, as_of_version: int | None = None
+) -> dt.datetime | None:
     """Before the first cycle: the oldest change high-water mark recorded by the bronze copies
     now in the lake (each copy read the source's `max(last_modified)` before it began), so no
-    change made after any day was copied is missed. None (read everything) without bronze."""
+    change made after any day was copied is missed. None (read everything) without bronze.
+    `as_of_version`: as bronze was at that version (a rollback's target)."""
     bronze = open_table(bronze_location(lake, table))
     if bronze is None:
         return None
     latest_by_day: dict[str, str] = {}
     for entry in bronze.history():
+        if as_of_version is not None and entry.get("version", 0) > as_of_version:
+            continue
         day = entry.get(f"{COMMIT_METADATA_PREFIX}partition")
         if day and day not in latest_by_day:
             latest_by_day[day] = entry.get(f"{COMMIT_METADATA_PREFIX}change_high_water", "")

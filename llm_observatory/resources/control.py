@@ -130,9 +130,42 @@ class ControlDatabase(dg.ConfigurableResource):
             row = connection.execute(query).mappings().first()
         return WatermarkRow.from_mapping(row) if row else None
 
-    def completed_watermark(self, table_name: str) -> WatermarkRow | None:
-        """The watermark in force: the latest COMPLETED row of the table, or None."""
-        return self._latest(table_name, migration_watermark.c.status == COMPLETED)
+    def completed_watermark(
+        self, table_name: str, at_or_before: dt.datetime | None = None
+    ) -> WatermarkRow | None:
+        """The watermark in force: the latest COMPLETED row of the table, or None; with
+        `at_or_before`, the one that was in force at that moment."""
+        conditions = [migration_watermark.c.status == COMPLETED]
+        if at_or_before is not None:
+            conditions.append(
+                migration_watermark.c.extraction_end_time
+                <= sa.bindparam(
+                    "at_or_before",
+                    _bind(at_or_before),
+                    type_=migration_watermark.c.extraction_end_time.type,
+                )
+            )
+        return self._latest(table_name, *conditions)
+
+    def rewind_watermark(
+        self, table_name: str, watermark: dt.datetime | None, note: str
+    ) -> int:
+        """Puts an earlier watermark in force (after a lake rollback): a COMPLETED row of its
+        own, with the reason in `error_message`, so the audit trail keeps every cycle."""
+        self.ensure_schema()
+        moment = dt.datetime.now(dt.UTC)
+        statement = sa.insert(migration_watermark).values(
+            table_name=table_name,
+            last_extracted_timestamp=_bind(watermark),
+            extraction_start_time=moment,
+            extraction_end_time=moment,
+            rows_extracted=0,
+            rows_validated=0,
+            status=COMPLETED,
+            error_message=note[:ERROR_MESSAGE_LIMIT],
+        )
+        with self.engine.begin() as connection:
+            return int(connection.execute(statement).inserted_primary_key[0])
 
     def latest_cycle(self, table_name: str) -> WatermarkRow | None:
         return self._latest(table_name)

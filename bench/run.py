@@ -84,8 +84,12 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 WORKER_TIMEOUT_S = 3600
 RSS_SAMPLE_S = 0.1
 PROFILE_RATE_HZ = 100
-# Samples of threads only waiting (py-spy drops idle threads; these waits slip through).
+# Samples of threads only waiting: py-spy drops idle threads, but with native frames a thread
+# blocked on a lock (a full read-ahead queue, the RSS sampler's sleep) still shows, inside
+# libc, under one of these Python waits.
 PROFILE_IDLE_FRAMES = ("epoll_wait", "futex_wait", "pthread_cond_wait", "poll (")
+PROFILE_WAITS = ("Condition.wait (threading.py", "Event.wait (threading.py",
+                 "Queue.get (queue.py", "Queue.put (queue.py", "RssSampler._run")
 # Phases by the innermost frame that names one: native symbols of the libraries doing the
 # work, or our own functions around them.
 PROFILE_PHASES = (
@@ -99,6 +103,9 @@ PROFILE_PHASES = (
                                               "_MergedStats", "_split_by_partition")),
     ("memory (page faults, copies)", ("memcpy", "memmove", "page_fault", "clear_page",
                                       "__memset", "mmap", "munmap")),
+    ("Python garbage collection", ("gc_collect",)),
+    ("process start-up (imports, before the clock starts)",
+     ("_compile_bytecode", "_call_with_frames_removed", "<module> (")),
     ("Dagster and Python bookkeeping", ("dagster", "_bootstrap", "logging")),
 )
 
@@ -962,6 +969,9 @@ def profile_summary(path: Path, top: int = 12) -> dict:
         leaf = frames[-1]
         if any(idle in leaf for idle in PROFILE_IDLE_FRAMES):
             continue
+        python_frames = [frame for frame in frames if ".py:" in frame]
+        if python_frames and any(wait in python_frames[-1] for wait in PROFILE_WAITS):
+            continue  # the innermost Python frame is a wait: the native frames below idle
         total += count
         short = leaf.split(" (")[0] + (
             " (" + leaf.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"

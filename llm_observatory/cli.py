@@ -244,12 +244,12 @@ def rollback(
     import dagster as dg
 
     from llm_observatory import settings
-    from llm_observatory.operate.automation_state import IN_PROGRESS
     from llm_observatory.operate.rollback import (
         RollbackError,
         apply_rollback,
         parse_target,
         plan_rollback,
+        refuse_while_runs_in_progress,
     )
 
     lake, control = _lake_and_control()
@@ -259,15 +259,7 @@ def rollback(
             lake, control, target, table_names, retention_days=settings.lake_retention_days()
         )
         if not dry_run:
-            running = dg.DagsterInstance.get().get_run_records(
-                filters=dg.RunsFilter(statuses=IN_PROGRESS)
-            )
-            if running:
-                raise RollbackError(
-                    f"{len(running)} Dagster run(s) in progress "
-                    f"({', '.join(r.dagster_run.run_id[:8] for r in running)}): "
-                    "`llm-observatory pause` and let them finish first"
-                )
+            refuse_while_runs_in_progress(dg.DagsterInstance.get())
     except RollbackError as error:
         print(f"error: {error}; nothing changed", file=sys.stderr)
         return EXIT_FAILED
@@ -403,6 +395,39 @@ def tier(
     before = ", ".join(f"{k} {v:,}" for k, v in sorted(result.bytes_by_tier_before.items()))
     after = ", ".join(f"{k} {v:,}" for k, v in sorted(result.bytes_by_tier_after.items()))
     print(f"  bytes by tier before: {before or '-'}; after: {after or '-'}", file=out)
+    return EXIT_OK
+
+
+def monitor(repeats: int, include_source: bool, out=sys.stdout) -> int:
+    """Materializes `monitoring/query_latency` now and prints the p50/p95 table."""
+    _prepare_environment()
+    import dagster as dg
+
+    from llm_observatory.assets.monitoring import QUERY_LATENCY_KEY
+    from llm_observatory.definitions import defs
+    from llm_observatory.operate.jobs import MONITORING_JOB
+
+    op_config = {"config": {"repeats": repeats, "include_source": include_source}}
+    result = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+        run_config={
+            **QUIET_RUN_CONFIG,
+            "ops": {QUERY_LATENCY_KEY.to_python_identifier(): op_config},
+        },
+        tags={"llm_observatory/command": "monitor"},
+    )
+    if not result.success:
+        error = result.get_step_failure_events()[0].event_specific_data.error
+        print(f"error: query monitoring failed: {error.message.strip()}", file=sys.stderr)
+        return EXIT_FAILED
+    [event] = result.get_asset_materialization_events()
+    metadata = event.step_materialization_data.materialization.metadata
+    print(
+        f"query latency over {metadata['repeats'].value} runs each, day {metadata['day'].value}:",
+        file=out,
+    )
+    print(metadata["latencies"].value, file=out)
     return EXIT_OK
 
 
@@ -755,6 +780,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the equivalent Azure lifecycle-management policy instead",
     )
+    monitor_parser = commands.add_parser(
+        "monitor", help="time the typical analyst queries on the lake and the source (p50/p95)"
+    )
+    monitor_parser.add_argument("--repeats", type=int, default=5, help="runs per query (5)")
+    monitor_parser.add_argument(
+        "--lake-only", action="store_true", help="do not time the source (gone after cutover)"
+    )
     pause_parser = commands.add_parser(
         "pause", help="turn every schedule and sensor of the migration off (pre-cutover rollback)"
     )
@@ -835,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.dry_run,
                 args.policy_json,
             )
+        if args.command == "monitor":
+            return monitor(args.repeats, include_source=not args.lake_only)
         if args.command == "rollback":
             return rollback(args.target, args.tables, args.dry_run)
     except ValueError as error:

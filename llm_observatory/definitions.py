@@ -26,6 +26,7 @@ from llm_observatory.operate.jobs import (
     monitor_queries,
     pause_migration,
     resume_migration,
+    rollback_lake,
     tier_old_partitions_job,
     weekly_compaction_schedule,
 )
@@ -86,6 +87,7 @@ defs = dg.Definitions(
         monitor_queries,
         pause_migration,
         resume_migration,
+        rollback_lake,
     ],
     schedules=[
         daily_sync_schedule,

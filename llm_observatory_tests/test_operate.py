@@ -107,7 +107,7 @@ def test_pause_and_resume_switch_every_schedule_and_sensor_as_the_daemon_sees_th
     assert switched["sensor:source_changes"] == "RUNNING -> STOPPED"
 
 
-def run_job(home: Path, name: str):
+def run_job(home: Path, name: str, run_config: dict | None = None):
     """A job of the definitions run as the UI's launch would, on the demo's instance."""
     import dagster as dg
 
@@ -119,7 +119,10 @@ def run_job(home: Path, name: str):
         job = defs.resolve_job_def(name)
         with dg.DagsterInstance.get() as instance:
             return job.execute_in_process(
-                instance=instance, resources=build_resources(), raise_on_error=False
+                instance=instance,
+                resources=build_resources(),
+                raise_on_error=False,
+                run_config=run_config,
             )
     finally:
         for key, value in saved.items():
@@ -257,3 +260,54 @@ def test_compact_after_syncs_keeps_the_lake_go_with_every_checksum(demo):
     assert versions(demo) == after
     refused = run_cli(["compact", "--table", "nope"], demo)
     assert refused.returncode != 0 and "unknown table" in refused.stderr
+
+
+def change_latency(home: Path, key: str, latency: int) -> None:
+    engine = sa.create_engine(f"sqlite:///{home / 'demo_source.sqlite'}")
+    interactions = sa.Table("llm_interactions", sa.MetaData(), autoload_with=engine)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.update(interactions)
+            .where(interactions.c.interaction_id == key)
+            .values(
+                latency_ms=latency,
+                last_modified=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            )
+        )
+    engine.dispose()
+
+
+def test_monitor_and_rollback_from_the_command_line_and_the_ui(demo):
+    monitored = run_cli(["monitor", "--repeats", "2"], demo)
+    assert monitored.returncode == 0, monitored.stdout + monitored.stderr
+    for name in (
+        "model_latency_day",
+        "error_rate_by_hour_week",
+        "interaction_by_id",
+        "cost_by_model_month",
+    ):
+        assert f"| {name} |" in monitored.stdout
+
+    silver = pl.read_delta(str(demo / "lake" / "silver" / "llm_interactions"))
+    key = silver.filter(pl.col("latency_ms") > 10)["interaction_id"].sort()[0]
+    latency = silver_latency(demo, key)
+    time.sleep(1.1)
+    moment = dt.datetime.now(dt.UTC).isoformat()
+    time.sleep(1.1)
+    change_latency(demo, key, 5)
+    assert run_cli(["sync", "--changes-only"], demo).returncode == 0
+    assert silver_latency(demo, key) == 5
+    changed = versions(demo)
+
+    def rollback_job(**config):
+        return run_job(demo, "rollback_lake", {"ops": {"rollback_lake_tables": {"config": config}}})
+
+    dry = rollback_job(to=moment)  # a dry run unless told otherwise
+    assert dry.success and versions(demo) == changed
+    refused = rollback_job(to="2001-01-01T00:00:00Z", dry_run=False)
+    assert not refused.success and versions(demo) == changed
+    done = rollback_job(to=moment, dry_run=False)
+    assert done.success
+    assert silver_latency(demo, key) == latency
+    assert run_cli(["sync", "--changes-only"], demo).returncode == 0
+    assert silver_latency(demo, key) == 5

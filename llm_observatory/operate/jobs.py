@@ -15,7 +15,13 @@ from llm_observatory.io.delta_lake import TARGET_FILE_BYTES
 from llm_observatory.operate.automation_state import LOCATION_NAME, set_automation
 from llm_observatory.operate.compaction import compact_tables
 from llm_observatory.operate.lifecycle import DEFAULT_COOL_AFTER_DAYS, tier_old_partitions
-from llm_observatory.operate.rollback import select_tables
+from llm_observatory.operate.rollback import (
+    apply_rollback,
+    parse_target,
+    plan_rollback,
+    refuse_while_runs_in_progress,
+    select_tables,
+)
 from llm_observatory.partitions import days_between
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
@@ -271,3 +277,61 @@ monitor_queries = dg.define_asset_job(
 )
 def daily_query_monitoring_schedule(context: dg.ScheduleEvaluationContext):
     return dg.RunRequest(run_key=f"monitoring-{context.scheduled_execution_time:%Y-%m-%d}")
+
+
+ROLLBACK_JOB = "rollback_lake"
+
+
+class RollbackConfig(dg.Config):
+    """`to`: ISO 8601 UTC time or, with one lake table in `tables`, a Delta version. Dry run by
+    default: launch once to see the plan in the run's log, again with `dry_run: false`."""
+
+    to: str
+    tables: list[str] = []
+    dry_run: bool = True
+
+
+@dg.op(
+    name="rollback_lake_tables",
+    description="Restores lake tables to an earlier moment or version, rewinds watermarks.",
+)
+def rollback_lake_tables(
+    context: dg.OpExecutionContext,
+    config: RollbackConfig,
+    lake: LakeResource,
+    control: ControlDatabase,
+):
+    target = parse_target(config.to)
+    plan = plan_rollback(
+        lake,
+        control,
+        target,
+        config.tables or None,
+        retention_days=settings.lake_retention_days(),
+    )
+    for line in plan.lines():
+        context.log.info(line)
+    if not config.dry_run:
+        refuse_while_runs_in_progress(context.instance, own_run_id=context.run_id)
+        apply_rollback(plan, control, reason=f"to {config.to} (run {context.run_id})")
+        context.log.info(
+            f"rolled back {len(plan.restored)} table(s); launch `cutover_report_job` for the "
+            "report, the next sync re-applies later changes"
+        )
+    return dg.Output(
+        None,
+        metadata={
+            "dry_run": config.dry_run,
+            "plan": dg.MetadataValue.md("\n".join(f"- {line}" for line in plan.lines())),
+            "restored_versions": dg.MetadataValue.json(plan.restored),
+        },
+    )
+
+
+@dg.job(
+    name=ROLLBACK_JOB,
+    description="After-cutover rollback from the UI (what `llm-observatory rollback` does); "
+    "a dry run unless `dry_run: false`.",
+)
+def rollback_lake():
+    rollback_lake_tables()

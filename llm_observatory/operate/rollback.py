@@ -247,6 +247,24 @@ def plan_rollback(
     return plan
 
 
+def refuse_while_runs_in_progress(instance, own_run_id: str | None = None) -> None:
+    """A rollback under a running backfill or sync would race its commits: refused."""
+    import dagster as dg
+
+    from llm_observatory.operate.automation_state import IN_PROGRESS
+
+    running = [
+        record.dagster_run.run_id
+        for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+        if record.dagster_run.run_id != own_run_id
+    ]
+    if running:
+        raise RollbackError(
+            f"{len(running)} Dagster run(s) in progress ({', '.join(r[:8] for r in running)}): "
+            "`llm-observatory pause` and let them finish first"
+        )
+
+
 def _require_files(step: TableStep) -> None:
     """Every data file of the target version must still be in storage (not vacuumed)."""
     location = step.table.location

@@ -127,7 +127,10 @@ class CapturedRows:
                 if batch.num_rows == 0:
                     continue
                 writer.write_batch(batch)
-                captured.key_chunks.append(batch.column(table.key))
+                # A copy: a column imported from the driver shares one owner with the whole
+                # batch, so keeping the column itself would keep every row's text alive.
+                keys = batch.column(table.key)
+                captured.key_chunks.append(keys.take(pa.array(np.arange(len(keys)))))
                 versions.append(version_micros(batch.column(table.change_column)))
                 days.append(day_numbers(batch.column(table.event_time)))
         if versions:

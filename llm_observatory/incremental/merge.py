@@ -62,6 +62,9 @@ SPILL_BATCH_ROWS = 16_384
 # Kept rows are re-read in small batches: with a few in flight (read-ahead) and the writer's
 # buffers, memory stays bounded whatever the day's size.
 REWRITE_BATCH_ROWS = 4_096
+# The merge's three writers (bronze, quarantine, silver) are open together and receive kept rows
+# partition by partition: a small buffer each is enough.
+MERGE_WRITER_BUFFER_BYTES = 8 * 1024 * 1024
 EPOCH_DAY = dt.date(1970, 1, 1)
 
 
@@ -347,6 +350,7 @@ def apply_changes(
             else None
         ),
         file_prefix="sync",
+        buffered_bytes_limit=MERGE_WRITER_BUFFER_BYTES,
         read_version=read_versions["bronze"],
     )
     silver = silver_location(lake, table)
@@ -357,6 +361,7 @@ def apply_changes(
         table.silver_partition_by,
         replace=day_set,
         file_prefix="sync",
+        buffered_bytes_limit=MERGE_WRITER_BUFFER_BYTES,
         read_version=read_versions["silver"],
     )
     quarantine_writer = DeltaPartitionWriter(
@@ -365,6 +370,7 @@ def apply_changes(
         ["date"],
         replace=day_set,
         file_prefix="sync",
+        buffered_bytes_limit=MERGE_WRITER_BUFFER_BYTES,
         read_version=read_versions["quarantine"],
     )
     writers = [bronze_writer, quarantine_writer, silver_writer]

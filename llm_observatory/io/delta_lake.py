@@ -356,8 +356,12 @@ class DeltaPartitionWriter:
         read_version: int | None = None,
         data_change: bool = True,
         sort_by: Sequence[str] = (),
+        buffered_bytes_limit: int = BUFFERED_BYTES_LIMIT,
     ) -> None:
         release_large_blocks_eagerly()
+        # Writers that receive rows partition by partition (a merge re-reading a day file by
+        # file) gain nothing from a large buffer; several open at once share the memory.
+        self.buffered_bytes_limit = buffered_bytes_limit
         self.file_prefix = file_prefix
         # False for a rewrite of the same rows (compaction): streaming readers skip it.
         self.data_change = data_change
@@ -417,7 +421,7 @@ class DeltaPartitionWriter:
             data = rows.select(self.file_schema.names)
             self.buffered_bytes += data.nbytes
             files.add(data)
-        while self.buffered_bytes > BUFFERED_BYTES_LIMIT:
+        while self.buffered_bytes > self.buffered_bytes_limit:
             largest = max(self._partitions.values(), key=lambda files: files.pending_bytes)
             if not largest.pending:
                 break

@@ -66,6 +66,11 @@ def _run_rows(result, prefix: str) -> int:
     return rows
 
 
+def _step_failure(result) -> str:
+    """The message of a failed in-process run's first failed step."""
+    return result.get_step_failure_events()[0].event_specific_data.error.message.strip()
+
+
 def _failed_checks(result) -> list[str]:
     failed = []
     for evaluation in result.get_asset_check_evaluations():
@@ -177,9 +182,8 @@ def report(out=sys.stdout) -> int:
         tags={"llm_observatory/command": "report"},
     )
     if not result.success:
-        error = result.get_step_failure_events()[0].event_specific_data.error
         print(
-            f"error: the cutover report could not be built: {error.message.strip()}",
+            f"error: the cutover report could not be built: {_step_failure(result)}",
             file=sys.stderr,
         )
         print("Verdict: NO-GO: the report could not be built", file=out)
@@ -319,8 +323,7 @@ def compact(
         tags={"llm_observatory/command": "compact"},
     )
     if not result.success:
-        error = result.get_step_failure_events()[0].event_specific_data.error
-        print(f"error: compaction failed: {error.message.strip()}", file=sys.stderr)
+        print(f"error: compaction failed: {_step_failure(result)}", file=sys.stderr)
         return EXIT_FAILED
     [output] = [
         event for event in result.all_node_events if event.event_type_value == "STEP_OUTPUT"
@@ -418,8 +421,7 @@ def monitor(repeats: int, include_source: bool, out=sys.stdout) -> int:
         tags={"llm_observatory/command": "monitor"},
     )
     if not result.success:
-        error = result.get_step_failure_events()[0].event_specific_data.error
-        print(f"error: query monitoring failed: {error.message.strip()}", file=sys.stderr)
+        print(f"error: query monitoring failed: {_step_failure(result)}", file=sys.stderr)
         return EXIT_FAILED
     [event] = result.get_asset_materialization_events()
     metadata = event.step_materialization_data.materialization.metadata

@@ -19,18 +19,14 @@ from dataclasses import dataclass, field
 
 from deltalake import CommitProperties, DeltaTable
 
-from llm_observatory.incremental.cycle import initial_watermark
+from llm_observatory.incremental.cycle import initial_watermark, lake_locations
 from llm_observatory.io.delta_lake import COMMIT_METADATA_PREFIX, current_files, open_table
 from llm_observatory.layout import (
     bronze_location,
-    daily_metrics_location,
-    deleted_location,
-    quarantine_location,
-    silver_location,
 )
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeLocation, LakeResource
-from llm_observatory.tables import LLM_INTERACTIONS, TABLES, TableSpec
+from llm_observatory.tables import TABLES, TableSpec
 
 logger = logging.getLogger(__name__)
 
@@ -49,18 +45,25 @@ class LakeTable:
     source_table: TableSpec  # whose watermark covers it
 
 
+# The lake tables a sync cycle of a source table may change (`lake_locations`), by their
+# names in the layout (CONTRACT §5).
+LAYOUT_NAMES = {
+    "bronze": "bronze/{table}",
+    "silver": "silver/{table}",
+    "quarantine": "silver/_quarantine/{table}",
+    "deleted": "silver/_deleted/{table}",
+    "gold": GOLD_TABLE,
+}
+
+
 def lake_tables(lake: LakeResource) -> dict[str, LakeTable]:
-    """Every table of the lake, by its name in the layout (CONTRACT §5)."""
+    """Every table of the lake, by its name in the layout, with the source table whose
+    watermark covers it."""
     tables: dict[str, LakeTable] = {}
     for table in TABLES:
-        for name, location in (
-            (f"bronze/{table.name}", bronze_location(lake, table)),
-            (f"silver/{table.name}", silver_location(lake, table)),
-            (f"silver/_quarantine/{table.name}", quarantine_location(lake, table)),
-            (f"silver/_deleted/{table.name}", deleted_location(lake, table)),
-        ):
+        for role, location in lake_locations(lake, table).items():
+            name = LAYOUT_NAMES[role].format(table=table.name)
             tables[name] = LakeTable(name, location, table)
-    tables[GOLD_TABLE] = LakeTable(GOLD_TABLE, daily_metrics_location(lake), LLM_INTERACTIONS)
     return tables
 
 

@@ -130,12 +130,16 @@ def _normal(row: dict) -> dict:
 
 
 def read_all(location) -> list[dict]:
-    return DeltaTable(location.uri).to_pyarrow_table().to_pylist()
+    return _delta(location).to_pyarrow_table().to_pylist()
+
+
+def _delta(location) -> DeltaTable:
+    """The table at a lake location, local or on Azurite."""
+    return DeltaTable(location.uri, storage_options=location.storage_options or None)
 
 
 def _lake_rows(location, key: str) -> dict:
-    table = DeltaTable(location.uri)
-    rows = table.to_pyarrow_table().to_pylist()
+    rows = read_all(location)
     keyed = {row[key]: row for row in rows}
     assert len(keyed) == len(rows), "a key appears twice"
     return keyed
@@ -171,7 +175,7 @@ def assert_lake_matches_source(migration: Migration, table=LLM_INTERACTIONS) -> 
         by_day = defaultdict(list)
         for key in silver:
             by_day[source[key]["timestamp"].date()].append(source[key])
-        gold = DeltaTable(daily_metrics_location(migration.lake).uri).to_pyarrow_table()
+        gold = _delta(daily_metrics_location(migration.lake)).to_pyarrow_table()
         for day, rows in by_day.items():
             expected = daily_metrics(pl.DataFrame(rows, infer_schema_length=None), day)
             lake_day = [r for r in gold.to_pylist() if r["date"] == day]

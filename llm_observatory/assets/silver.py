@@ -273,8 +273,9 @@ def validate_day(
         try:
             summary = silver_writer.commit({"layer": "silver", **commit_metadata})
         except BaseException as error:
-            if previous_quarantine.table_existed:
-                restore_partition(previous_quarantine, f"silver commit failed: {error}")
+            # Put back the day's quarantine as it was: its files (a table created by this
+            # run has none) are re-committed; the new ones stay until a vacuum.
+            restore_partition(previous_quarantine, f"silver commit failed: {error}")
             raise
     except BaseException:
         silver_writer.abort()

@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable
+from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
@@ -50,10 +50,19 @@ MIN_SCAN_BATCH_ROWS = 64
 STATS_STRING_LIMIT = 64
 COMMIT_METADATA_PREFIX = "llm_observatory."
 COMMIT_RETRIES = 5
+# Every write carries an application transaction `txn.appId` of this prefix and its write id.
+APP_ID_PREFIX = "llm_observatory:"
+# Commits searched, newest first, for the version a write that landed ambiguously created.
+LANDED_SEARCH_COMMITS = 50
 
 
 class LakeWriteError(RuntimeError):
     """A lake write could not be committed; the table is as it was before."""
+
+
+class CommitOutcomeUnknownError(LakeWriteError):
+    """A commit was requested and the log cannot be read to say whether it landed; the
+    written files are kept (a version may reference them)."""
 
 
 class ReadBackMismatchError(LakeWriteError):
@@ -399,6 +408,10 @@ class DeltaPartitionWriter:
         self.long_text_columns: set[str] = set()
         self.container_ready = False
         self.started_paths: list[str] = []
+        # Set when a commit naming the files was requested / is known to have landed: from
+        # then on the files may be referenced and only the log can release them.
+        self.commit_requested = False
+        self.committed = False
         self.finished: list[tuple[WrittenFile, str]] = []
         self._partitions: dict[tuple, _PartitionFiles] = {}
         self.rows_written = 0
@@ -471,15 +484,23 @@ class DeltaPartitionWriter:
         self._partitions.clear()
 
     def commit(self, custom_metadata: dict[str, str] | None = None) -> CommitSummary:
-        """Closes every file and commits them, replacing the `replace` partitions atomically."""
+        """Closes every file and commits them, replacing the `replace` partitions atomically.
+
+        Raises only when the commit did not land (or its outcome cannot be known): an error
+        that arrives after the transaction reached the log (a failed refresh, a lost response)
+        is resolved by finding this write's application transaction in the log.
+        """
         try:
             self._close_files()
             if self.verify_read_back:
                 self._verify_read_back()
-            return self._commit(custom_metadata or {})
+            summary = self._commit(custom_metadata or {})
         except BaseException:
             self.abort()
             raise
+        self.committed = True
+        self.started_paths.clear()
+        return summary
 
     def _verify_read_back(self) -> None:
         """Every file, read back from storage, must hash to what was streamed out."""
@@ -514,21 +535,27 @@ class DeltaPartitionWriter:
         metadata[f"{COMMIT_METADATA_PREFIX}files"] = json.dumps(
             [asdict(written) for written in written_files]
         )
+        metadata[f"{COMMIT_METADATA_PREFIX}write_id"] = self.write_id
         table = ensure_table(self.location, self.schema, self.partition_by)
         if not actions and self.replace is None:
             # Nothing to append: no empty commit.
             return CommitSummary(table_uri=self.location.uri, version=table.version(), files=[])
         if self.read_version is not None:
-            return self._commit_against_read_version(table, actions, written_files, metadata)
+            table.load_as_version(self.read_version)
+            try:
+                version = self._attempt(table, actions, metadata)
+            except CommitFailedError as error:
+                raise LakeWriteError(
+                    f"{self.location.uri} changed since version {self.read_version}, which these "
+                    f"rows were derived from (another run wrote it): nothing committed ({error})"
+                ) from None
+            return CommitSummary(self.location.uri, version, written_files)
         last_error: Exception | None = None
         for attempt in range(COMMIT_RETRIES):
             try:
                 table.update_incremental()
-                self._transact(table, actions, metadata)
-                table.update_incremental()
-                return CommitSummary(
-                    table_uri=self.location.uri, version=table.version(), files=written_files
-                )
+                version = self._attempt(table, actions, metadata)
+                return CommitSummary(self.location.uri, version, written_files)
             except CommitFailedError as error:
                 # Another writer committed another partition first: re-read the log and retry.
                 last_error = error
@@ -537,35 +564,81 @@ class DeltaPartitionWriter:
             f"could not commit to {self.location.uri} after {COMMIT_RETRIES} attempts: {last_error}"
         )
 
+    def _attempt(self, table: DeltaTable, actions: list, metadata: dict) -> int:
+        """One commit request; returns the version it created.
+
+        From the moment the request is made the files may be referenced by the log, so they
+        are never deleted unless the log shows that this write's transaction is absent. Any
+        error after the request (the commit conflicting with itself after a lost response, a
+        failed refresh, storage answering late) is resolved by reading the log.
+        """
+        self.commit_requested = True
+        try:
+            self._transact(table, actions, metadata)
+            table.update_incremental()
+            return table.version()
+        except Exception as error:
+            landed = self.landed_version()
+            if landed is None:
+                raise
+            logger.warning(
+                "%s: the commit request failed (%s) but the log holds this write (version %s)",
+                self.location.uri,
+                error,
+                landed,
+            )
+            return landed
+
     def _transact(self, table: DeltaTable, actions: list, metadata: dict) -> None:
-        """One Delta transaction: the new files, and the removal of the `replace` partitions."""
+        """One Delta transaction: the new files, the removal of the `replace` partitions, and
+        this write's application transaction (`txn`), by which its outcome can be looked up."""
         table.create_write_transaction(
             actions,
             mode="overwrite" if self.replace is not None else "append",
             schema=self.schema,
             partition_by=self.partition_by or None,
             partition_filters=self.replace or None,
-            commit_properties=CommitProperties(custom_metadata=metadata),
+            commit_properties=CommitProperties(
+                custom_metadata=metadata,
+                app_transactions=[
+                    Transaction(self.app_id, 1, last_updated=int(time.time() * 1000))
+                ],
+            ),
         )
 
-    def _commit_against_read_version(
-        self, table: DeltaTable, actions: list, written_files: list, metadata: dict
-    ) -> CommitSummary:
-        table.load_as_version(self.read_version)
+    @property
+    def app_id(self) -> str:
+        """This write's application id in the Delta log (`txn.appId`): unique per writer."""
+        return f"{APP_ID_PREFIX}{self.write_id}"
+
+    def landed_version(self) -> int | None:
+        """The table version holding this write, None when the log shows it never landed.
+
+        Read from the log as storage holds it now (application transactions survive
+        checkpoints). Raises `CommitOutcomeUnknownError` when the log cannot be read: then
+        nobody can say whether the files are referenced, and they are kept.
+        """
         try:
-            self._transact(table, actions, metadata)
-        except CommitFailedError as error:
-            raise LakeWriteError(
-                f"{self.location.uri} changed since version {self.read_version}, which these "
-                f"rows were derived from (another run wrote it): nothing committed ({error})"
-            ) from None
-        table.update_incremental()
-        return CommitSummary(
-            table_uri=self.location.uri, version=table.version(), files=written_files
-        )
+            table = open_table(self.location)
+            if table is None or table.transaction_version(self.app_id) is None:
+                return None
+            for entry in table.history(limit=LANDED_SEARCH_COMMITS):
+                if entry.get(f"{COMMIT_METADATA_PREFIX}write_id") == self.write_id:
+                    return int(entry["version"])
+            return table.version()
+        except Exception as error:
+            raise CommitOutcomeUnknownError(
+                f"{self.location.uri}: cannot read the log to learn whether write "
+                f"{self.write_id} landed ({error}); its files are kept"
+            ) from error
 
     def abort(self) -> None:
-        """Drops files written but never committed; readers never saw them."""
+        """Drops files that no version of the table can reference; keeps every other one.
+
+        Before a commit was requested nothing references the files. After it, only the log
+        can say: they are deleted only when this write's transaction is absent from it. A
+        writer that committed keeps its files, whatever later steps of the run do.
+        """
         for files in self._partitions.values():
             try:
                 if files._parquet is not None:
@@ -574,6 +647,18 @@ class DeltaPartitionWriter:
             except Exception as error:  # noqa: BLE001 - best effort on the failure path
                 logger.warning("could not close an uncommitted file: %s", error)
         self._partitions.clear()
+        if self.committed:
+            return
+        if self.commit_requested:
+            try:
+                landed = self.landed_version()
+            except CommitOutcomeUnknownError as error:
+                logger.warning("%s", error)
+                return
+            if landed is not None:
+                self.committed = True
+                self.started_paths.clear()
+                return
         for path in self.started_paths:
             try:
                 self.location.filesystem.rm(path)

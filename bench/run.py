@@ -249,6 +249,7 @@ def worker_materialize(args: argparse.Namespace) -> dict:
         quarantine_location,
         silver_location,
     )
+    from llm_observatory.resources.control import ControlDatabase
     from llm_observatory.resources.lake import LakeResource
     from llm_observatory.resources.source import SourceDatabase
     from llm_observatory.tables import LLM_INTERACTIONS
@@ -260,7 +261,12 @@ def worker_materialize(args: argparse.Namespace) -> dict:
     lake = LakeResource(url=args.lake)
     source_url = args.source_url or os.environ["BENCH_SOURCE_URL"]
     streams = int(os.environ.get("BENCH_STREAMS", "1"))
-    resources = {"source": SourceDatabase(url=source_url, streams=streams), "lake": lake}
+    resources = {
+        "source": SourceDatabase(url=source_url, streams=streams),
+        "lake": lake,
+        # The day leases the history assets take (one writer per partition).
+        "control": ControlDatabase(url=f"sqlite:///{Path(args.lake).parent / 'control.sqlite'}"),
+    }
     instance = dg.DagsterInstance.ephemeral()
 
     rss_before = _status_kib("VmRSS") * 1024

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import os
 import sys
 import time
@@ -28,9 +29,23 @@ def _prepare_environment() -> Path:
     dagster_home = settings.dagster_home()
     dagster_home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
-    instance_yaml = dagster_home / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text("telemetry:\n  enabled: false\n")
+    # Two commands started at the same moment on a fresh home would both create the instance's
+    # storage and run its schema migrations at once, leaving it broken ("more than one head").
+    # The first creates it under an exclusive lock; the others wait, then find it ready.
+    with open(dagster_home / ".llm_observatory.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            instance_yaml = dagster_home / "dagster.yaml"
+            if not instance_yaml.exists():
+                instance_yaml.write_text("telemetry:\n  enabled: false\n")
+            ready = dagster_home / ".llm_observatory.instance-ready"
+            if not ready.exists():
+                import dagster as dg
+
+                dg.DagsterInstance.get().dispose()
+                ready.write_text("created by llm-observatory\n")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return dagster_home
 
 
@@ -87,11 +102,14 @@ def backfill(first: dt.date, last: dt.date, table_names: list[str] | None, out=s
     _prepare_environment()
     import dagster as dg
 
+    from llm_observatory import settings
     from llm_observatory.assets.bronze import bronze_key
     from llm_observatory.assets.gold import DAILY_METRICS_KEY
     from llm_observatory.assets.silver import silver_key
     from llm_observatory.definitions import MIGRATE_HISTORY_JOB, defs
     from llm_observatory.partitions import daily_partitions, days_between
+    from llm_observatory.resources.control import ControlDatabase
+    from llm_observatory.resources.leases import LeaseHeldError, Leases, day_resource
     from llm_observatory.tables import LLM_INTERACTIONS
 
     tables = _selected_tables(table_names)
@@ -114,6 +132,24 @@ def backfill(first: dt.date, last: dt.date, table_names: list[str] | None, out=s
     job = defs.resolve_job_def(MIGRATE_HISTORY_JOB)
     instance = dg.DagsterInstance.get()
     backfill_id = uuid.uuid4().hex[:8]
+    # Every day of every table is leased before the first run: a second backfill (or a sync)
+    # over any of them is refused at once, and this one is refused before changing anything.
+    control = ControlDatabase(url=settings.resolved(settings.control_url()))
+    leases = Leases(control, f"backfill {backfill_id} (llm-observatory backfill)")
+    try:
+        leases.take(day_resource(table.name, day) for table in tables for day in days)
+    except LeaseHeldError as error:
+        print(f"error: backfill refused, nothing was changed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    with leases:
+        return _backfill_days(job, instance, backfill_id, leases, tables, days, selection, out)
+
+
+def _backfill_days(job, instance, backfill_id, leases, tables, days, selection, out) -> int:
+    """One run per day, under the backfill's leases (their token is handed to each run)."""
+    from llm_observatory.resources.leases import LEASE_TOKEN_TAG
+
+    first, last = days[0], days[-1]
     started = time.perf_counter()
     total_rows, failures = 0, []
     names = ", ".join(table.name for table in tables)
@@ -129,6 +165,7 @@ def backfill(first: dt.date, last: dt.date, table_names: list[str] | None, out=s
                 "llm_observatory/command": "backfill",
                 "llm_observatory/backfill_id": backfill_id,
                 "llm_observatory/progress": f"{position}/{len(days)}",
+                LEASE_TOKEN_TAG: leases.token,
             },
         )
         rows = _run_rows(result, "bronze")
@@ -138,7 +175,8 @@ def backfill(first: dt.date, last: dt.date, table_names: list[str] | None, out=s
         eta = elapsed / position * (len(days) - position)
         status = "ok" if result.success and not failed_checks else "FAILED"
         if status == "FAILED":
-            failures.append((day, result.run_id, failed_checks))
+            reason = _step_failure(result) if not result.success else ""
+            failures.append((day, result.run_id, failed_checks, reason))
         overall_rate = total_rows / max(elapsed, 1e-9)
         # The UI's run list shows how far the backfill had got when each day finished.
         instance.add_run_tags(
@@ -156,8 +194,10 @@ def backfill(first: dt.date, last: dt.date, table_names: list[str] | None, out=s
             file=out,
             flush=True,
         )
-    for day, run_id, failed_checks in failures:
+    for day, run_id, failed_checks, step_error in failures:
         reason = f"failing checks {', '.join(failed_checks)}" if failed_checks else "run failed"
+        if step_error:
+            reason += f": {step_error.splitlines()[0]}"
         print(f"  {day}: {reason}; see run {run_id} in the UI", file=out)
     print(
         f"backfill {backfill_id}: {len(days) - len(failures)}/{len(days)} day(s) ok, "

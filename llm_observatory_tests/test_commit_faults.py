@@ -36,6 +36,7 @@ from llm_observatory.layout import (
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.synthetic.generator import generate_source
 from llm_observatory.tables import LLM_INTERACTIONS, METADATA
+from llm_observatory_tests.helpers import control_beside
 from llm_observatory_tests.test_delta_writer import PARTITION_BY, SCHEMA, lake, rows_for
 from llm_observatory_tests.test_sync import (
     DAYS,
@@ -214,18 +215,18 @@ def _load_bronze(lake: LakeResource) -> None:
     writer.commit()
 
 
-def _materialize_silver(lake: LakeResource) -> bool:
+def _materialize_silver(lake: LakeResource, folder) -> bool:
     return dg.materialize(
         [silver_asset(METADATA)],
         partition_key=DAY.isoformat(),
-        resources={"lake": lake},
+        resources={"lake": lake, "control": control_beside(lake, folder)},
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     ).success
 
 
 def test_silver_failing_on_a_tables_first_run_leaves_quarantine_readable_and_as_before(
-    lake, monkeypatch
+    lake, monkeypatch, tmp_path
 ):
     _load_bronze(lake)
     real = DeltaPartitionWriter._transact
@@ -236,7 +237,7 @@ def test_silver_failing_on_a_tables_first_run_leaves_quarantine_readable_and_as_
         real(self, table, actions, metadata)
 
     monkeypatch.setattr(DeltaPartitionWriter, "_transact", silver_refused)
-    assert not _materialize_silver(lake)
+    assert not _materialize_silver(lake, tmp_path)
     # Quarantine was created by this run and committed first: it still reads, and its day is
     # back to what it was before the run (nothing).
     quarantined = assert_readable(quarantine_location(lake, METADATA))
@@ -245,7 +246,7 @@ def test_silver_failing_on_a_tables_first_run_leaves_quarantine_readable_and_as_
     assert silver is None or silver.num_rows == 0
 
     monkeypatch.undo()
-    assert _materialize_silver(lake)
+    assert _materialize_silver(lake, tmp_path)
     silver = assert_readable(silver_location(lake, METADATA))
     quarantined = assert_readable(quarantine_location(lake, METADATA))
     assert sorted(silver.column("attributes").to_pylist()) == ['{"a": 1}', "{}"]
@@ -304,7 +305,7 @@ def test_silver_failing_after_bronze_and_quarantine_committed_keeps_every_table_
 
     # The next cycle undoes the half-done one (its row stayed STARTED), then converges.
     monkeypatch.undo()
-    result = migration.cycle(is_running=lambda run_id: False)
+    result = migration.cycle()
     assert result.abandoned_cycles_undone
     for location in locations.values():
         assert_readable(location)

@@ -27,6 +27,7 @@ from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.synthetic.generator import DefectRates, generate_source
 from llm_observatory.tables import LLM_INTERACTIONS, LOGS, TABLES
+from llm_observatory_tests.helpers import control_beside
 
 DAY = dt.date(2026, 11, 1)
 
@@ -37,7 +38,7 @@ def migrate(url: str, lake_root) -> tuple[SourceDatabase, LakeResource]:
     result = dg.materialize(
         [*bronze_assets, *silver_assets],
         partition_key=DAY.isoformat(),
-        resources={"source": source, "lake": lake},
+        resources={"source": source, "lake": lake, "control": control_beside(lake)},
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success

@@ -14,6 +14,7 @@ from llm_observatory.io.delta_lake import DeltaPartitionWriter
 from llm_observatory.layout import bronze_location, bronze_schema, silver_location
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.tables import LOGS
+from llm_observatory_tests.helpers import control_beside
 
 UTC = dt.timezone.utc
 DAY = dt.date(2026, 11, 3)
@@ -71,7 +72,7 @@ def test_latest_version_wins_and_redeliveries_count_once(tmp_path):
     result = dg.materialize(
         [silver_asset(LOGS)],
         partition_key=DAY.isoformat(),
-        resources={"lake": lake},
+        resources={"lake": lake, "control": control_beside(lake, tmp_path)},
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
@@ -140,7 +141,7 @@ def test_a_failed_silver_commit_puts_the_quarantine_back(tmp_path, monkeypatch):
         return dg.materialize(
             [silver_asset(METADATA)],
             partition_key=DAY.isoformat(),
-            resources={"lake": lake},
+            resources={"lake": lake, "control": control_beside(lake, tmp_path)},
             instance=dg.DagsterInstance.ephemeral(),
             raise_on_error=False,
         )

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import time
 import uuid
 from collections import defaultdict
 from decimal import Decimal
@@ -33,6 +34,7 @@ from llm_observatory.layout import (
 from llm_observatory.quality import rule_violations
 from llm_observatory.resources.control import COMPLETED, FAILED, STARTED, ControlDatabase
 from llm_observatory.resources.lake import LakeResource
+from llm_observatory.resources.leases import Leases, sync_resource
 from llm_observatory.resources.source import SourceDatabase, SourceError
 from llm_observatory.synthetic.generator import DefectRates, generate_source
 from llm_observatory.tables import LLM_INTERACTIONS, TABLES
@@ -71,7 +73,7 @@ class Migration:
             result = dg.materialize(
                 HISTORY_ASSETS,
                 partition_key=(START + dt.timedelta(days=offset)).isoformat(),
-                resources={"source": self.source, "lake": self.lake},
+                resources={"source": self.source, "lake": self.lake, "control": self.control},
                 instance=instance,
             )
             assert result.success
@@ -426,7 +428,7 @@ def test_crash_before_completed_is_undone_by_the_next_cycle(migration, tmp_path,
 
     monkeypatch.setattr(SourceDatabase, "latest_change", source_down)
     with pytest.raises(SourceError):
-        migration.cycle(is_running=lambda run_id: False)
+        migration.cycle()
     assert migration.lake_state() == before
     cycles = migration.control.cycles("llm_interactions", limit=2)
     assert [c.status for c in cycles] == [FAILED, FAILED]
@@ -442,11 +444,16 @@ def test_crash_before_completed_is_undone_by_the_next_cycle(migration, tmp_path,
 
 
 def test_a_running_cycle_is_not_disturbed(migration):
+    """A cycle whose holder is alive (here: this process, under another owner) is neither
+    joined nor undone: the second is refused at once, naming the holder."""
     migration.cycle()
-    started = migration.control.start_cycle("llm_interactions", None, "live-run", {})
-    with pytest.raises(cycle_module.CycleInProgressError):
-        migration.cycle(is_running=lambda run_id: run_id == "live-run")
+    with Leases(migration.control, "sync of llm_interactions (run live-run)") as live:
+        live.take([sync_resource("llm_interactions")])
+        started = migration.control.start_cycle("llm_interactions", None, "live-run", {})
+        with pytest.raises(cycle_module.CycleInProgressError, match="run live-run"):
+            migration.cycle()
     assert migration.control.latest_cycle("llm_interactions").id == started
+    assert migration.control.latest_cycle("llm_interactions").status == STARTED
 
 
 # ------------------------------------------------------------------ Dagster: job, sensor, schedule
@@ -563,7 +570,11 @@ def test_updates_stamped_by_the_source_trigger_are_captured(postgres_url, tmp_pa
     assert dg.materialize(
         HISTORY_ASSETS,
         partition_key=START.isoformat(),
-        resources={"source": migration.source, "lake": migration.lake},
+        resources={
+            "source": migration.source,
+            "lake": migration.lake,
+            "control": migration.control,
+        },
         instance=instance,
     ).success
     migration.cycle()
@@ -614,31 +625,36 @@ def test_reads_at_a_configured_isolation_level_stream_every_row(postgres_url, le
 def test_a_concurrent_rewrite_makes_the_cycle_fail_safely_and_the_next_converge(
     migration, monkeypatch
 ):
-    """A backfill run rewrites a day of silver while a cycle is merging: the cycle's commits,
-    made against the versions it read, are refused; what it had committed is undone, the
-    backfill's rewrite stays, and the next cycle converges."""
+    """A backfill run rewrites a day of silver after a cycle read the lake's versions but
+    before it leased the days it merges: the cycle's commits, made against the versions it
+    read, are refused; what it had committed is undone, the backfill's rewrite stays, and the
+    next cycle converges."""
     from llm_observatory.incremental import merge
 
     migration.cycle()
     watermark = migration.control.completed_watermark("llm_interactions")
     change_some_rows(migration)
-    real_route = merge._route
+    real_lake_versions = merge._lake_versions
     rewritten = []
 
-    def route_while_a_backfill_runs(*args, **kwargs):
+    def backfill_before_the_days_are_leased(*args, **kwargs):
         if not rewritten:
             day = START.isoformat()
             result = dg.materialize(
                 [asset for asset in silver_assets if asset.key.path[-1] == "llm_interactions"],
                 partition_key=day,
-                resources={"source": migration.source, "lake": migration.lake},
+                resources={
+                    "source": migration.source,
+                    "lake": migration.lake,
+                    "control": migration.control,
+                },
                 instance=dg.DagsterInstance.ephemeral(),
             )
             assert result.success
             rewritten.append(day)
-        return real_route(*args, **kwargs)
+        return real_lake_versions(*args, **kwargs)
 
-    monkeypatch.setattr(merge, "_route", route_while_a_backfill_runs)
+    monkeypatch.setattr(merge, "_lake_versions", backfill_before_the_days_are_leased)
     silver_version = delta_lake.table_version(silver_location(migration.lake, LLM_INTERACTIONS))
     with pytest.raises(delta_lake.LakeWriteError, match="changed since version"):
         migration.cycle()
@@ -648,7 +664,7 @@ def test_a_concurrent_rewrite_makes_the_cycle_fail_safely_and_the_next_converge(
     assert silver.version() == silver_version + 1
     assert "cycle_id" not in json.dumps(silver.history(1)[0])
 
-    monkeypatch.setattr(merge, "_route", real_route)
+    monkeypatch.setattr(merge, "_lake_versions", real_lake_versions)
     migration.cycle()
     assert_lake_matches_source(migration)
 
@@ -699,3 +715,150 @@ def test_an_error_in_one_parallel_stream_reaches_the_reader(tmp_path, monkeypatc
     start = dt.datetime.combine(START, dt.time(), tzinfo=dt.UTC)
     with pytest.raises(SourceError, match="stream 2"):
         list(source.stream_range(described, start, start + dt.timedelta(days=1)))
+
+
+# ------------------------------------------- a backfill and a sync meeting on one day (issue 12)
+
+
+def _backfill_day(migration: Migration, day: dt.date) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        HISTORY_ASSETS,
+        partition_key=day.isoformat(),
+        resources={
+            "source": migration.source,
+            "lake": migration.lake,
+            "control": migration.control,
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def test_a_backfill_and_a_sync_of_one_day_at_once_end_equal_to_the_source(migration):
+    """A sensor fires during a UI backfill: both touch the same day, again and again. Each
+    either completes or is refused cleanly (the day's lease names the holder); after the loser
+    is re-run, the lake equals the source every time."""
+    import threading
+
+    migration.cycle()
+    interactions = migration.interactions()
+    for round_number in range(4):
+        now = migration.source_now()
+        with migration.engine.connect() as connection:
+            keys = (
+                connection.execute(
+                    sa.select(interactions.c.interaction_id)
+                    .where(interactions.c.timestamp < dt.datetime(2026, 11, 2))
+                    .order_by(interactions.c.interaction_id)
+                    .limit(3)
+                    .offset(round_number * 3)
+                )
+                .scalars()
+                .all()
+            )
+        migration.execute(
+            sa.update(interactions)
+            .where(interactions.c.interaction_id.in_(keys))
+            .values(latency_ms=1000 + round_number, last_modified=now)
+        )
+        outcomes: dict[str, object] = {}
+
+        def backfill(outcomes=outcomes):
+            outcomes["backfill"] = _backfill_day(migration, START)
+
+        def sync(outcomes=outcomes):
+            try:
+                outcomes["sync"] = migration.cycle()
+            except Exception as error:  # noqa: BLE001 - the loser's error is the outcome
+                outcomes["sync"] = error
+
+        threads = [threading.Thread(target=backfill), threading.Thread(target=sync)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        backfilled, synced = outcomes["backfill"], outcomes["sync"]
+        if not backfilled.success:
+            failure = backfilled.get_step_failure_events()[0].event_specific_data.error.message
+            assert "another run is writing this day" in failure, failure
+            assert _backfill_day(migration, START).success
+        if isinstance(synced, Exception):
+            assert isinstance(
+                synced, (cycle_module.CycleInProgressError, delta_lake.LakeWriteError)
+            ) or "held by" in str(synced), synced
+            migration.cycle()
+        assert_lake_matches_source(migration)
+
+
+def test_a_completed_update_that_reached_the_database_is_not_undone(migration, monkeypatch):
+    """The COMPLETED update lands but the client sees an error (a connection dropped on the
+    reply): the watermark moved, so the lake commits stand."""
+    migration.cycle()
+    changed = change_some_rows(migration)
+    real_complete = ControlDatabase.complete_cycle
+
+    def completes_then_connection_drops(self, *args, **kwargs):
+        real_complete(self, *args, **kwargs)
+        raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(ControlDatabase, "complete_cycle", completes_then_connection_drops)
+    result = migration.cycle()
+    monkeypatch.undo()
+    assert migration.control.latest_cycle("llm_interactions").status == COMPLETED
+    assert result.changes.upserted_rows == 2
+    silver = _lake_rows(silver_location(migration.lake, LLM_INTERACTIONS), "interaction_id")
+    assert silver[changed["updated"]]["latency_ms"] == 777
+    assert_lake_matches_source(migration)
+    assert migration.cycle().changes.upserted_rows == 0
+
+
+def _crash_on_another_host(source_url: str, folder: str) -> None:
+    """Runs in a child process: a cycle of a worker on another machine that dies before
+    COMPLETED (this host cannot see that its process is gone)."""
+    import socket
+    from pathlib import Path
+
+    socket.gethostname = lambda: "db-worker-2"
+
+    def die(*_args, **_kwargs):
+        os._exit(17)
+
+    ControlDatabase.complete_cycle = die
+    migration = Migration(source_url, Path(folder))
+    migration.control = ControlDatabase(url=migration.control.url, lease_seconds=4)
+    migration.cycle(run_id="run-on-worker-2")
+
+
+def test_a_cycle_killed_on_another_host_is_undone_only_after_its_lease_expires(migration):
+    migration.cycle()
+    watermark = migration.control.completed_watermark("llm_interactions")
+    change_some_rows(migration)
+    child = multiprocessing.get_context("spawn").Process(
+        target=_crash_on_another_host, args=(migration.url, str(migration_folder(migration)))
+    )
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == 17
+    crashed = migration.control.latest_cycle("llm_interactions")
+    assert crashed.status == STARTED
+    # Its lease is live for a few seconds: the next cycle is refused, nothing undone.
+    with pytest.raises(cycle_module.CycleInProgressError, match="db-worker-2"):
+        migration.cycle()
+    assert migration.control.latest_cycle("llm_interactions").status == STARTED
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            result = migration.cycle()
+            break
+        except cycle_module.CycleInProgressError:
+            assert time.monotonic() < deadline, "the dead worker's lease never expired"
+            time.sleep(0.5)
+    assert result.abandoned_cycles_undone == [crashed.id]
+    assert migration.control.completed_watermark("llm_interactions").id != watermark.id
+    assert_lake_matches_source(migration)
+
+
+def migration_folder(migration: Migration):
+    from pathlib import Path
+
+    return Path(migration.control.url.removeprefix("sqlite:///")).parent

@@ -29,6 +29,7 @@ from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.synthetic.generator import DefectRates, generate_source
 from llm_observatory.tables import LLM_INTERACTIONS, TABLES
+from llm_observatory_tests.helpers import control_beside
 
 DAY = dt.date(2026, 11, 1)
 
@@ -50,7 +51,7 @@ def migrated_in_instance(postgres_url, tmp_path):
     result = dg.materialize(
         [*bronze_assets, *silver_assets, *gold_assets, *integrity_checks],
         partition_key=DAY.isoformat(),
-        resources={"source": source, "lake": lake},
+        resources={"source": source, "lake": lake, "control": control_beside(lake)},
         instance=instance,
     )
     assert result.success
@@ -203,7 +204,7 @@ def test_a_write_that_does_not_read_back_is_retried(migrated, monkeypatch):
     result = dg.materialize(
         [bronze_assets[0]],
         partition_key=DAY.isoformat(),
-        resources={"source": source, "lake": lake},
+        resources={"source": source, "lake": lake, "control": control_beside(lake)},
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
@@ -219,7 +220,7 @@ def test_a_write_that_never_reads_back_fails_and_commits_nothing(migrated, monke
     result = dg.materialize(
         [bronze_assets[0]],
         partition_key=DAY.isoformat(),
-        resources={"source": source, "lake": lake},
+        resources={"source": source, "lake": lake, "control": control_beside(lake)},
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
@@ -340,7 +341,7 @@ def test_a_partition_never_checked_is_a_no_go(postgres_url, tmp_path):
     dg.materialize(
         [*bronze_assets, *silver_assets, *gold_assets],
         partition_key=DAY.isoformat(),
-        resources={"source": source, "lake": lake},
+        resources={"source": source, "lake": lake, "control": control_beside(lake)},
         instance=instance,
     )
     report = report_for(source, lake, instance)

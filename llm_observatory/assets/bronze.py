@@ -7,12 +7,14 @@ nothing. Its row-count check against the source is blocking: silver never builds
 
 import dagster as dg
 
+from llm_observatory.assets.partition_lease import day_lease
 from llm_observatory.assets.progress import Throughput
 from llm_observatory.assets.retries import write_with_read_back_retries
 from llm_observatory.checks.row_counts import BRONZE_ROWS_CHECK, bronze_matches_source
 from llm_observatory.io.delta_lake import DeltaPartitionWriter
 from llm_observatory.layout import bronze_location, bronze_schema, day_filter, with_event_day
 from llm_observatory.partitions import daily_partitions
+from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.tables import TABLES, TableSpec
@@ -44,61 +46,67 @@ def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
             )
         ],
     )
-    def _bronze(context: dg.AssetExecutionContext, source: SourceDatabase, lake: LakeResource):
+    def _bronze(
+        context: dg.AssetExecutionContext,
+        source: SourceDatabase,
+        lake: LakeResource,
+        control: ControlDatabase,
+    ):
         window = context.partition_time_window
         day = window.start.date()
-        described = source.describe_table(table)
-        location = bronze_location(lake, table)
-        # Read before the copy: every change after the copy began lies above it, so the first
-        # incremental cycle starts from the oldest of these over the copied days.
-        change_high_water = source.latest_change(described)
+        with day_lease(context, control, table.name, day):
+            described = source.describe_table(table)
+            location = bronze_location(lake, table)
+            # Read before the copy: every change after the copy began lies above it, so the first
+            # incremental cycle starts from the oldest of these over the copied days.
+            change_high_water = source.latest_change(described)
 
-        def copy_day():
-            progress = Throughput(log=context.log, label=f"bronze/{table.name} {day}")
-            writer = DeltaPartitionWriter(
-                location,
-                bronze_schema(described.arrow_schema),
-                ["date"],
-                replace=day_filter(day),
-            )
-            try:
-                for batch in source.stream_range(described, window.start, window.end):
-                    writer.write(with_event_day(batch, table.event_time))
-                    progress.add(batch.num_rows, batch.nbytes)
-                summary = writer.commit(
-                    {
-                        "layer": "bronze",
-                        "partition": day.isoformat(),
-                        "run_id": context.run_id,
-                        "change_high_water": (
-                            change_high_water.isoformat() if change_high_water else ""
-                        ),
-                    }
+            def copy_day():
+                progress = Throughput(log=context.log, label=f"bronze/{table.name} {day}")
+                writer = DeltaPartitionWriter(
+                    location,
+                    bronze_schema(described.arrow_schema),
+                    ["date"],
+                    replace=day_filter(day),
                 )
-            except BaseException:
-                writer.abort()
-                raise
-            return summary, progress
+                try:
+                    for batch in source.stream_range(described, window.start, window.end):
+                        writer.write(with_event_day(batch, table.event_time))
+                        progress.add(batch.num_rows, batch.nbytes)
+                    summary = writer.commit(
+                        {
+                            "layer": "bronze",
+                            "partition": day.isoformat(),
+                            "run_id": context.run_id,
+                            "change_high_water": (
+                                change_high_water.isoformat() if change_high_water else ""
+                            ),
+                        }
+                    )
+                except BaseException:
+                    writer.abort()
+                    raise
+                return summary, progress
 
-        summary, progress = write_with_read_back_retries(
-            copy_day, context.log, f"bronze/{table.name} {day}"
-        )
-        context.log.info(progress.describe())
-        yield dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": summary.rows,
-                **progress.metadata(),
-                "source_bytes_read": progress.bytes,
-                "lake_bytes": summary.bytes,
-                "files": len(summary.files),
-                "delta_version": summary.version,
-                "table_uri": dg.MetadataValue.path(location.uri),
-                "sha256": dg.MetadataValue.json(
-                    {written.path: written.sha256 for written in summary.files[:20]}
-                ),
-            }
-        )
-        yield bronze_matches_source(table, source, described, lake, window.start, window.end)
+            summary, progress = write_with_read_back_retries(
+                copy_day, context.log, f"bronze/{table.name} {day}"
+            )
+            context.log.info(progress.describe())
+            yield dg.MaterializeResult(
+                metadata={
+                    "dagster/row_count": summary.rows,
+                    **progress.metadata(),
+                    "source_bytes_read": progress.bytes,
+                    "lake_bytes": summary.bytes,
+                    "files": len(summary.files),
+                    "delta_version": summary.version,
+                    "table_uri": dg.MetadataValue.path(location.uri),
+                    "sha256": dg.MetadataValue.json(
+                        {written.path: written.sha256 for written in summary.files[:20]}
+                    ),
+                }
+            )
+            yield bronze_matches_source(table, source, described, lake, window.start, window.end)
 
     return _bronze
 

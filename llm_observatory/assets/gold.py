@@ -8,6 +8,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from llm_observatory.assets.partition_lease import day_lease
 from llm_observatory.assets.progress import Throughput
 from llm_observatory.assets.silver import silver_key
 from llm_observatory.io.delta_lake import (
@@ -19,6 +20,7 @@ from llm_observatory.io.delta_lake import (
 )
 from llm_observatory.layout import daily_metrics_location, day_filter, silver_location
 from llm_observatory.partitions import daily_partitions
+from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.tables import LLM_INTERACTIONS
 
@@ -202,37 +204,40 @@ def gold_requests(lake: LakeResource, day) -> int:
         )
     ],
 )
-def daily_metrics_asset(context: dg.AssetExecutionContext, lake: LakeResource):
+def daily_metrics_asset(
+    context: dg.AssetExecutionContext, lake: LakeResource, control: ControlDatabase
+):
     day = context.partition_time_window.start.date()
-    progress = Throughput(log=context.log, label=f"gold/daily_metrics {day}")
-    silver = silver_location(lake, LLM_INTERACTIONS)
-    metrics, interactions = day_metrics(lake, day)
-    progress.add(interactions, 0)
-    writer = DeltaPartitionWriter(
-        daily_metrics_location(lake), DAILY_METRICS_SCHEMA, ["date"], replace=day_filter(day)
-    )
-    writer.write(metrics)
-    summary = writer.commit(
-        {"layer": "gold", "partition": day.isoformat(), "run_id": context.run_id}
-    )
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": metrics.num_rows,
-            **progress.metadata(),
-            "interactions": interactions,
-            "lake_bytes": summary.bytes,
-            "models": dg.MetadataValue.json(metrics.column("model").to_pylist()),
-            "delta_version": summary.version,
-            "table_uri": dg.MetadataValue.path(summary.table_uri),
-        }
-    )
-    silver_rows = count_partition_rows(silver, day_filter(day))
-    gold_requests_total = sum(metrics.column("requests").to_pylist())
-    yield dg.AssetCheckResult(
-        check_name=GOLD_REQUESTS_CHECK,
-        passed=gold_requests_total == silver_rows,
-        metadata={"silver_rows": silver_rows, "gold_requests": gold_requests_total},
-    )
+    with day_lease(context, control, LLM_INTERACTIONS.name, day):
+        progress = Throughput(log=context.log, label=f"gold/daily_metrics {day}")
+        silver = silver_location(lake, LLM_INTERACTIONS)
+        metrics, interactions = day_metrics(lake, day)
+        progress.add(interactions, 0)
+        writer = DeltaPartitionWriter(
+            daily_metrics_location(lake), DAILY_METRICS_SCHEMA, ["date"], replace=day_filter(day)
+        )
+        writer.write(metrics)
+        summary = writer.commit(
+            {"layer": "gold", "partition": day.isoformat(), "run_id": context.run_id}
+        )
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": metrics.num_rows,
+                **progress.metadata(),
+                "interactions": interactions,
+                "lake_bytes": summary.bytes,
+                "models": dg.MetadataValue.json(metrics.column("model").to_pylist()),
+                "delta_version": summary.version,
+                "table_uri": dg.MetadataValue.path(summary.table_uri),
+            }
+        )
+        silver_rows = count_partition_rows(silver, day_filter(day))
+        gold_requests_total = sum(metrics.column("requests").to_pylist())
+        yield dg.AssetCheckResult(
+            check_name=GOLD_REQUESTS_CHECK,
+            passed=gold_requests_total == silver_rows,
+            metadata={"silver_rows": silver_rows, "gold_requests": gold_requests_total},
+        )
 
 
 gold_assets = [daily_metrics_asset]

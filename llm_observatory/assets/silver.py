@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_observatory.assets.bronze import bronze_key
+from llm_observatory.assets.partition_lease import day_lease
 from llm_observatory.assets.progress import Throughput
 from llm_observatory.assets.retries import write_with_read_back_retries
 from llm_observatory.checks.row_counts import SILVER_ROWS_CHECK, silver_accounts_for_bronze
@@ -44,6 +45,7 @@ from llm_observatory.layout import (
 )
 from llm_observatory.partitions import daily_partitions
 from llm_observatory.quality import evaluate
+from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.tables import TABLES, TableSpec
 
@@ -307,44 +309,48 @@ def silver_asset(table: TableSpec) -> dg.AssetsDefinition:
             )
         ],
     )
-    def _silver(context: dg.AssetExecutionContext, lake: LakeResource):
+    def _silver(
+        context: dg.AssetExecutionContext, lake: LakeResource, control: ControlDatabase
+    ):
         day = context.partition_time_window.start.date()
-        bronze = bronze_location(lake, table)
-        bronze_table_schema = table_schema(bronze)
-        if bronze_table_schema is None:
-            raise LakeWriteError(
-                f"bronze/{table.name} does not exist yet at {bronze.uri}: materialize bronze first"
+        with day_lease(context, control, table.name, day):
+            bronze = bronze_location(lake, table)
+            bronze_table_schema = table_schema(bronze)
+            if bronze_table_schema is None:
+                raise LakeWriteError(
+                    f"bronze/{table.name} does not exist yet at {bronze.uri}: materialize "
+                    "bronze first"
+                )
+            source_schema = pa.schema(
+                [bronze_table_schema.field(name) for name in source_columns(bronze_table_schema)]
             )
-        source_schema = pa.schema(
-            [bronze_table_schema.field(name) for name in source_columns(bronze_table_schema)]
-        )
-        latest, bronze_rows, bronze_keys = LatestVersions.scan(table, lake, day)
-        outcome = write_with_read_back_retries(
-            lambda: validate_day(context, table, lake, day, source_schema, latest, bronze_rows),
-            context.log,
-            f"silver/{table.name} {day}",
-        )
-        progress, summary = outcome.progress, outcome.summary
-        silver_rows, quarantined_rows = outcome.silver_rows, outcome.quarantined_rows
-        broken_counts = outcome.broken_counts
-        context.log.info(progress.describe())
-        yield dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": silver_rows,
-                **progress.metadata(),
-                "bronze_rows": bronze_rows,
-                "bronze_distinct_keys": bronze_keys,
-                "superseded_versions_dropped": bronze_rows - bronze_keys,
-                "silver_rows": silver_rows,
-                "quarantined_rows": quarantined_rows,
-                "quarantined_by_rule": dg.MetadataValue.json(dict(broken_counts)),
-                "lake_bytes": summary.bytes,
-                "files": len(summary.files),
-                "delta_version": summary.version,
-                "table_uri": dg.MetadataValue.path(summary.table_uri),
-            }
-        )
-        yield silver_accounts_for_bronze(table, lake, day, bronze_keys, bronze_rows)
+            latest, bronze_rows, bronze_keys = LatestVersions.scan(table, lake, day)
+            outcome = write_with_read_back_retries(
+                lambda: validate_day(context, table, lake, day, source_schema, latest, bronze_rows),
+                context.log,
+                f"silver/{table.name} {day}",
+            )
+            progress, summary = outcome.progress, outcome.summary
+            silver_rows, quarantined_rows = outcome.silver_rows, outcome.quarantined_rows
+            broken_counts = outcome.broken_counts
+            context.log.info(progress.describe())
+            yield dg.MaterializeResult(
+                metadata={
+                    "dagster/row_count": silver_rows,
+                    **progress.metadata(),
+                    "bronze_rows": bronze_rows,
+                    "bronze_distinct_keys": bronze_keys,
+                    "superseded_versions_dropped": bronze_rows - bronze_keys,
+                    "silver_rows": silver_rows,
+                    "quarantined_rows": quarantined_rows,
+                    "quarantined_by_rule": dg.MetadataValue.json(dict(broken_counts)),
+                    "lake_bytes": summary.bytes,
+                    "files": len(summary.files),
+                    "delta_version": summary.version,
+                    "table_uri": dg.MetadataValue.path(summary.table_uri),
+                }
+            )
+            yield silver_accounts_for_bronze(table, lake, day, bronze_keys, bronze_rows)
 
     return _silver
 

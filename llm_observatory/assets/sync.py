@@ -49,14 +49,6 @@ def sync_op_name(table: TableSpec) -> str:
     return f"sync__{table.name}"
 
 
-def _is_running(instance: dg.DagsterInstance):
-    def is_running(run_id: str) -> bool:
-        run = instance.get_run_by_id(run_id)
-        return run is not None and not run.is_finished
-
-    return is_running
-
-
 def rewritten_days_match_bronze(
     table: TableSpec, lake: LakeResource, days: list[str]
 ) -> dg.AssetCheckResult:
@@ -123,7 +115,6 @@ def sync_asset(table: TableSpec) -> dg.AssetsDefinition:
             control,
             config.settings(),
             run_id=context.run_id,
-            is_running=_is_running(context.instance),
             log=context.log,
         )
         context.log.info(result.describe())

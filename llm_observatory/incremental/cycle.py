@@ -3,8 +3,12 @@ out.
 
 The order is what makes a cycle safe to fail anywhere:
 
-1. Clean up after cycles that died (a STARTED row whose run is not running): their lake commits,
-   found by the cycle id in the commit metadata, are undone and the row is marked FAILED.
+0. Take the table's sync lease in the control database (see `resources/leases.py`): one open
+   cycle per table across every process and Dagster instance; a second is refused at once,
+   naming the holder.
+1. Clean up after cycles that died (a STARTED row: holding the lease proves its holder gone):
+   their lake commits, found by the cycle id in the commit metadata, are undone and the row is
+   marked FAILED.
 2. Read the watermark in force (the latest COMPLETED row; before the first cycle, the oldest
    source high-water mark recorded by the bronze copies) and record a STARTED row with the lake
    tables' versions.
@@ -16,8 +20,11 @@ The order is what makes a cycle safe to fail anywhere:
 5. Reconcile the recent days and a rotating slice of older ones with the per-hour fingerprints:
    keys the source no longer has are removed and recorded as deleted, keys it moved are removed
    from their old day, rows the lake lacks or holds stale (up to `high_water`) are re-read.
+   Every day a merge rewrites is leased first, so a backfill of that day waits its turn (or
+   this cycle fails cleanly while a backfill holds it).
 6. Only then COMPLETED with the new watermark. Any error: the lake commits of this cycle are
-   undone, FAILED with the error, the previous watermark stands.
+   undone, FAILED with the error, the previous watermark stands; unless the COMPLETED update
+   reached the database although the client saw an error, which the row itself tells.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ import logging
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,8 +55,9 @@ from llm_observatory.layout import (
 )
 from llm_observatory.partitions import start_date
 from llm_observatory.reconcile import reconcile_day
-from llm_observatory.resources.control import ControlDatabase, as_utc
+from llm_observatory.resources.control import COMPLETED, ControlDatabase, as_utc
 from llm_observatory.resources.lake import LakeLocation, LakeResource
+from llm_observatory.resources.leases import LeaseHeldError, Leases, sync_resource
 from llm_observatory.resources.source import SourceDatabase, SourceError
 from llm_observatory.tables import LLM_INTERACTIONS, TableSpec
 
@@ -281,31 +288,59 @@ def run_cycle(
     settings: SyncSettings | None = None,
     *,
     run_id: str | None = None,
-    is_running: Callable[[str], bool] | None = None,
     log: logging.Logger | None = None,
     spill_folder: Path | None = None,
 ) -> CycleResult:
+    """One cycle of one table, under the table's sync lease (one open cycle per table across
+    every process and instance), with a lease on every day it rewrites."""
     settings = settings or SyncSettings()
     log = log or logger
-    began = time.perf_counter()
     control.ensure_schema()
+    owner = f"sync of {table.name} (run {run_id})" if run_id else f"sync of {table.name}"
+    with Leases(control, owner) as leases:
+        try:
+            leases.take([sync_resource(table.name)])
+        except LeaseHeldError as error:
+            raise CycleInProgressError(
+                f"{table.name}: another sync cycle is running: {error}"
+            ) from None
+        return _run_cycle_holding(
+            table, source, lake, control, settings, leases, run_id, log, spill_folder
+        )
 
+
+def _undo_abandoned(
+    table: TableSpec, lake: LakeResource, control: ControlDatabase, log: logging.Logger
+) -> list[int]:
+    """Undoes every STARTED cycle of the table. Called under the table's sync lease, so their
+    holders are gone: they released the lease, or it expired, or their process died."""
     abandoned = []
     for row in control.open_cycles(table.name):
-        alive = is_running is not None and row.run_id and row.run_id != run_id
-        if alive and is_running(row.run_id):
-            raise CycleInProgressError(
-                f"{table.name}: cycle {row.id} of run {row.run_id} is still running"
-            )
         undone = undo_cycle(lake, table, cycle_tag(table, row.id), row.lake_versions)
         control.fail_cycle(
             row.id,
-            "abandoned: its process stopped before COMPLETED; lake changes undone"
+            "abandoned: its process stopped before COMPLETED and its lease expired; lake "
+            "changes undone"
             + (f" ({', '.join(undone)})" if undone else " (none had been committed)"),
         )
         log.warning("%s: undid abandoned cycle %s: %s", table.name, row.id, undone or "nothing")
         abandoned.append(row.id)
+    return abandoned
 
+
+def _run_cycle_holding(
+    table: TableSpec,
+    source: SourceDatabase,
+    lake: LakeResource,
+    control: ControlDatabase,
+    settings: SyncSettings,
+    leases: Leases,
+    run_id: str | None,
+    log: logging.Logger,
+    spill_folder: Path | None,
+) -> CycleResult:
+    began = time.perf_counter()
+    abandoned = _undo_abandoned(table, lake, control, log)
     in_force = control.completed_watermark(table.name)
     if in_force is not None:
         watermark = in_force.last_extracted_timestamp
@@ -348,18 +383,21 @@ def run_cycle(
                     _iso(result.extracted_from),
                     _iso(result.high_water),
                 )
-                result.changes = apply_changes(table, lake, schema, captured, None, None, tag)
+                result.changes = apply_changes(
+                    table, lake, schema, captured, None, None, tag, leases=leases
+                )
                 log.info("%s: merged %s", table.name, result.changes.to_metadata())
 
             if result.high_water is not None:
                 days = settings.days_to_reconcile(result.high_water.date())
                 result.days_reconciled = [day.isoformat() for day in days]
                 result.repairs = _reconcile_and_repair(
-                    table, source, described, lake, days, result, tag, Path(folder), log
+                    table, source, described, lake, days, result, tag, Path(folder), log, leases
                 )
         result.rows_validated = (
             result.changes.silver_rows_added + result.repairs.silver_rows_added
         )
+        leases.ensure_held()
         control.complete_cycle(
             cycle_id,
             result.watermark,
@@ -368,23 +406,11 @@ def run_cycle(
             result.rows_validated,
         )
     except BaseException as error:
-        message = str(error) or type(error).__name__
-        try:
-            undone = undo_cycle(lake, table, tag, versions)
-            if undone:
-                message += f" (lake changes undone: {', '.join(undone)})"
-        except Exception as undo_error:  # noqa: BLE001 - report both, keep the first
-            # The row stays STARTED: the next cycle finds it abandoned and undoes it then.
-            log.error(
-                "%s: could not undo cycle %s (%s): the next cycle will; the watermark has not "
-                "moved",
-                table.name,
-                cycle_id,
-                undo_error,
-            )
-            raise error from undo_error
-        control.fail_cycle(cycle_id, f"{type(error).__name__}: {message}", result.rows_extracted)
-        raise
+        settled = _settle_failed_cycle(
+            table, lake, control, cycle_id, tag, versions, error, result, log
+        )
+        if not settled:
+            raise
     result.seconds = time.perf_counter() - began
     try:
         newest_now = source.latest_change(described)
@@ -393,6 +419,61 @@ def run_cycle(
     except SourceError:
         result.lag_seconds = None
     return result
+
+
+def _settle_failed_cycle(
+    table: TableSpec,
+    lake: LakeResource,
+    control: ControlDatabase,
+    cycle_id: int,
+    tag: str,
+    versions: dict,
+    error: BaseException,
+    result: CycleResult,
+    log: logging.Logger,
+) -> bool:
+    """After an error: True when the cycle counts after all (its COMPLETED update reached the
+    control database although the client saw an error); else its lake commits are undone and
+    the row is FAILED, or, when the control database cannot be read, both are left for the
+    next cycle (the row stays STARTED; the watermark cannot have moved without COMPLETED)."""
+    try:
+        status = control.cycle_status(cycle_id)
+    except Exception as read_error:  # noqa: BLE001 - the next cycle settles it
+        log.error(
+            "%s: cycle %s failed (%s) and the control database cannot be read (%s): its lake "
+            "changes are left for the next cycle to undo or keep",
+            table.name,
+            cycle_id,
+            error,
+            read_error,
+        )
+        return False
+    if status == COMPLETED:
+        log.warning(
+            "%s: cycle %s is COMPLETED in the control database although the client saw %r: "
+            "its lake changes stand",
+            table.name,
+            cycle_id,
+            error,
+        )
+        return True
+    message = str(error) or type(error).__name__
+    try:
+        undone = undo_cycle(lake, table, tag, versions)
+        if undone:
+            message += f" (lake changes undone: {', '.join(undone)})"
+    except Exception as undo_error:  # noqa: BLE001 - report both, keep the first
+        # The row stays STARTED: the next cycle finds it abandoned and undoes it then.
+        log.error(
+            "%s: could not undo cycle %s (%s): the next cycle will; the watermark has not "
+            "moved",
+            table.name,
+            cycle_id,
+            undo_error,
+        )
+        return False
+    control.fail_cycle(cycle_id, f"{type(error).__name__}: {message}", result.rows_extracted)
+    return False
 
 
 def _reconcile_and_repair(
@@ -405,6 +486,7 @@ def _reconcile_and_repair(
     tag: str,
     folder: Path,
     log: logging.Logger,
+    leases: Leases,
 ) -> MergeOutcome:
     """Finds, per hour fingerprint, what the watermark cannot see, and repairs it."""
     extras: dict[dt.date, set] = defaultdict(set)
@@ -446,4 +528,5 @@ def _reconcile_and_repair(
         dict(extras),
         {day: keys for day, keys in deleted.items() if keys},
         tag,
+        leases=leases,
     )

@@ -55,6 +55,7 @@ from llm_observatory.layout import (
 )
 from llm_observatory.quality import evaluate
 from llm_observatory.resources.lake import LakeLocation, LakeResource
+from llm_observatory.resources.leases import Leases, day_resource
 from llm_observatory.resources.source import read_ahead
 from llm_observatory.tables import LLM_INTERACTIONS, TableSpec
 
@@ -274,6 +275,8 @@ def apply_changes(
     deleted: dict[dt.date, set] | None,
     cycle_id: str,
     detected_at: dt.datetime | None = None,
+    *,
+    leases: Leases | None = None,
 ) -> MergeOutcome:
     """Merges captured rows and removes keys; see the module docstring for the guarantees.
 
@@ -319,6 +322,10 @@ def apply_changes(
     if not days:
         return outcome
     outcome.days = [day.isoformat() for day in days]
+    if leases is not None:
+        # One writer per day: a backfill writing one of these days refuses this merge (or is
+        # refused while it runs); the commits below are also made against the versions read.
+        leases.take(day_resource(table.name, day) for day in days)
     outcome.removed_keys = sum(len(keys) for keys in removals.values())
 
     keep_rows = np.zeros(captured.rows if captured else 0, dtype=bool)
@@ -412,6 +419,8 @@ def apply_changes(
                     expected_rows[day] += batch.num_rows
 
         # 3. Commits: bronze first (extra versions there are harmless), silver last.
+        if leases is not None:
+            leases.ensure_held()
         bronze_writer.commit({"layer": "bronze", **commit_metadata})
         quarantine_writer.commit({"layer": "silver_quarantine", **commit_metadata})
         silver_writer.commit({"layer": "silver", **commit_metadata})

@@ -45,6 +45,21 @@ migration_watermark = sa.Table(
     sa.Index("ix_migration_watermark_table_status", "table_name", "status", "id"),
 )
 
+# One row per lease (see `leases.py`): what it guards, who holds it, until when.
+migration_lease = sa.Table(
+    "migration_lease",
+    control_metadata,
+    sa.Column("resource", sa.String(256), primary_key=True),
+    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column("owner", sa.String(256), nullable=False),
+    sa.Column("host", sa.String(256), nullable=False),
+    sa.Column("pid", sa.BigInteger, nullable=False),
+    sa.Column("process_started", sa.Float, nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 def as_utc(moment) -> dt.datetime | None:
     """Control and source databases hand back naive UTC (SQLite) or aware values; always aware."""
@@ -95,9 +110,11 @@ def _bind(moment: dt.datetime | None) -> dt.datetime | None:
 
 
 class ControlDatabase(dg.ConfigurableResource):
-    """Where watermarks live; SQLite under LLM_OBS_HOME by default, any SQLAlchemy URL."""
+    """Where watermarks and leases live; SQLite under LLM_OBS_HOME by default, any SQLAlchemy
+    URL. `lease_seconds`: how long a lease outlives its holder's last heartbeat."""
 
     url: str
+    lease_seconds: int = 300
 
     _engine: sa.Engine | None = PrivateAttr(default=None)
     _schema_ready: bool = PrivateAttr(default=False)
@@ -112,7 +129,11 @@ class ControlDatabase(dg.ConfigurableResource):
         """Creates the control tables if missing (idempotent); `sql/control_*.sql` is the same
         DDL for a DBA to apply, with the guide's stored procedure."""
         if not self._schema_ready:
-            control_metadata.create_all(self.engine, checkfirst=True)
+            try:
+                control_metadata.create_all(self.engine, checkfirst=True)
+            except sa.exc.DatabaseError:
+                # Another process created a table between the check and the CREATE.
+                control_metadata.create_all(self.engine, checkfirst=True)
             self._schema_ready = True
 
     def _latest(self, table_name: str, *conditions) -> WatermarkRow | None:
@@ -166,6 +187,15 @@ class ControlDatabase(dg.ConfigurableResource):
         )
         with self.engine.begin() as connection:
             return int(connection.execute(statement).inserted_primary_key[0])
+
+    def cycle_status(self, cycle_id: int) -> str | None:
+        """The status of one cycle's row as the database holds it now."""
+        self.ensure_schema()
+        query = sa.select(migration_watermark.c.status).where(
+            migration_watermark.c.id == sa.bindparam("cycle_id", cycle_id)
+        )
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar()
 
     def latest_cycle(self, table_name: str) -> WatermarkRow | None:
         return self._latest(table_name)

@@ -134,7 +134,9 @@ def backfill(first: dt.date, last: dt.date, table_names: list[str] | None, out=s
     backfill_id = uuid.uuid4().hex[:8]
     # Every day of every table is leased before the first run: a second backfill (or a sync)
     # over any of them is refused at once, and this one is refused before changing anything.
-    control = ControlDatabase(url=settings.resolved(settings.control_url()))
+    control = ControlDatabase(
+        url=settings.resolved(settings.control_url()), lease_seconds=settings.lease_seconds()
+    )
     leases = Leases(control, f"backfill {backfill_id} (llm-observatory backfill)")
     try:
         leases.take(day_resource(table.name, day) for table in tables for day in days)
@@ -250,11 +252,13 @@ def _lake_and_control():
     lake_config = configured["lake"]
     lake = LakeResource(
         url=resolved(lake_config.url),
+        retention_days=lake_config.retention_days,
         azure_storage_connection_string=resolved(lake_config.azure_storage_connection_string),
         azure_storage_account_name=resolved(lake_config.azure_storage_account_name),
         azure_storage_account_key=resolved(lake_config.azure_storage_account_key),
     )
-    return lake, ControlDatabase(url=resolved(configured["control"].url))
+    control = configured["control"]
+    return lake, ControlDatabase(url=resolved(control.url), lease_seconds=control.lease_seconds)
 
 
 def automation(running: bool, cancel_runs: bool = False, out=sys.stdout) -> int:

@@ -59,11 +59,14 @@ def build_resources() -> dict:
         ),
         "lake": LakeResource(
             url=settings.lake_url(),
+            retention_days=settings.lake_retention_days(),
             azure_storage_connection_string=settings.azure_connection_string(),
             azure_storage_account_name=settings.azure_account_name(),
             azure_storage_account_key=settings.azure_account_key(),
         ),
-        "control": ControlDatabase(url=settings.control_url()),
+        "control": ControlDatabase(
+            url=settings.control_url(), lease_seconds=settings.lease_seconds()
+        ),
     }
 
 

@@ -52,9 +52,37 @@ def lake_url():
     return _from_env("LLM_OBS_LAKE_URL", str(home() / "lake"))
 
 
+# Vacuum never deletes files replaced less than this long ago: a reader or writer that started
+# before the replacement may still open them (Delta's own safety minimum).
+MINIMUM_VACUUM_RETENTION_DAYS = 7
+
+
 def lake_retention_days() -> int:
-    """How long earlier lake versions stay restorable (rollback refuses older targets)."""
-    return int(os.environ.get("LLM_OBS_LAKE_RETENTION_DAYS", "30"))
+    """How long earlier lake versions stay restorable: the tables' log and replaced files are
+    kept this long, vacuum deletes nothing younger, rollback refuses older targets."""
+    text = os.environ.get("LLM_OBS_LAKE_RETENTION_DAYS", "30").strip()
+    try:
+        days = int(text)
+    except ValueError:
+        raise ValueError(
+            f"LLM_OBS_LAKE_RETENTION_DAYS={text!r} is not a whole number of days"
+        ) from None
+    if days < MINIMUM_VACUUM_RETENTION_DAYS:
+        raise ValueError(
+            f"LLM_OBS_LAKE_RETENTION_DAYS={days}: must be at least "
+            f"{MINIMUM_VACUUM_RETENTION_DAYS} days (vacuum must never delete files a running "
+            "reader or writer may still open)"
+        )
+    return days
+
+
+def lease_seconds() -> int:
+    """How long a lease outlives its holder's last heartbeat (another host cannot see that the
+    holder died, so it waits this long)."""
+    text = os.environ.get("LLM_OBS_LEASE_SECONDS", "300").strip()
+    if not text.isdigit() or int(text) < 10:
+        raise ValueError(f"LLM_OBS_LEASE_SECONDS={text!r} must be a whole number of seconds >= 10")
+    return int(text)
 
 
 def control_url():

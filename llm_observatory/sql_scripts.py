@@ -27,6 +27,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, postgresql, sqlite
 
+from llm_observatory.resources.control import migration_lease
 from llm_observatory.tables import TABLES, TableSpec
 
 DIALECTS: tuple[str, ...] = ("mssql", "postgresql", "sqlite")
@@ -151,6 +152,25 @@ def _watermark_table(dialect: str, if_not_exists: bool) -> str:
     return f"CREATE TABLE{exists} {table} (\n" + "\n".join(lines) + "\n);"
 
 
+def _lease_table(dialect: str) -> str:
+    """`migration_lease` (one row per lease a writer holds: see resources/leases.py), compiled
+    from its declaration so the script and `ControlDatabase.ensure_schema` make the same."""
+    engine_dialect = {
+        "mssql": mssql.dialect(),
+        "postgresql": postgresql.dialect(),
+        "sqlite": sqlite.dialect(),
+    }[dialect]
+    create = sa.schema.CreateTable(migration_lease, if_not_exists=dialect != "mssql")
+    ddl = str(create.compile(dialect=engine_dialect)).strip()
+    comment = "-- Leases: one writer per day of a table, one sync cycle per table.\n"
+    if dialect == "mssql":
+        return (
+            f"{comment}IF OBJECT_ID({_literal('dbo.' + migration_lease.name)}, N'U') IS NULL\n"
+            f"BEGIN\n{ddl};\nEND;\nGO"
+        )
+    return f"{comment}{ddl};"
+
+
 def _watermark_view(dialect: str, create: str) -> str:
     table = f"dbo.{WATERMARK_TABLE}" if dialect == "mssql" else WATERMARK_TABLE
     completed = "N'COMPLETED'" if dialect == "mssql" else "'COMPLETED'"
@@ -269,6 +289,7 @@ GO""",
         + _watermark_view("mssql", f"CREATE OR ALTER VIEW dbo.{WATERMARK_VIEW}")
         + "\nGO"
     )
+    parts.append(_lease_table("mssql"))
     notes = ("Needs SQL Server 2016 SP1 or later (CREATE OR ALTER). Batches end with GO.",)
     header = _header("Control database of llm-observatory: watermarks", "mssql", notes)
     return _script(header, parts)
@@ -341,6 +362,7 @@ $$;""",
         "-- The watermark in force per table: its latest COMPLETED row.\n"
         + _watermark_view("postgresql", f"CREATE OR REPLACE VIEW {WATERMARK_VIEW}"),
     ]
+    parts.append(_lease_table("postgresql"))
     header = _header("Control database of llm-observatory: watermarks", "postgresql")
     return _script(header, parts)
 
@@ -362,6 +384,7 @@ def _control_sqlite() -> str:
         "VARCHAR(64)` and `... ADD COLUMN lake_versions TEXT` once, by hand. CREATE VIEW IF NOT",
         f"EXISTS keeps an older {WATERMARK_VIEW}: drop it first to pick up a changed definition.",
     )
+    parts.append(_lease_table("sqlite"))
     header = _header("Control database of llm-observatory: watermarks", "sqlite", notes)
     return _script(header, parts)
 

@@ -133,10 +133,14 @@ def test_refusals_leave_everything_as_it_was(tmp_path):
     assert plan_rollback(lake, control, 0, ["bronze/llm_interactions"]).tables[0].changes
     assert (version_of(bronze.location), rows(bronze.location)) == (version, content)
 
-    # Files vacuumed (a retention of 0 days) make the old version unrestorable: refused.
+    # Files replaced by a compaction, then vacuumed by a tool run with a retention of 0 hours
+    # (ours refuses that), make the old version unrestorable: refused.
     from llm_observatory.operate.compaction import compact_tables
 
-    compact_tables([bronze], [DAY], retention_days=0)
+    compact_tables([bronze], [DAY], retention_days=30, run_vacuum=False)
+    DeltaTable(bronze.location.uri, storage_options=bronze.location.storage_options or None).vacuum(
+        retention_hours=0, enforce_retention_duration=False, dry_run=False
+    )
     # (v0 is the empty table as created; v1 holds the first, now vacuumed, file.)
     with pytest.raises(RollbackError, match=r"data file\(s\) of v1 are gone"):
         plan_rollback(lake, control, 1, ["bronze/llm_interactions"])

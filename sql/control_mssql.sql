@@ -123,3 +123,21 @@ WHERE w.status = N'COMPLETED'
       WHERE c.table_name = w.table_name AND c.status = N'COMPLETED'
   );
 GO
+
+-- Leases: one writer per day of a table, one sync cycle per table.
+IF OBJECT_ID(N'dbo.migration_lease', N'U') IS NULL
+BEGIN
+CREATE TABLE migration_lease (
+	resource VARCHAR(256) NOT NULL,
+	token VARCHAR(64) NOT NULL,
+	owner VARCHAR(256) NOT NULL,
+	host VARCHAR(256) NOT NULL,
+	pid BIGINT NOT NULL,
+	process_started FLOAT NOT NULL,
+	acquired_at DATETIMEOFFSET NOT NULL,
+	heartbeat_at DATETIMEOFFSET NOT NULL,
+	expires_at DATETIMEOFFSET NOT NULL,
+	PRIMARY KEY (resource)
+);
+END;
+GO

@@ -50,3 +50,17 @@ WHERE w.status = 'COMPLETED'
       SELECT MAX(c.id) FROM migration_watermark AS c
       WHERE c.table_name = w.table_name AND c.status = 'COMPLETED'
   );
+
+-- Leases: one writer per day of a table, one sync cycle per table.
+CREATE TABLE IF NOT EXISTS migration_lease (
+	resource VARCHAR(256) NOT NULL,
+	token VARCHAR(64) NOT NULL,
+	owner VARCHAR(256) NOT NULL,
+	host VARCHAR(256) NOT NULL,
+	pid BIGINT NOT NULL,
+	process_started FLOAT NOT NULL,
+	acquired_at DATETIME NOT NULL,
+	heartbeat_at DATETIME NOT NULL,
+	expires_at DATETIME NOT NULL,
+	PRIMARY KEY (resource)
+);

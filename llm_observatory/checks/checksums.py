@@ -1,8 +1,9 @@
 """Checksums: every current data file of a partition still has the SHA-256 it was committed with.
 
 The writer hashes each file as it streams it out and records path, size, rows and SHA-256 in
-the Delta commit (`llm_observatory.files`). This re-reads the partition's current files and
-compares, so a file changed, truncated or deleted in storage after the commit is found.
+the table's evidence table before it commits (`io/evidence.py`; kept past Delta's log clean-up).
+This re-reads the partition's current files and compares, so a file changed, truncated or
+deleted in storage after the commit is found.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from llm_observatory.io.delta_lake import commit_files, current_files, open_table, read_back_sha256
+from llm_observatory.io.delta_lake import (
+    current_files,
+    open_table,
+    read_back_sha256,
+    recorded_files,
+)
 from llm_observatory.resources.lake import LakeLocation
 
 CHECKSUM_CHECK = "files_match_committed_sha256"
@@ -40,14 +46,15 @@ def verify_partition_checksums(
 def verify_checksums_by_day(
     location: LakeLocation, filters: list[tuple[str, str, str]] | None = None, by_day=False
 ) -> dict[str, ChecksumVerdict]:
-    """One pass over a table: the log and its commit history are read once, however many days
+    """One pass over a table: its log and its evidence table are read once, however many days
     are verified. Verdicts are keyed by `date` partition with `by_day`, else under "all"."""
     verdicts: dict[str, ChecksumVerdict] = {}
     table = open_table(location)
     if table is None:
         return verdicts
-    recorded = {entry["path"]: entry for entry in commit_files(table)}
-    for relative_path, partition in current_files(table, filters):
+    files = current_files(table, filters)
+    recorded = recorded_files(location, table, [path for path, _ in files])
+    for relative_path, partition in files:
         day = partition.get("date")
         group = (day.isoformat() if hasattr(day, "isoformat") else str(day)) if by_day else "all"
         verdict = verdicts.setdefault(group, ChecksumVerdict())

@@ -40,12 +40,15 @@ from pathlib import Path
 
 from llm_observatory.incremental.merge import CapturedRows, MergeOutcome, apply_changes
 from llm_observatory.io.delta_lake import (
+    APP_ID_PREFIX,
     COMMIT_METADATA_PREFIX,
+    current_files,
     open_table,
     restore_partition,
     snapshot_partition,
     table_version,
 )
+from llm_observatory.io.evidence import read_evidence
 from llm_observatory.layout import (
     bronze_location,
     daily_metrics_location,
@@ -189,10 +192,44 @@ def initial_watermark(
     """Before the first cycle: the oldest change high-water mark recorded by the bronze copies
     now in the lake (each copy read the source's `max(last_modified)` before it began), so no
     change made after any day was copied is missed. None (read everything) without bronze.
-    `as_of_version`: as bronze was at that version (a rollback's target)."""
-    bronze = open_table(bronze_location(lake, table))
+    `as_of_version`: as bronze was at that version (a rollback's target).
+
+    Read from bronze's evidence table, which outlives the log: per day, the mark of the newest
+    copy whose commit landed (its application transaction is in the log, which checkpoints
+    keep); evidence of a copy that never landed does not count."""
+    location = bronze_location(lake, table)
+    bronze = open_table(location)
     if bronze is None:
         return None
+    if as_of_version is not None:
+        bronze.load_as_version(as_of_version)
+    evidence = read_evidence(location)
+    if any(path not in evidence for path, _ in current_files(bronze, None)):
+        return _initial_watermark_from_history(bronze, as_of_version)
+    landed: dict[str, bool] = {}
+    newest_by_day: dict[str, dict] = {}
+    for entry in evidence.values():
+        if not entry.get("change_high_water"):
+            continue  # a sync's or a compaction's files: not a copy of the day
+        write_id = entry["write_id"]
+        if write_id not in landed:
+            landed[write_id] = bronze.transaction_version(f"{APP_ID_PREFIX}{write_id}") is not None
+        if not landed[write_id]:
+            continue
+        day = _day_text(entry["partition"].get("date"))
+        held = newest_by_day.get(day)
+        if held is None or entry["recorded_at"] > held["recorded_at"]:
+            newest_by_day[day] = entry
+    marks = [as_utc(entry["change_high_water"]) for entry in newest_by_day.values()]
+    return min(marks) if marks else None
+
+
+def _day_text(value) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _initial_watermark_from_history(bronze, as_of_version: int | None) -> dt.datetime | None:
+    """The same from the commits' metadata, for a lake written before evidence tables."""
     latest_by_day: dict[str, str] = {}
     for entry in bronze.history():
         if as_of_version is not None and entry.get("version", 0) > as_of_version:
@@ -233,7 +270,11 @@ def undo_cycle(
         ours: set[str] = set()
         first_ours: int | None = None
         later: list[dict] = []
-        for entry in sorted(delta.history(), key=lambda item: item.get("version", -1)):
+        # Only the commits since the cycle began: reading the whole history would cost one
+        # storage read per commit the table ever had.
+        since = delta.version() - (before if before is not None else -1)
+        recent = delta.history(limit=max(since, 1))
+        for entry in sorted(recent, key=lambda item: item.get("version", -1)):
             version = entry.get("version")
             if version is None or (before is not None and version <= before):
                 continue

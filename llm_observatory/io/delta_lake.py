@@ -29,6 +29,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
+from llm_observatory.io.evidence import read_evidence, record_evidence
 from llm_observatory.io.native_memory import release_large_blocks_eagerly
 from llm_observatory.resources.lake import LakeLocation
 
@@ -537,6 +538,13 @@ class DeltaPartitionWriter:
         )
         metadata[f"{COMMIT_METADATA_PREFIX}write_id"] = self.write_id
         table = ensure_table(self.location, self.schema, self.partition_by)
+        # The evidence goes first: a commit that lands always has it (see io/evidence.py).
+        record_evidence(
+            self.location,
+            [asdict(written) for written in written_files],
+            self.write_id,
+            custom_metadata.get("change_high_water"),
+        )
         if not actions and self.replace is None:
             # Nothing to append: no empty commit.
             return CommitSummary(table_uri=self.location.uri, version=table.version(), files=[])
@@ -712,6 +720,7 @@ def ensure_table(
             mode="ignore",
             partition_by=list(partition_by) or None,
             storage_options=location.storage_options or None,
+            configuration=retention_properties(location.retention_days),
         )
     except Exception:
         table = open_table(location)
@@ -852,8 +861,30 @@ def table_schema(location: LakeLocation) -> pa.Schema | None:
     return pa.schema(table.schema())
 
 
+def retention_properties(days: int) -> dict[str, str]:
+    """Table properties set when a table is created: its log and its replaced files are kept
+    as long as `LLM_OBS_LAKE_RETENTION_DAYS` says, so time travel and the rollback window agree
+    (Delta's defaults are 30 days of log and 7 of replaced files)."""
+    interval = f"interval {days} days"
+    return {
+        "delta.logRetentionDuration": interval,
+        "delta.deletedFileRetentionDuration": interval,
+    }
+
+
+def recorded_files(location: LakeLocation, table: DeltaTable, paths: Sequence[str]) -> dict:
+    """The evidence (path, bytes, rows, sha256) of `paths`, by path: from the table's evidence
+    table; for files written before it existed, from the commits' metadata (read only then)."""
+    recorded = read_evidence(location)
+    if any(path not in recorded for path in paths):
+        legacy = {entry["path"]: entry for entry in commit_files(table)}
+        recorded = {**legacy, **recorded}
+    return recorded
+
+
 def commit_files(table: DeltaTable) -> list[dict]:
-    """The files recorded (with SHA-256) by our commits, newest commit first."""
+    """The files recorded (with SHA-256) in our commits' metadata, newest commit first: the
+    record of lakes written before the evidence tables, as far as their log still reaches."""
     recorded = []
     for entry in table.history():
         files = entry.get(f"{COMMIT_METADATA_PREFIX}files")
@@ -950,10 +981,24 @@ def snapshot_partition(
 
 
 def restore_partition(snapshot: PartitionSnapshot, reason: str) -> int | None:
-    """Commits the snapshot's files back as the partition's content; returns the new version."""
+    """Commits the snapshot's files back as the partition's content; returns the new version.
+
+    Refused, with nothing changed, when a file it would re-add is gone (vacuumed, deleted in
+    storage): committing it would leave the table pointing at nothing."""
     table = open_table(snapshot.location)
     if table is None:
         return None
+    root = snapshot.location.fs_path.rstrip("/")
+    gone = [
+        action.path
+        for action in snapshot.actions
+        if not snapshot.location.filesystem.exists(f"{root}/{action.path}")
+    ]
+    if gone:
+        raise LakeWriteError(
+            f"cannot put back {snapshot.location.uri} {snapshot.filters}: {len(gone)} of its "
+            f"files are gone from storage (e.g. {gone[0]}); nothing was changed"
+        )
     table.create_write_transaction(
         snapshot.actions,
         mode="overwrite",

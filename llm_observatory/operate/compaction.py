@@ -35,12 +35,12 @@ from llm_observatory.io.delta_lake import (
 from llm_observatory.layout import day_filter
 from llm_observatory.operate.rollback import GOLD_TABLE, LakeTable
 from llm_observatory.resources.lake import LakeLocation
+from llm_observatory.settings import MINIMUM_VACUUM_RETENTION_DAYS
 
 logger = logging.getLogger(__name__)
 
 # A file below this share of the target size counts as small.
 SMALL_FILE_SHARE = 0.5
-DELTA_MINIMUM_RETENTION_HOURS = 168
 
 
 @dataclass
@@ -161,15 +161,20 @@ def compact_day(
 
 
 def vacuum(location: LakeLocation, retention_days: int) -> int:
-    """Deletes files removed from the table more than `retention_days` ago; returns how many."""
+    """Deletes files removed from the table more than `retention_days` ago; returns how many.
+
+    Never with less than `MINIMUM_VACUUM_RETENTION_DAYS`: a file replaced minutes ago may still
+    be read by a run that started before (or be the target of an undo)."""
+    if retention_days < MINIMUM_VACUUM_RETENTION_DAYS:
+        raise ValueError(
+            f"vacuum of {location.uri} refused: a retention of {retention_days} day(s) is under "
+            f"the minimum of {MINIMUM_VACUUM_RETENTION_DAYS} (LLM_OBS_LAKE_RETENTION_DAYS)"
+        )
     delta = open_table(location)
     if delta is None:
         return 0
-    hours = retention_days * 24
     deleted = delta.vacuum(
-        retention_hours=hours,
-        dry_run=False,
-        enforce_retention_duration=hours >= DELTA_MINIMUM_RETENTION_HOURS,
+        retention_hours=retention_days * 24, dry_run=False, enforce_retention_duration=True
     )
     return len(deleted)
 

@@ -203,8 +203,10 @@ def plan_rollback(
             matches = [moment for version, moment in history if version == target]
             if target > current or not matches:
                 oldest = history[0][0] if history else current
+                gone = " (older entries were cleaned up past delta.logRetentionDuration)"
                 raise RollbackError(
                     f"{table.name} has no version {target} (its log holds v{oldest}..v{current})"
+                    + (gone if 0 <= target < oldest else "")
                 )
             steps.append(TableStep(table, current, target, matches[0]))
             continue

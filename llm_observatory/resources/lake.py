@@ -42,6 +42,8 @@ class LakeLocation:
     fs_path: str
     storage_options: dict[str, str] = field(repr=False)
     filesystem: Any = field(repr=False, compare=False)
+    # How long the table keeps its log and replaced files (set as table properties on creation).
+    retention_days: int = 30
 
     @property
     def is_azure(self) -> bool:
@@ -199,6 +201,8 @@ class LakeResource(dg.ConfigurableResource):
     """
 
     url: str
+    # LLM_OBS_LAKE_RETENTION_DAYS: the tables' log and replaced files are kept this long.
+    retention_days: int = 30
     azure_storage_connection_string: str | None = Field(default=None, repr=False)
     azure_storage_account_name: str | None = None
     azure_storage_account_key: str | None = Field(default=None, repr=False)
@@ -238,6 +242,7 @@ class LakeResource(dg.ConfigurableResource):
             fs_path=fs_path,
             storage_options=self.storage_options,
             filesystem=self.filesystem,
+            retention_days=self.retention_days,
         )
 
     @property

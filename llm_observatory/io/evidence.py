@@ -1,0 +1,126 @@
+"""The evidence of every data file, kept where Delta log clean-up cannot remove it.
+
+Each file's path, size, rows and SHA-256, and for bronze the source's change high-water mark
+read before the copy, must outlive the log: Delta deletes commits older than
+`delta.logRetentionDuration` after a checkpoint, and a migration runs for months. Delta's
+per-file `tags` would be the natural home, but delta-rs' transaction API (1.6) takes no tags;
+the commit's own `commitInfo`, where they lived first, goes with the log, and reading it means
+one storage read per commit for ever.
+
+So each lake table has an append-only evidence table of its own, a Delta table in the folder
+`_evidence` inside the table's folder (Delta readers and vacuum skip `_`-prefixed folders). The
+writer appends the evidence of its files *before* it requests the commit that names them: a
+commit that lands always has its evidence, and evidence of a commit that never landed names
+files no version references, which nothing looks up. Reading it costs its current files (kept
+few by compacting it past `MAX_FILES`), not the number of commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from llm_observatory.resources.lake import LakeLocation
+
+logger = logging.getLogger(__name__)
+
+EVIDENCE_FOLDER = "_evidence"
+# Past this many files the evidence table is compacted into one, so reading it stays a few GETs.
+MAX_FILES = 32
+EVIDENCE_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("bytes", pa.int64()),
+        ("rows", pa.int64()),
+        ("sha256", pa.string()),
+        ("partition", pa.string()),
+        ("write_id", pa.string()),
+        ("change_high_water", pa.string()),
+        ("recorded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def evidence_location(location: LakeLocation) -> LakeLocation:
+    """The evidence table of a lake table: `_evidence` inside its folder."""
+    return LakeLocation(
+        uri=f"{location.uri.rstrip('/')}/{EVIDENCE_FOLDER}",
+        fs_path=f"{location.fs_path.rstrip('/')}/{EVIDENCE_FOLDER}",
+        storage_options=location.storage_options,
+        filesystem=location.filesystem,
+        retention_days=location.retention_days,
+    )
+
+
+def record_evidence(
+    location: LakeLocation,
+    files: Sequence[dict],
+    write_id: str,
+    change_high_water: str | None,
+) -> None:
+    """Appends one row per file (`path`, `bytes`, `rows`, `sha256`, `partition`)."""
+    if not files:
+        return
+    now = dt.datetime.now(dt.UTC)
+    rows = pa.table(
+        {
+            "path": [entry["path"] for entry in files],
+            "bytes": [int(entry["bytes"]) for entry in files],
+            "rows": [int(entry["rows"]) for entry in files],
+            "sha256": [entry["sha256"] for entry in files],
+            "partition": [json.dumps(entry["partition"], sort_keys=True) for entry in files],
+            "write_id": [write_id] * len(files),
+            "change_high_water": [change_high_water or None] * len(files),
+            "recorded_at": [now] * len(files),
+        },
+        schema=EVIDENCE_SCHEMA,
+    )
+    evidence = evidence_location(location)
+    write_deltalake(
+        evidence.uri,
+        rows,
+        mode="append",
+        storage_options=evidence.storage_options or None,
+    )
+    _compact_when_large(evidence)
+
+
+def _compact_when_large(evidence: LakeLocation) -> None:
+    """Merges the evidence table's files into one once they pass `MAX_FILES`; best effort (a
+    concurrent compaction or append only postpones it)."""
+    try:
+        table = DeltaTable(evidence.uri, storage_options=evidence.storage_options or None)
+        if len(table.file_uris()) <= MAX_FILES:
+            return
+        table.optimize.compact()
+    except Exception as error:  # noqa: BLE001 - more small files, nothing lost
+        logger.warning("could not compact the evidence table %s: %s", evidence.uri, error)
+
+
+def read_evidence(location: LakeLocation) -> dict[str, dict]:
+    """The evidence of every file ever recorded for the table, by path (newest row wins)."""
+    evidence = evidence_location(location)
+    try:
+        table = DeltaTable(evidence.uri, storage_options=evidence.storage_options or None)
+    except TableNotFoundError:
+        return {}
+    except OSError:
+        if not evidence.filesystem.exists(evidence.fs_path):
+            return {}
+        raise
+    rows = table.to_pyarrow_table()
+    if rows.num_rows == 0:
+        return {}
+    rows = rows.take(pc.sort_indices(rows, [("recorded_at", "ascending")]))
+    recorded = {}
+    for entry in rows.to_pylist():
+        entry["partition"] = json.loads(entry["partition"]) if entry["partition"] else {}
+        recorded[entry["path"]] = entry
+    return recorded

@@ -310,3 +310,71 @@ def test_silver_failing_after_bronze_and_quarantine_committed_keeps_every_table_
     for location in locations.values():
         assert_readable(location)
     assert_lake_matches_source(migration)
+
+
+# ------------------------------------------------- a blocking check fails: the day as it was
+
+
+def test_a_failed_blocking_check_leaves_the_day_as_it_was(tmp_path, monkeypatch):
+    """Rows land in the source for the day while it is being copied: bronze's blocking count
+    fails. The day's bronze is put back as it was (silver never runs on it), and a re-run
+    converges to the source."""
+    import sqlalchemy as sa
+
+    from llm_observatory.assets.bronze import bronze_assets
+    from llm_observatory.assets.gold import gold_assets
+    from llm_observatory.assets.silver import silver_assets
+    from llm_observatory.resources.source import SourceDatabase
+
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    generate_source(url, start_date=START, days=1, rows_per_day=200, seed=4, defects=DEFECTS)
+    source = SourceDatabase(url=url)
+    lake = LakeResource(url=str(tmp_path / "lake"))
+    resources = {"source": source, "lake": lake, "control": control_beside(lake, tmp_path)}
+    assets = [*bronze_assets, *silver_assets, *gold_assets]
+
+    def run() -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            assets,
+            partition_key=START.isoformat(),
+            resources=resources,
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+
+    assert run().success
+    bronze = bronze_location(lake, LLM_INTERACTIONS)
+    before = sorted(assert_readable(bronze).column("interaction_id").to_pylist())
+    silver_before = assert_readable(silver_location(lake, LLM_INTERACTIONS)).num_rows
+    engine = sa.create_engine(url)
+    real_stream = SourceDatabase.stream_range
+
+    def late_rows_arrive(self, described, start, end, *args, **kwargs):
+        for number, batch in enumerate(real_stream(self, described, start, end, *args, **kwargs)):
+            if number == 0 and described.spec.name == LLM_INTERACTIONS.name:
+                with engine.begin() as connection:
+                    connection.execute(
+                        sa.text(
+                            "INSERT INTO llm_interactions (interaction_id, timestamp, model_name,"
+                            " latency_ms, status, last_modified) VALUES ('late-row', :moment,"
+                            " 'ollama', 5, 'success', :moment)"
+                        ),
+                        {"moment": dt.datetime.combine(START, dt.time(23, 59))},
+                    )
+            yield batch
+
+    monkeypatch.setattr(SourceDatabase, "stream_range", late_rows_arrive)
+    failed = run()
+    assert not failed.success
+    [check] = [
+        e for e in failed.get_asset_check_evaluations()
+        if e.asset_key == bronze_assets[0].key and e.check_name == "bronze_rows_match_source"
+    ]
+    assert not check.passed and check.metadata["day_put_back"].value is True
+    assert sorted(assert_readable(bronze).column("interaction_id").to_pylist()) == before
+    assert assert_readable(silver_location(lake, LLM_INTERACTIONS)).num_rows == silver_before
+
+    monkeypatch.undo()
+    assert run().success
+    after = assert_readable(bronze).column("interaction_id").to_pylist()
+    assert sorted(after) == sorted([*before, "late-row"])

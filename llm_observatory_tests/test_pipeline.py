@@ -25,6 +25,7 @@ from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.synthetic.generator import DefectRates, generate_source
 from llm_observatory.tables import LLM_INTERACTIONS, MODELS, TABLES
+from llm_observatory_tests.helpers import control_beside
 
 START = dt.date(2026, 11, 1)
 DAYS = 3
@@ -95,7 +96,7 @@ def postgres_source(postgres_server):
 def migrated_local(postgres_source, tmp_path_factory):
     url, summary = postgres_source
     lake = LakeResource(url=str(tmp_path_factory.mktemp("lake")))
-    resources = {"source": SourceDatabase(url=url), "lake": lake}
+    resources = {"source": SourceDatabase(url=url), "lake": lake, "control": control_beside(lake)}
     instance = dg.DagsterInstance.ephemeral()
     results = materialize_days(resources, instance)
     return url, summary, lake, resources, instance, results
@@ -255,7 +256,7 @@ def test_an_unreachable_source_fails_the_run_and_changes_nothing(migrated_local)
     location = bronze_location(lake, LLM_INTERACTIONS)
     version = DeltaTable(location.uri).version()
     [result] = materialize_days(
-        {"source": down, "lake": lake},
+        {"source": down, "lake": lake, "control": control_beside(lake)},
         instance,
         keys=[partition_keys()[0]],
         assets=[bronze_assets[0]],
@@ -267,7 +268,7 @@ def test_an_unreachable_source_fails_the_run_and_changes_nothing(migrated_local)
     assert DeltaTable(location.uri).version() == version
 
 
-def test_the_lake_on_azurite_holds_the_same_rows(postgres_source, azurite):
+def test_the_lake_on_azurite_holds_the_same_rows(postgres_source, azurite, tmp_path):
     url, summary = postgres_source
     lake = LakeResource(
         url="abfs://{layer}@devstoreaccount1.dfs.core.windows.net/" + azurite.create_container("p"),
@@ -275,7 +276,11 @@ def test_the_lake_on_azurite_holds_the_same_rows(postgres_source, azurite):
     )
     key = partition_keys()[0]
     [result] = materialize_days(
-        {"source": SourceDatabase(url=url), "lake": lake},
+        {
+            "source": SourceDatabase(url=url),
+            "lake": lake,
+            "control": control_beside(lake, tmp_path),
+        },
         dg.DagsterInstance.ephemeral(),
         keys=[key],
     )

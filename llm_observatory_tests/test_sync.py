@@ -862,3 +862,74 @@ def migration_folder(migration: Migration):
     from pathlib import Path
 
     return Path(migration.control.url.removeprefix("sqlite:///")).parent
+
+
+def _sync_in_its_own_instance(source_url: str, folder: str, home: str, queue) -> None:
+    """Runs in a child process: the sync job of a Dagster instance of its own (its own
+    DAGSTER_HOME), sharing only the control database and the lake with the other."""
+    import traceback
+    from pathlib import Path
+
+    from llm_observatory.assets.sync import sync_assets
+
+    try:
+        migration = Migration(source_url, Path(folder))
+        Path(home).mkdir(parents=True, exist_ok=True)
+        with dg.DagsterInstance.local_temp(home) as instance:
+            result = dg.materialize(
+                sync_assets,
+                resources={
+                    "source": migration.source,
+                    "lake": migration.lake,
+                    "control": migration.control,
+                },
+                instance=instance,
+                raise_on_error=False,
+            )
+            errors = [
+                event.event_specific_data.error.to_string()
+                for event in result.get_step_failure_events()
+            ]
+        queue.put((result.success, errors))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which fails the test
+        queue.put((False, [traceback.format_exc()]))
+
+
+def test_two_instances_sharing_one_control_database_both_syncing(migration, tmp_path):
+    """The deployed daemon and a terminal with its own DAGSTER_HOME sync at once, again and
+    again: per table one cycle runs and the other is refused at once naming it; no live cycle
+    is ever undone as abandoned; the lake ends equal to the source."""
+    context = multiprocessing.get_context("spawn")
+    folder = str(migration_folder(migration))
+    for round_number in range(3):
+        change_some_rows(migration)
+        queue = context.Queue()
+        children = [
+            context.Process(
+                target=_sync_in_its_own_instance,
+                args=(migration.url, folder, str(tmp_path / f"home-{round_number}-{n}"), queue),
+            )
+            for n in range(2)
+        ]
+        for child in children:
+            child.start()
+        outcomes = [queue.get(timeout=300) for _ in children]
+        for child in children:
+            child.join(timeout=60)
+        for _, errors in outcomes:
+            for error in errors:
+                assert "another sync cycle is running" in error, error
+        assert any(success for success, _ in outcomes) or all(
+            errors for _, errors in outcomes
+        ), outcomes
+        migration.cycle()  # the refused tables catch up
+        for table in TABLES:
+            assert not migration.control.open_cycles(table.name)
+        abandoned = [
+            row
+            for table in TABLES
+            for row in migration.control.cycles(table.name, limit=50)
+            if row.error_message and "abandoned" in row.error_message
+        ]
+        assert not abandoned, abandoned
+        assert_lake_matches_source(migration)

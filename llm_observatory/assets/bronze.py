@@ -7,11 +7,12 @@ nothing. Its row-count check against the source is blocking: silver never builds
 
 import dagster as dg
 
+from llm_observatory.assets.blocking_checks import put_back_if_failed
 from llm_observatory.assets.partition_lease import day_lease
 from llm_observatory.assets.progress import Throughput
 from llm_observatory.assets.retries import write_with_read_back_retries
 from llm_observatory.checks.row_counts import BRONZE_ROWS_CHECK, bronze_matches_source
-from llm_observatory.io.delta_lake import DeltaPartitionWriter
+from llm_observatory.io.delta_lake import DeltaPartitionWriter, snapshot_partition
 from llm_observatory.layout import bronze_location, bronze_schema, day_filter, with_event_day
 from llm_observatory.partitions import daily_partitions
 from llm_observatory.resources.control import ControlDatabase
@@ -88,10 +89,16 @@ def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
                     raise
                 return summary, progress
 
+            previous = snapshot_partition(location, day_filter(day))
             summary, progress = write_with_read_back_retries(
                 copy_day, context.log, f"bronze/{table.name} {day}"
             )
             context.log.info(progress.describe())
+            check, put_back = put_back_if_failed(
+                bronze_matches_source(table, source, described, lake, window.start, window.end),
+                [previous],
+                context.log,
+            )
             yield dg.MaterializeResult(
                 metadata={
                     "dagster/row_count": summary.rows,
@@ -104,9 +111,10 @@ def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
                     "sha256": dg.MetadataValue.json(
                         {written.path: written.sha256 for written in summary.files[:20]}
                     ),
+                    **put_back,
                 }
             )
-            yield bronze_matches_source(table, source, described, lake, window.start, window.end)
+            yield check
 
     return _bronze
 

@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from llm_observatory.assets.blocking_checks import put_back_if_failed
 from llm_observatory.assets.bronze import bronze_key
 from llm_observatory.assets.partition_lease import day_lease
 from llm_observatory.assets.progress import Throughput
@@ -325,6 +326,10 @@ def silver_asset(table: TableSpec) -> dg.AssetsDefinition:
                 [bronze_table_schema.field(name) for name in source_columns(bronze_table_schema)]
             )
             latest, bronze_rows, bronze_keys = LatestVersions.scan(table, lake, day)
+            previous = [
+                snapshot_partition(silver_location(lake, table), day_filter(day)),
+                snapshot_partition(quarantine_location(lake, table), day_filter(day)),
+            ]
             outcome = write_with_read_back_retries(
                 lambda: validate_day(context, table, lake, day, source_schema, latest, bronze_rows),
                 context.log,
@@ -334,6 +339,11 @@ def silver_asset(table: TableSpec) -> dg.AssetsDefinition:
             silver_rows, quarantined_rows = outcome.silver_rows, outcome.quarantined_rows
             broken_counts = outcome.broken_counts
             context.log.info(progress.describe())
+            check, put_back = put_back_if_failed(
+                silver_accounts_for_bronze(table, lake, day, bronze_keys, bronze_rows),
+                previous,
+                context.log,
+            )
             yield dg.MaterializeResult(
                 metadata={
                     "dagster/row_count": silver_rows,
@@ -348,9 +358,10 @@ def silver_asset(table: TableSpec) -> dg.AssetsDefinition:
                     "files": len(summary.files),
                     "delta_version": summary.version,
                     "table_uri": dg.MetadataValue.path(summary.table_uri),
+                    **put_back,
                 }
             )
-            yield silver_accounts_for_bronze(table, lake, day, bronze_keys, bronze_rows)
+            yield check
 
     return _silver
 

@@ -12,7 +12,7 @@ So each lake table has an append-only evidence table of its own, a Delta table i
 writer appends the evidence of its files *before* it requests the commit that names them: a
 commit that lands always has its evidence, and evidence of a commit that never landed names
 files no version references, which nothing looks up. Reading it costs its current files (kept
-few by compacting it past `MAX_FILES`), not the number of commits.
+few by compacting it every `MAX_FILES` appends), not the number of commits.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from llm_observatory.resources.lake import LakeLocation
 logger = logging.getLogger(__name__)
 
 EVIDENCE_FOLDER = "_evidence"
-# Past this many files the evidence table is compacted into one, so reading it stays a few GETs.
+# Every this many appends the evidence table is compacted into one file: reading it stays a
+# few GETs however long the migration runs.
 MAX_FILES = 32
 EVIDENCE_SCHEMA = pa.schema(
     [
@@ -83,22 +84,28 @@ def record_evidence(
         schema=EVIDENCE_SCHEMA,
     )
     evidence = evidence_location(location)
+    table = _open(evidence)
     write_deltalake(
-        evidence.uri,
+        table if table is not None else evidence.uri,
         rows,
         mode="append",
-        storage_options=evidence.storage_options or None,
+        storage_options=None if table is not None else (evidence.storage_options or None),
     )
-    _compact_when_large(evidence)
+    if table is not None and table.version() % MAX_FILES == 0:
+        _compact(table, evidence)
 
 
-def _compact_when_large(evidence: LakeLocation) -> None:
-    """Merges the evidence table's files into one once they pass `MAX_FILES`; best effort (a
+def _open(evidence: LakeLocation) -> DeltaTable | None:
+    try:
+        return DeltaTable(evidence.uri, storage_options=evidence.storage_options or None)
+    except TableNotFoundError:
+        return None
+
+
+def _compact(table: DeltaTable, evidence: LakeLocation) -> None:
+    """Merges the evidence table's files into one every `MAX_FILES` appends; best effort (a
     concurrent compaction or append only postpones it)."""
     try:
-        table = DeltaTable(evidence.uri, storage_options=evidence.storage_options or None)
-        if len(table.file_uris()) <= MAX_FILES:
-            return
         table.optimize.compact()
     except Exception as error:  # noqa: BLE001 - more small files, nothing lost
         logger.warning("could not compact the evidence table %s: %s", evidence.uri, error)
@@ -108,13 +115,13 @@ def read_evidence(location: LakeLocation) -> dict[str, dict]:
     """The evidence of every file ever recorded for the table, by path (newest row wins)."""
     evidence = evidence_location(location)
     try:
-        table = DeltaTable(evidence.uri, storage_options=evidence.storage_options or None)
-    except TableNotFoundError:
-        return {}
+        table = _open(evidence)
     except OSError:
         if not evidence.filesystem.exists(evidence.fs_path):
             return {}
         raise
+    if table is None:
+        return {}
     rows = table.to_pyarrow_table()
     if rows.num_rows == 0:
         return {}

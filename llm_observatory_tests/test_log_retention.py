@@ -183,3 +183,27 @@ def test_an_undo_whose_files_are_gone_is_refused_and_changes_nothing(lake):
     assert _delta(location).version() == version
     keys = sorted(_delta(location).to_pyarrow_table().column("key").to_pylist())
     assert keys == sorted(rows_for(6, 12, "new").column("key").to_pylist())
+
+
+def test_the_evidence_table_stays_small_and_complete_over_many_writes(lake):
+    """Every write appends its evidence; every 32 appends the evidence table is merged into one
+    file (what was appended meanwhile stays), so reading it stays a few reads."""
+    from llm_observatory.io.evidence import MAX_FILES, evidence_location, read_evidence
+
+    location = lake.location("silver", "t")
+    written = set()
+    for number in range(MAX_FILES + 8):
+        day = 1 + number % 5
+        writer = DeltaPartitionWriter(
+            location, SCHEMA, PARTITION_BY, replace=[("date", "=", f"2026-11-{day:02d}")]
+        )
+        writer.write(rows_for(day, 6, f"w{number}"))
+        written |= {file.path for file in writer.commit().files}
+    recorded = read_evidence(location)
+    assert written <= set(recorded)
+    for path in written:
+        assert len(recorded[path]["sha256"]) == 64
+    evidence_files = _delta(evidence_location(location)).get_add_actions().num_rows
+    assert evidence_files <= MAX_FILES // 2, evidence_files
+    for verdict in verify_checksums_by_day(location, by_day=True).values():
+        assert verdict.passed and not verdict.unrecorded

@@ -20,12 +20,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
+import uuid
 from collections.abc import Sequence
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction
 
 from llm_observatory.resources.lake import LakeLocation
 
@@ -66,7 +71,11 @@ def record_evidence(
     write_id: str,
     change_high_water: str | None,
 ) -> None:
-    """Appends one row per file (`path`, `bytes`, `rows`, `sha256`, `partition`)."""
+    """Appends one row per file (`path`, `bytes`, `rows`, `sha256`, `partition`).
+
+    Written as one small Parquet file and committed with Delta's transaction API, as the lake's
+    own files are: delta-rs' `write_deltalake` would start a query engine (about 20 MiB and a
+    dozen threads) in every process that writes to the lake."""
     if not files:
         return
     now = dt.datetime.now(dt.UTC)
@@ -84,15 +93,10 @@ def record_evidence(
         schema=EVIDENCE_SCHEMA,
     )
     evidence = evidence_location(location)
-    table = _open(evidence)
-    write_deltalake(
-        table if table is not None else evidence.uri,
-        rows,
-        mode="append",
-        storage_options=None if table is not None else (evidence.storage_options or None),
-    )
-    if table is not None and table.version() % MAX_FILES == 0:
-        _compact(table, evidence)
+    table = _open(evidence) or _create(evidence)
+    _commit(table, evidence, [_put_file(evidence, rows, write_id)])
+    if table.version() % MAX_FILES == 0:
+        _compact(evidence)
 
 
 def _open(evidence: LakeLocation) -> DeltaTable | None:
@@ -102,11 +106,64 @@ def _open(evidence: LakeLocation) -> DeltaTable | None:
         return None
 
 
-def _compact(table: DeltaTable, evidence: LakeLocation) -> None:
-    """Merges the evidence table's files into one every `MAX_FILES` appends; best effort (a
-    concurrent compaction or append only postpones it)."""
+def _create(evidence: LakeLocation) -> DeltaTable:
+    """Creates the evidence table; safe when two writers race to create it."""
     try:
-        table.optimize.compact()
+        return DeltaTable.create(
+            evidence.uri,
+            EVIDENCE_SCHEMA,
+            mode="ignore",
+            storage_options=evidence.storage_options or None,
+        )
+    except Exception:
+        table = _open(evidence)
+        if table is None:
+            raise
+        return table
+
+
+def _put_file(evidence: LakeLocation, rows: pa.Table, label: str) -> AddAction:
+    """Writes `rows` as one Parquet file of the evidence table; returns its Add action."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(rows, sink, compression="zstd")
+    data = sink.getvalue()
+    name = f"evidence-{label}-{uuid.uuid4().hex[:12]}.zstd.parquet"
+    with evidence.filesystem.open(f"{evidence.fs_path}/{name}", "wb") as handle:
+        handle.write(data)
+    stats = {"numRecords": rows.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
+    return AddAction(name, data.size, {}, int(time.time() * 1000), True, json.dumps(stats))
+
+
+def _commit(table: DeltaTable, evidence: LakeLocation, actions: list, data_change=True) -> None:
+    table.create_write_transaction(
+        actions,
+        mode="append",
+        schema=EVIDENCE_SCHEMA,
+        commit_properties=CommitProperties(
+            custom_metadata={"llm_observatory.operation": "evidence" if data_change else "merge"}
+        ),
+    )
+    table.update_incremental()
+
+
+def _compact(evidence: LakeLocation) -> None:
+    """Merges the evidence table's files into one, every `MAX_FILES` appends: the merged file is
+    added and exactly the files it was made of are removed, so an append made meanwhile stays.
+    Best effort: a failure leaves more small files, nothing lost."""
+    try:
+        table = _open(evidence)
+        actions = pa.table(table.get_add_actions())
+        paths = [unquote(path) for path in actions.column("path").to_pylist()]
+        if len(paths) < 2:
+            return
+        rows = table.to_pyarrow_table()
+        merged = _put_file(evidence, rows, "merged")
+        now = int(time.time() * 1000)
+        removals = [RemoveAction(path, False, now) for path in paths]
+        merged = AddAction(
+            merged.path, merged.size, {}, merged.modification_time, False, merged.stats
+        )
+        _commit(table, evidence, [merged, *removals], data_change=False)
     except Exception as error:  # noqa: BLE001 - more small files, nothing lost
         logger.warning("could not compact the evidence table %s: %s", evidence.uri, error)
 

@@ -27,6 +27,14 @@ For each size (default 1M rows, all in ONE UTC day, so one partition holds all o
    RSS < 512 MiB, reconcile <= 0.5 x bronze seconds and matching) marked met or missed;
    everything goes to a JSON file in ``bench/results/``.
 
+Once per run, after the sizes, the departure trigger cost (issue 13; ``--skip-departures``): a
+source of ``--departure-rows`` interactions (default 100,000, one day) is generated once, and
+copied (``CREATE DATABASE ... TEMPLATE``) for each round, with and without
+``install_departure_capture``; on each copy a DELETE of 10 % of the rows, an UPDATE moving
+another 10 % a day later and an UPDATE of other columns of another 10 % are timed (autocommit:
+the commit is in), and the rows/s with the trigger are set beside those without (best of the
+rounds, interleaved).
+
 Peak RSS is the child's own high-water mark (``VmHWM`` in /proc/self/status; ``ru_maxrss``
 would inherit the parent's across fork+exec), the Python interpreter and its imports included.
 
@@ -78,6 +86,23 @@ AIM_VS_DLT_MEMORY = 0.25
 # every hour), and as many new rows on the next day. md5 prefixes pick them, deterministic.
 SYNC_UPDATE_BELOW = "0147ae"  # 0x0147ae / 0x1000000 = 0.5 %
 SYNC_INSERT_BELOW = "028f5c"  # the next 0.5 %
+# The departure trigger cost: rows of one day, rounds (fresh copies each), and the statements.
+# uuid4 keys are uniform hex, so each key range holds 10 % of the rows (0x1999999a / 2**32).
+DEPARTURE_ROWS = 100_000
+DEPARTURE_ROUNDS = 3
+DEPARTURE_STATEMENTS = (
+    ("delete", "DELETE of 10 %",
+     "DELETE FROM llm_interactions WHERE interaction_id >= %s AND interaction_id < %s",
+     ("00000000", "1999999a")),
+    ("move", "UPDATE moving 10 % a day later",
+     'UPDATE llm_interactions SET "timestamp" = "timestamp" + interval \'1 day\' '
+     "WHERE interaction_id >= %s AND interaction_id < %s",
+     ("1999999a", "33333334")),
+    ("other", "UPDATE of other columns of 10 %",
+     "UPDATE llm_interactions SET latency_ms = latency_ms + 1 "
+     "WHERE interaction_id >= %s AND interaction_id < %s",
+     ("33333334", "4ccccccd")),
+)
 MIB = 1024 * 1024
 MB = 1_000_000
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -779,15 +804,32 @@ class Sources:
             self.postmaster_pid = None
         say(f"PostgreSQL on 127.0.0.1:{self.server.port} ({self.server.version})")
 
-    def new_database(self, rows: int) -> str:
+    def new_database(self, rows: int, template: str | None = None) -> str:
+        """A new database (a copy of `template`, if given); its URL."""
         import psycopg
         from psycopg import sql
 
         name = f"bench_{rows}_{uuid.uuid4().hex[:8]}"
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         with psycopg.connect(libpq_url(self.admin_url), autocommit=True) as connection:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            connection.execute(statement)
         self.created.append(name)
         return with_database(self.admin_url, name)
+
+    def drop_database(self, url: str) -> None:
+        """Drop a database `new_database` made, now (copies would otherwise pile up)."""
+        import psycopg
+        import sqlalchemy as sa
+        from psycopg import sql
+
+        name = sa.make_url(url).database
+        with psycopg.connect(libpq_url(self.admin_url), autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        self.created.remove(name)
 
     def cleanup(self) -> None:
         if self.args.keep:
@@ -889,6 +931,94 @@ def prepare_source(sources: Sources, rows: int, day: str) -> dict:
         "vacuum_analyze_seconds": vacuumed,
         "_url": url,
     }
+
+
+def measure_departure_cost(sources: Sources, args: argparse.Namespace) -> dict:
+    """What the departure capture costs the source's writers: the same DELETE and UPDATEs on
+    copies of one generated source, with and without `install_departure_capture`."""
+    import psycopg
+    import sqlalchemy as sa
+
+    from llm_observatory.sql_scripts import install_departure_capture
+    from llm_observatory.synthetic.generator import generate_source
+
+    rows = args.departure_rows
+    base = sources.new_database(rows)
+    say(f"departure trigger cost: generating {rows:,} rows of {TABLE} on {args.day}")
+    generate_source(base, start_date=dt.date.fromisoformat(args.day), days=1,
+                    rows_per_day=rows, seed=args.seed)
+    with psycopg.connect(libpq_url(base), autocommit=True) as connection:
+        connection.execute(f"VACUUM ANALYZE {TABLE}")
+    runs: dict[str, list[dict]] = {"without": [], "with": []}
+    for _ in range(DEPARTURE_ROUNDS):
+        for variant in runs:
+            copy = sources.new_database(rows, template=sa.make_url(base).database)
+            try:
+                if variant == "with":
+                    engine = sa.create_engine(copy)
+                    install_departure_capture(engine)
+                    engine.dispose()
+                runs[variant].append(time_departure_statements(copy, variant == "with"))
+            finally:
+                sources.drop_database(copy)
+    sources.drop_database(base)
+    statements = {}
+    for name, label, _, _ in DEPARTURE_STATEMENTS:
+        without = max(run[name]["rows_per_second"] for run in runs["without"])
+        with_capture = max(run[name]["rows_per_second"] for run in runs["with"])
+        statements[name] = {
+            "label": label,
+            "rows": runs["without"][0][name]["rows"],
+            "without_rows_per_second": without,
+            "with_rows_per_second": with_capture,
+            "ratio": with_capture / without if without else 0.0,
+        }
+    recorded = {run["departures_recorded"] for run in runs["with"]}
+    expected = statements["delete"]["rows"] + statements["move"]["rows"]
+    return {
+        "rows_in_table": rows,
+        "rounds": DEPARTURE_ROUNDS,
+        "statements": statements,
+        # Every deleted and moved row, none of the other update: the trigger did its work.
+        "departures_recorded": sorted(recorded),
+        "departures_expected": expected,
+        "runs": runs,
+    }
+
+
+def time_departure_statements(url: str, captured: bool) -> dict:
+    """Each of DEPARTURE_STATEMENTS once on `url`, autocommit, timed by this client; with the
+    capture installed (`captured`), how many departures it recorded."""
+    import psycopg
+
+    figures: dict = {}
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        for name, _, statement, bounds in DEPARTURE_STATEMENTS:
+            started = time.perf_counter()
+            rows = connection.execute(statement, bounds).rowcount
+            seconds = time.perf_counter() - started
+            figures[name] = {"rows": rows, "seconds": seconds, "rows_per_second": rows / seconds}
+        if captured:
+            figures["departures_recorded"] = connection.execute(
+                "SELECT count(*) FROM migration_departures"
+            ).fetchone()[0]
+    return figures
+
+
+def departure_lines(cost: dict) -> list[str]:
+    parts = [
+        f"{figures['label']} ({figures['rows']:,} rows): "
+        f"{figures['without_rows_per_second']:,.0f} rows/s without, "
+        f"{figures['with_rows_per_second']:,.0f} with ({figures['ratio']:.2f}x)"
+        for figures in cost["statements"].values()
+    ]
+    recorded = cost["departures_recorded"]
+    return [
+        f"departure trigger cost ({cost['rows_in_table']:,}-row {TABLE}, PostgreSQL, best of "
+        f"{cost['rounds']}): " + "; ".join(parts),
+        f"departures recorded per round: {', '.join(f'{count:,}' for count in recorded)} "
+        f"(expected {cost['departures_expected']:,}: every deleted and moved row)",
+    ]
 
 
 def sa_url_without_password(url: str) -> str:
@@ -1560,6 +1690,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-sync", action="store_true",
                         help="skip the incremental sync of a 1 %% change after the full load "
                              "(it changes the source, so it runs last)")
+    parser.add_argument("--skip-departures", action="store_true",
+                        help="skip the departure trigger cost (DELETE and UPDATE rows/s with and "
+                             "without the capture, on its own copies of a generated source)")
+    parser.add_argument("--departure-rows", type=int, default=DEPARTURE_ROWS,
+                        help=f"rows of the departure-cost source (default {DEPARTURE_ROWS:,})")
     parser.add_argument("--profile", action="store_true",
                         help="one more bronze and full run each under py-spy (bench group): "
                              "where the CPU goes, by phase and hottest frame")
@@ -1590,6 +1725,8 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats = 1 if args.quick else 2
     if args.repeats < 1:
         raise SystemExit("--repeats must be at least 1")
+    if args.departure_rows < 1:
+        raise SystemExit("--departure-rows must be positive")
     sizes = [None] if args.source_url else parse_sizes(args)
     if not args.source_url and not args.day:
         args.day = default_day()
@@ -1622,6 +1759,12 @@ def main(argv: list[str] | None = None) -> int:
             table = format_table(result)
             tables.append(table)
             print("\n" + table + "\n", flush=True)
+            output.write_text(json.dumps(report, indent=2, default=str))
+        if not args.skip_departures and args.source_url:
+            say("--source-url: no server to make copies in, the departure trigger cost is skipped")
+        elif not args.skip_departures:
+            report["departures"] = measure_departure_cost(sources, args)
+            print("\n".join(departure_lines(report["departures"])) + "\n", flush=True)
             output.write_text(json.dumps(report, indent=2, default=str))
     finally:
         sources.cleanup()

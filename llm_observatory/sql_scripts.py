@@ -9,12 +9,18 @@ regenerated with ``python -m llm_observatory.sql_scripts sql/`` (a test fails wh
   view ``current_watermark``, the latest COMPLETED row of every table.
 - ``prepare_source_<dialect>.sql``: the migration guide's preparation of every source table in
   :data:`llm_observatory.tables.TABLES`: the change column (``last_modified``) if missing, a
-  trigger that sets it on every UPDATE, and its index.
+  trigger that sets it on every UPDATE, and its index; then the departure capture
+  (:func:`departure_capture_ddl`): the ``migration_departures`` table of
+  :mod:`llm_observatory.resources.departures` and, per table, the trigger(s) that record in it
+  every deleted row and every row an UPDATE moves to another event time or key, which a
+  watermark on ``last_modified`` cannot see.
 
 Every statement is guarded (``IF NOT EXISTS``, ``CREATE OR ALTER``/``CREATE OR REPLACE``,
 ``COL_LENGTH``/``sys.indexes`` checks), so running a script again changes nothing.
 :func:`statements` splits a script into what a driver executes one at a time, and
-:func:`apply_script` runs them in one transaction through SQLAlchemy.
+:func:`apply_script` runs them in one transaction through SQLAlchemy;
+:func:`install_departure_capture` applies the departure capture alone (tests, the synthetic
+source).
 """
 
 from __future__ import annotations
@@ -28,6 +34,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, postgresql, sqlite
 
 from llm_observatory.resources.control import migration_lease
+from llm_observatory.resources.departures import (
+    DELETE,
+    DEPARTURES_INDEX,
+    DEPARTURES_TABLE,
+    KEY_TEXT_LENGTH,
+    MOVE,
+    departure_triggers,
+    migration_departures,
+)
 from llm_observatory.tables import TABLES, TableSpec
 
 DIALECTS: tuple[str, ...] = ("mssql", "postgresql", "sqlite")
@@ -89,11 +104,12 @@ _TYPES: dict[str, dict[str, str]] = {
     },
 }
 
-_PREPARERS = {
-    "mssql": mssql.dialect().identifier_preparer,
-    "postgresql": postgresql.dialect().identifier_preparer,
-    "sqlite": sqlite.dialect().identifier_preparer,
+_SA_DIALECTS = {
+    "mssql": mssql.dialect(),
+    "postgresql": postgresql.dialect(),
+    "sqlite": sqlite.dialect(),
 }
+_PREPARERS = {name: dialect.identifier_preparer for name, dialect in _SA_DIALECTS.items()}
 # Type names SQLAlchemy does not treat as reserved but that read badly unquoted (`timestamp` is a
 # type in T-SQL and PostgreSQL): always quoted, as in the reference DDL.
 _ALWAYS_QUOTED = frozenset({"timestamp", "date", "time", "datetime", "text"})
@@ -116,6 +132,11 @@ def quote(dialect: str, name: str) -> str:
 def _literal(text: str) -> str:
     """A T-SQL unicode string literal."""
     return "N'" + text.replace("'", "''") + "'"
+
+
+def _string(dialect: str, text: str) -> str:
+    """A string literal of ``dialect`` (unicode on T-SQL)."""
+    return _literal(text) if dialect == "mssql" else "'" + text.replace("'", "''") + "'"
 
 
 def _header(title: str, dialect: str, notes: tuple[str, ...] = ()) -> str:
@@ -155,13 +176,8 @@ def _watermark_table(dialect: str, if_not_exists: bool) -> str:
 def _lease_table(dialect: str) -> str:
     """`migration_lease` (one row per lease a writer holds: see resources/leases.py), compiled
     from its declaration so the script and `ControlDatabase.ensure_schema` make the same."""
-    engine_dialect = {
-        "mssql": mssql.dialect(),
-        "postgresql": postgresql.dialect(),
-        "sqlite": sqlite.dialect(),
-    }[dialect]
     create = sa.schema.CreateTable(migration_lease, if_not_exists=dialect != "mssql")
-    ddl = str(create.compile(dialect=engine_dialect)).strip()
+    ddl = str(create.compile(dialect=_SA_DIALECTS[dialect])).strip()
     comment = "-- Leases: one writer per day of a table, one sync cycle per table.\n"
     if dialect == "mssql":
         return (
@@ -486,8 +502,239 @@ def _prepare_sqlite(table: TableSpec) -> list[str]:
     ]
 
 
+# --------------------------------------------------------------------------- departure capture
+
+_DEPARTURE_COLUMNS = "table_name, key_value, old_event_time, departed_at, kind"
+# The source's clock in UTC, as the change column gets it (see _prepare_* above).
+_NOW = {
+    "mssql": "SYSUTCDATETIME()",
+    "postgresql": "statement_timestamp()",
+    "sqlite": "strftime('%Y-%m-%d %H:%M:%f000', 'now')",
+}
+
+
+def _departures_table(dialect: str) -> list[str]:
+    """`migration_departures` and its index, compiled from the declaration in
+    resources/departures.py (on SQL Server in dbo, where the triggers write)."""
+    table = migration_departures
+    if dialect == "mssql":
+        table = migration_departures.to_metadata(sa.MetaData(), schema="dbo")
+    (index,) = table.indexes
+    guarded = dialect != "mssql"
+    engine_dialect = _SA_DIALECTS[dialect]
+    create = str(
+        sa.schema.CreateTable(table, if_not_exists=guarded).compile(dialect=engine_dialect)
+    ).strip()
+    create_index = str(
+        sa.schema.CreateIndex(index, if_not_exists=guarded).compile(dialect=engine_dialect)
+    ).strip()
+    comment = (
+        f"-- {DEPARTURES_TABLE}: one row per row that left its place (kind '{DELETE}' or "
+        f"'{MOVE}'),\n-- read by the sync in its window and purged once every watermark "
+        "is past it.\n"
+    )
+    if dialect != "mssql":
+        return [f"{comment}{create};", f"{create_index};"]
+    name = f"dbo.{DEPARTURES_TABLE}"
+    return [
+        f"{comment}IF OBJECT_ID({_literal(name)}, N'U') IS NULL\nBEGIN\n{create};\nEND;\nGO",
+        "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = "
+        f"{_literal(DEPARTURES_INDEX)} AND object_id = OBJECT_ID({_literal(name)}))\n"
+        f"    {create_index};\nGO",
+    ]
+
+
+def _departure_comment(table: TableSpec) -> str:
+    return (
+        f"-- {table.name}: a {DEPARTURES_TABLE} row per deleted row ('{DELETE}') and per row an\n"
+        f"-- UPDATE gives another {table.event_time} or {table.key} ('{MOVE}'): the old key and "
+        "old event time.\n"
+    )
+
+
+def _departures_mssql(table: TableSpec) -> list[str]:
+    """One set-based trigger for UPDATE and DELETE. `deleted` LEFT JOIN `inserted` on the key:
+    a deleted row without a match was deleted, or its key changed (a move of the old key); a
+    match whose event time differs moved. An UPDATE that sets neither column returns at once."""
+    (trigger,) = departure_triggers("mssql", table.name)
+    name = f"dbo.{quote('mssql', table.name)}"
+    key = quote("mssql", table.key)
+    event_time = quote("mssql", table.event_time)
+    return [
+        f"{_departure_comment(table)}"
+        f"CREATE OR ALTER TRIGGER dbo.{trigger}\n"
+        f"ON {name}\n"
+        "AFTER UPDATE, DELETE\n"
+        "AS\n"
+        "BEGIN\n"
+        "    SET NOCOUNT ON;\n"
+        f"    DECLARE @kind NVARCHAR(8) = {_literal(DELETE)};\n"
+        "    IF EXISTS (SELECT 1 FROM inserted)\n"
+        "    BEGIN\n"
+        f"        IF NOT (UPDATE({event_time}) OR UPDATE({key})) RETURN;\n"
+        f"        SET @kind = {_literal(MOVE)};\n"
+        "    END;\n"
+        f"    INSERT INTO dbo.{DEPARTURES_TABLE} ({_DEPARTURE_COLUMNS})\n"
+        f"    SELECT {_literal(table.name)},\n"
+        f"        CONVERT(NVARCHAR({KEY_TEXT_LENGTH}), d.{key}),\n"
+        "        -- UTC: a DATETIMEOFFSET keeps its instant, a DATETIME2 is UTC already.\n"
+        f"        CONVERT(DATETIME2(6), SWITCHOFFSET(d.{event_time}, '+00:00')),\n"
+        f"        {_NOW['mssql']},\n"
+        "        @kind\n"
+        "    FROM deleted AS d\n"
+        f"    LEFT JOIN inserted AS i ON i.{key} = d.{key}\n"
+        "    -- No match: deleted, or its key changed (recorded as a move of the old key).\n"
+        f"    WHERE i.{key} IS NULL\n"
+        f"        OR EXISTS (SELECT d.{event_time} EXCEPT SELECT i.{event_time});\n"
+        "END;\nGO",
+    ]
+
+
+def _departure_function(table: TableSpec) -> str:
+    """The PostgreSQL trigger function recording ``table``'s departures (one per table: the
+    key and event-time columns differ)."""
+    return f"llm_obs_record_departure_{table.name}"
+
+
+def _departures_postgresql(table: TableSpec) -> list[str]:
+    """A row trigger on DELETE and on an UPDATE that sets the key or the event time; the
+    function compares them null-safely. It runs with TimeZone UTC, so an event time without a
+    zone (UTC by the project's convention) becomes the same instant."""
+    (trigger,) = departure_triggers("postgresql", table.name)
+    name = quote("postgresql", table.name)
+    key = quote("postgresql", table.key)
+    event_time = quote("postgresql", table.event_time)
+    function = _departure_function(table)
+    return [
+        f"{_departure_comment(table)}"
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
+        "LANGUAGE plpgsql\n"
+        "SET TimeZone = 'UTC'\n"
+        "AS $$\n"
+        "DECLARE\n"
+        f"    v_kind TEXT := {_string('postgresql', DELETE)};\n"
+        "BEGIN\n"
+        "    IF TG_OP = 'UPDATE' THEN\n"
+        f"        IF OLD.{event_time} IS NOT DISTINCT FROM NEW.{event_time}\n"
+        f"           AND OLD.{key} IS NOT DISTINCT FROM NEW.{key} THEN\n"
+        "            RETURN NULL;\n"
+        "        END IF;\n"
+        f"        v_kind := {_string('postgresql', MOVE)};\n"
+        "    END IF;\n"
+        f"    INSERT INTO {DEPARTURES_TABLE} ({_DEPARTURE_COLUMNS})\n"
+        f"    VALUES ({_string('postgresql', table.name)}, OLD.{key}::TEXT, OLD.{event_time},\n"
+        f"            {_NOW['postgresql']}, v_kind);\n"
+        "    RETURN NULL;\n"
+        "END;\n"
+        "$$;",
+        f"CREATE OR REPLACE TRIGGER {trigger}\n"
+        f"    AFTER DELETE OR UPDATE OF {event_time}, {key} ON {name}\n"
+        f"    FOR EACH ROW EXECUTE FUNCTION {function}();",
+    ]
+
+
+def _departures_sqlite(table: TableSpec) -> list[str]:
+    """Two row triggers: one per DELETE, one per UPDATE of the key or the event time that
+    changes either (`IS NOT`: null-safe)."""
+    on_delete, on_move = departure_triggers("sqlite", table.name)
+    name = quote("sqlite", table.name)
+    key = quote("sqlite", table.key)
+    event_time = quote("sqlite", table.event_time)
+
+    def insert(kind: str) -> str:
+        return (
+            f"    INSERT INTO {DEPARTURES_TABLE} ({_DEPARTURE_COLUMNS})\n"
+            f"    VALUES ({_string('sqlite', table.name)}, CAST(OLD.{key} AS TEXT), "
+            f"OLD.{event_time},\n"
+            f"            {_NOW['sqlite']}, {_string('sqlite', kind)});\n"
+        )
+
+    return [
+        f"{_departure_comment(table)}"
+        f"CREATE TRIGGER IF NOT EXISTS {on_delete}\n"
+        f"AFTER DELETE ON {name}\n"
+        "FOR EACH ROW\n"
+        "BEGIN\n"
+        f"{insert(DELETE)}"
+        "END;",
+        f"CREATE TRIGGER IF NOT EXISTS {on_move}\n"
+        f"AFTER UPDATE OF {event_time}, {key} ON {name}\n"
+        "FOR EACH ROW\n"
+        f"WHEN OLD.{event_time} IS NOT NEW.{event_time} OR OLD.{key} IS NOT NEW.{key}\n"
+        "BEGIN\n"
+        f"{insert(MOVE)}"
+        "END;",
+    ]
+
+
+_DEPARTURE_TRIGGERS = {
+    "mssql": _departures_mssql,
+    "postgresql": _departures_postgresql,
+    "sqlite": _departures_sqlite,
+}
+
+_DEPARTURE_NOTES: tuple[str, ...] = (
+    "",
+    "Departures: a watermark on last_modified sees inserts and updates, never a deleted row,",
+    "nor the old day of a row an UPDATE moved to another event time (or key). The triggers",
+    f"record each such row in {DEPARTURES_TABLE} (old key as text, old event time in UTC, the",
+    "source's UTC clock, the kind); the next sync takes those keys out of the day they left",
+    "unless the source holds them there now. What bypasses row triggers records nothing:",
+)
+_DEPARTURE_BYPASSES = {
+    "mssql": (
+        "TRUNCATE TABLE, ALTER TABLE ... SWITCH (a partition switched out), a disabled trigger",
+        "(DISABLE TRIGGER). The sync's reconciliation rotation is the safety net for those.",
+    ),
+    "postgresql": (
+        "TRUNCATE, a disabled trigger, session_replication_role = replica. The sync's",
+        "reconciliation rotation is the safety net for those.",
+    ),
+    "sqlite": (
+        "INSERT OR REPLACE deleting a conflicting row (DELETE triggers fire on it only with",
+        "PRAGMA recursive_triggers on). The sync's reconciliation rotation is the safety net.",
+    ),
+}
+
+
+def _departure_notes(dialect: str) -> tuple[str, ...]:
+    return _DEPARTURE_NOTES + _DEPARTURE_BYPASSES[dialect]
+
+
+def _departure_parts(dialect: str) -> list[str]:
+    parts = _departures_table(dialect)
+    for table in TABLES:
+        parts += _DEPARTURE_TRIGGERS[dialect](table)
+    return parts
+
+
+def departure_capture_ddl(dialect: str) -> str:
+    """The departure capture of ``dialect`` alone: ``migration_departures``, its index, and the
+    triggers (with their functions on PostgreSQL) of every table in :data:`TABLES`. The
+    preparation script holds the same statements after its change-column part."""
+    _check_dialect(dialect)
+    title = "Departure capture of the llm-observatory source tables"
+    notes = {
+        "mssql": ("Needs SQL Server 2016 SP1 or later (CREATE OR ALTER). Batches end with GO.",),
+        "postgresql": ("Needs PostgreSQL 14 or later (CREATE OR REPLACE TRIGGER).",),
+        "sqlite": (
+            "CREATE TRIGGER IF NOT EXISTS keeps an older trigger: drop it to pick up a change.",
+        ),
+    }[dialect]
+    header = _header(title, dialect, notes + _departure_notes(dialect))
+    return _script(header, _departure_parts(dialect))
+
+
+def install_departure_capture(engine: sa.Engine) -> int:
+    """Apply :func:`departure_capture_ddl` of ``engine``'s dialect (one transaction); return how
+    many statements ran. For sources whose change column is kept otherwise (the synthetic
+    generator sets it), so the last_modified triggers are not wanted."""
+    return apply_script(engine, departure_capture_ddl(engine.dialect.name))
+
+
 def source_preparation(dialect: str) -> str:
-    """The preparation script of ``dialect`` for every table in :data:`TABLES`."""
+    """The preparation script of ``dialect`` for every table in :data:`TABLES`: the change
+    column's part, then the departure capture."""
     _check_dialect(dialect)
     title = "Incremental-load preparation of the llm-observatory source tables"
     parts: list[str] = []
@@ -518,10 +765,12 @@ def source_preparation(dialect: str) -> str:
             "COLUMN IF NOT EXISTS): the change column comes with the reference DDL",
             "(sql/source_sqlite.sql), so this script only adds the triggers and the indexes.",
             "Timestamps are text YYYY-MM-DD HH:MM:SS.ffffff in UTC, as SQLAlchemy stores DATETIME.",
+            "CREATE TRIGGER IF NOT EXISTS keeps an older trigger: drop it to pick up a change.",
         )
         for table in TABLES:
             parts += _prepare_sqlite(table)
-    return _script(_header(title, dialect, notes), parts)
+    parts += _departure_parts(dialect)
+    return _script(_header(title, dialect, notes + _departure_notes(dialect)), parts)
 
 
 # --------------------------------------------------------------------------- files and execution

@@ -115,10 +115,15 @@ def test_postgresql_splitting_keeps_dollar_quoted_bodies_whole() -> None:
 
 def test_sqlite_splitting_keeps_trigger_bodies_whole() -> None:
     parts = statements(source_preparation("sqlite"), "sqlite")
-    assert len(parts) == 2 * len(TABLES)
+    # Per table: last_modified trigger and index, two departure triggers; the departures table
+    # and its index once.
+    assert len(parts) == 4 * len(TABLES) + 2
     triggers = [part for part in parts if part.startswith("CREATE TRIGGER")]
-    assert len(triggers) == len(TABLES)
-    assert all(part.endswith("END;") and "UPDATE" in part for part in triggers)
+    assert len(triggers) == 3 * len(TABLES)
+    assert all(part.endswith("END;") and part.count("BEGIN") == 1 for part in triggers)
+    last_modified = [part for part in triggers if "_last_modified" in part.splitlines()[0]]
+    assert len(last_modified) == len(TABLES)
+    assert all("UPDATE" in part for part in last_modified)
 
 
 def test_mssql_batches_are_non_empty_and_mention_the_essentials() -> None:
@@ -132,7 +137,9 @@ def test_mssql_batches_are_non_empty_and_mention_the_essentials() -> None:
             creates = re.findall(r"^CREATE OR ALTER (?:PROCEDURE|TRIGGER|VIEW)", batch, re.M)
             assert not creates or batch.startswith(creates[0])
             assert len(creates) <= 1
-    assert len(statements(preparation, "mssql")) == 4 * len(TABLES)
+    # Per table: change column, default, trigger, index, departure trigger; the departures
+    # table and its index once.
+    assert len(statements(preparation, "mssql")) == 5 * len(TABLES) + 2
     for word in ("SYSUTCDATETIME", "usp_update_watermark", "THROW", "current_watermark"):
         assert word in control
     for word in ("SYSUTCDATETIME", "TRIGGER_NESTLEVEL", "COL_LENGTH"):
@@ -310,7 +317,11 @@ def test_postgresql_update_moves_last_modified_forward(postgres_source) -> None:
         triggers = connection.exec_driver_sql(
             "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY tgname"
         ).scalars()
-        assert sorted(triggers) == sorted(f"trg_{table.name}_last_modified" for table in TABLES)
+        assert sorted(triggers) == sorted(
+            f"trg_{table.name}_{suffix}"
+            for table in TABLES
+            for suffix in ("last_modified", "departures")
+        )
 
 
 def test_postgresql_control_script_upgrades_a_table_made_without_the_new_columns(postgres_url):

@@ -477,60 +477,144 @@ def monitor(repeats: int, include_source: bool, out=sys.stdout) -> int:
     return EXIT_OK
 
 
+class _NotRecordedError(RuntimeError):
+    """The control database could not record the days a verify proved."""
+
+
+def _reconcile_days(tables, days, source, lake, control, deep: bool, by: str, out):
+    """Reconciles and prints every table-day; records the days that matched (one transaction
+    per table). Returns the differing days per table and the source queries it took."""
+    import sqlalchemy as sa
+
+    from llm_observatory.reconcile import reconcile_day
+
+    differing: dict[str, list[dt.date]] = {}
+    queries = 0
+    for table in tables:
+        matched: dict[dt.date, int] = {}
+        for day in days:
+            result = reconcile_day(table, source, lake, day, deep=deep)
+            queries += result.source_queries
+            status = "ok" if result.matches else "DIFFERS"
+            print(
+                f"  {table.name} {day}: {status}: source {result.source_rows:,} rows, "
+                f"lake {result.lake_rows:,} rows",
+                file=out,
+                flush=True,
+            )
+            for difference in result.differences:
+                print(f"    {difference.describe()}", file=out)
+            if result.matches:
+                matched[day] = 0
+            else:
+                differing.setdefault(table.name, []).append(day)
+        try:
+            control.record_reconciled(table.name, matched, by=by)
+        except sa.exc.SQLAlchemyError as error:
+            raise _NotRecordedError(
+                f"{table.name}: the {len(matched)} day(s) that matched could not be recorded in "
+                f"the control database: {str(error).splitlines()[0]}"
+            ) from None
+    return differing, queries
+
+
+def _repair(tables, differing: dict[str, list[dt.date]], source, lake, control, out):
+    """Applies what the reconciliation found, table by table, under each table's sync lease.
+    Returns the tables repaired, refused (a cycle holds the lease) and failed (undone)."""
+    from llm_observatory.incremental.cycle import CycleInProgressError, repair_days
+
+    repaired, refused, failed = [], [], []
+    run_id = f"verify-repair-{uuid.uuid4().hex[:8]}"
+    for table in tables:
+        days = differing.get(table.name)
+        if not days:
+            continue
+        print(f"repair {table.name}: {len(days)} day(s) {', '.join(map(str, days))}", file=out)
+        try:
+            result = repair_days(table, source, lake, control, days, run_id=run_id)
+        except CycleInProgressError as error:
+            print(f"error: repair refused, nothing was changed: {error}", file=sys.stderr)
+            refused.append(table)
+            continue
+        except Exception as error:  # noqa: BLE001 - one line per table, never a traceback
+            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            print(
+                f"error: repair of {table.name} failed and was undone: {message}", file=sys.stderr
+            )
+            failed.append(table)
+            continue
+        print(f"  {result.describe()}", file=out, flush=True)
+        repaired.append(table)
+    return repaired, refused, failed
+
+
 def verify(
     first: dt.date,
     last: dt.date,
     table_names: list[str] | None,
     deep: bool = False,
+    repair: bool = False,
     out=sys.stdout,
 ) -> int:
-    """Reconciles the lake against the source day by day; prints every difference, changes
-    nothing. 0 when lake and source agree, 1 when they do not."""
+    """Reconciles the lake against the source day by day and prints every difference. The
+    lake is not changed; the days that matched are recorded in the control database (what
+    the cutover report reads). 0 when lake and source agree, 1 when they do not.
+
+    With `repair`, what it found is then applied per table (keys the source no longer has
+    removed, missing and stale rows re-read, under the table's sync lease, the watermark left
+    where it was) and the repaired days are verified again: 0 when they now agree, 1 when
+    not, 2 when a running sync cycle holds a table (refused, that table unchanged)."""
     from llm_observatory.definitions import build_resources
     from llm_observatory.partitions import days_between
-    from llm_observatory.reconcile import reconcile_day
     from llm_observatory.resources.source import SourceDatabase, SourceError
     from llm_observatory.settings import resolved
 
     configured = build_resources()
     source = SourceDatabase(url=resolved(configured["source"].url))
-    lake, _ = _lake_and_control()
+    lake, control = _lake_and_control()
     tables = _selected_tables(table_names)
     days = days_between(first, last)
     started = time.perf_counter()
-    differing = 0
-    queries = 0
     mode = "every column (deep)" if deep else "key and version"
+    by = "verify --deep" if deep else "verify"
     print(
         f"verify ({mode}): {len(days)} day(s) {first}..{last} of "
         f"{', '.join(t.name for t in tables)} against the source",
         file=out,
     )
     try:
-        for table in tables:
-            for day in days:
-                result = reconcile_day(table, source, lake, day, deep=deep)
-                queries += result.source_queries
-                status = "ok" if result.matches else "DIFFERS"
-                print(
-                    f"  {table.name} {day}: {status}: source {result.source_rows:,} rows, "
-                    f"lake {result.lake_rows:,} rows",
-                    file=out,
-                    flush=True,
-                )
-                for difference in result.differences:
-                    print(f"    {difference.describe()}", file=out)
-                if not result.matches:
-                    differing += 1
-    except SourceError as error:
+        differing, queries = _reconcile_days(tables, days, source, lake, control, deep, by, out)
+        count = sum(len(found) for found in differing.values())
+        print(
+            f"verify: {count} table-day(s) differ; {queries} source queries in "
+            f"{_format_seconds(time.perf_counter() - started)}",
+            file=out,
+        )
+        if not repair or not differing:
+            return EXIT_FAILED if differing else EXIT_OK
+        repaired, refused, failed = _repair(tables, differing, source, lake, control, out)
+        still: dict[str, list[dt.date]] = {}
+        if repaired:
+            print("verify after the repair:", file=out)
+        for table in repaired:
+            found, _ = _reconcile_days(
+                (table,), differing[table.name], source, lake, control, deep, f"{by} --repair", out
+            )
+            still.update(found)
+    except (SourceError, _NotRecordedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        source.dispose()
+    left = sum(len(found) for found in still.values())
     print(
-        f"verify: {differing} table-day(s) differ; {queries} source queries in "
-        f"{_format_seconds(time.perf_counter() - started)}",
+        f"verify --repair: {len(repaired)} table(s) repaired, {len(refused)} refused, "
+        f"{len(failed)} failed; {left} repaired table-day(s) still differ",
         file=out,
     )
-    return EXIT_FAILED if differing else EXIT_OK
+    if refused:
+        return EXIT_USAGE
+    return EXIT_FAILED if failed or left else EXIT_OK
 
 
 def sync(
@@ -743,7 +827,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("report", help="build and print the cutover report (GO / NO-GO)")
 
     verify_parser = commands.add_parser(
-        "verify", help="reconcile the lake against the source for days D..D; changes nothing"
+        "verify",
+        help="reconcile the lake against the source for days D..D; changes nothing unless --repair",
     )
     verify_parser.add_argument("--start", type=_day, required=True, help="first UTC day")
     verify_parser.add_argument("--end", type=_day, required=True, help="last UTC day, included")
@@ -754,6 +839,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--deep",
         action="store_true",
         help="fingerprint every column, so a value changed in transit is found too",
+    )
+    verify_parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="then apply what it found (deleted and moved keys out, missing and stale rows "
+        "re-read) under each table's sync lease, and verify the repaired days again",
     )
 
     sync_parser = commands.add_parser(
@@ -890,7 +981,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "setup-control":
             return setup_control()
         if args.command == "verify":
-            return verify(args.start, args.end, args.tables, deep=args.deep)
+            return verify(args.start, args.end, args.tables, deep=args.deep, repair=args.repair)
         if args.command in ("pause", "resume"):
             return automation(
                 args.command == "resume", cancel_runs=getattr(args, "cancel_runs", False)

@@ -3,7 +3,8 @@
 It recounts instead of trusting the runs' own figures: source rows per day by range queries,
 lake rows per day from the Delta log of the current table versions, and the latest result of
 every ERROR check per partition from the Dagster instance. GO means every source row is in
-silver or quarantine and no ERROR check's latest result failed.
+silver or quarantine, no ERROR check's latest result failed, and every day the lake holds was
+reconciled with the source (per-hour fingerprints) within the rotation period.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.tables import TableSpec
 
 GO, NO_GO = "GO", "NO-GO"
+# Days named in a reason before "... (N in all)".
+SHOWN_DAYS = 5
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,101 @@ class DayAccount:
         )
 
 
+@dataclass(frozen=True)
+class ReconciliationCoverage:
+    """How recently the days of one table that hold data in the lake were reconciled.
+
+    A day is overdue when it was never reconciled, or its last reconciliation was more than
+    `rotation_period_days` UTC calendar days before the report (the rotation reaches every day
+    once per that many daily cycles, so a day within it may still be waiting its turn).
+    """
+
+    table: str
+    rotation_period_days: int
+    days_with_data: int
+    first_day: str | None
+    last_day: str | None
+    # Days with data and any reconciliation on record; 0 on a lake older than the records.
+    days_recorded: int
+    never_reconciled: list[str] = field(default_factory=list)
+    # Days last reconciled too long ago: {"day": ..., "reconciled_at": ...}, oldest first.
+    reconciled_too_long_ago: list[dict] = field(default_factory=list)
+    # The day with data whose last reconciliation is the oldest, and when that was.
+    oldest_day: str | None = None
+    oldest_reconciled_at: str | None = None
+
+    @property
+    def overdue_days(self) -> list[str]:
+        return sorted(
+            [*self.never_reconciled, *(item["day"] for item in self.reconciled_too_long_ago)]
+        )
+
+    @property
+    def unrecorded(self) -> bool:
+        """Data in the lake, no reconciliation on record at all (a deployment older than the
+        records): not a list of overdue days but one thing to do."""
+        return self.days_with_data > 0 and self.days_recorded == 0
+
+    def reason(self) -> str | None:
+        if self.unrecorded:
+            return (
+                f"{self.table}: no reconciliation on record for its {self.days_with_data} "
+                f"day(s) with data (a lake migrated before reconciliations were recorded): run "
+                f"`llm-observatory verify --start {self.first_day} --end {self.last_day} "
+                f"--table {self.table}`"
+            )
+        overdue = self.overdue_days
+        if not overdue:
+            return None
+        shown = ", ".join(overdue[:SHOWN_DAYS])
+        more = f", ... ({len(overdue)} in all)" if len(overdue) > SHOWN_DAYS else ""
+        return (
+            f"{self.table}: {len(overdue)} day(s) not reconciled within the "
+            f"{self.rotation_period_days}-day rotation ({len(self.never_reconciled)} never): "
+            f"{shown}{more}; `llm-observatory verify --start {overdue[0]} --end {overdue[-1]} "
+            f"--table {self.table}` proves them"
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "overdue_days": len(self.overdue_days)}
+
+
+def reconciliation_coverage(
+    table: str,
+    days_with_data: list[str],
+    last_reconciled: dict[dt.date, dt.datetime],
+    rotation_period_days: int,
+    now: dt.datetime,
+) -> ReconciliationCoverage:
+    """Which of `days_with_data` were reconciled within the rotation before `now`."""
+    today = now.astimezone(dt.UTC).date()
+    never, too_old, recorded = [], [], []
+    for day in sorted(days_with_data):
+        reconciled_at = last_reconciled.get(dt.date.fromisoformat(day))
+        if reconciled_at is None:
+            never.append(day)
+            continue
+        recorded.append((reconciled_at, day))
+        if (today - reconciled_at.astimezone(dt.UTC).date()).days > rotation_period_days:
+            too_old.append((reconciled_at, day))
+    oldest = min(recorded) if recorded else None
+    return ReconciliationCoverage(
+        table=table,
+        rotation_period_days=rotation_period_days,
+        days_with_data=len(days_with_data),
+        first_day=min(days_with_data) if days_with_data else None,
+        last_day=max(days_with_data) if days_with_data else None,
+        days_recorded=len(recorded),
+        never_reconciled=never,
+        reconciled_too_long_ago=[
+            {"day": day, "reconciled_at": moment.isoformat(timespec="seconds")}
+            for moment, day in sorted(too_old)
+        ],
+        oldest_day=oldest[1] if oldest else None,
+        oldest_reconciled_at=oldest[0].isoformat(timespec="seconds") if oldest else None,
+    )
+
+
 @dataclass
 class CutoverReport:
     generated_at: str
@@ -57,6 +155,9 @@ class CutoverReport:
     # Per asset and check: partitions whose latest result passed / failed (fingerprints,
     # spot checks, checksums... as the UI shows them per partition).
     check_results: list[dict] = field(default_factory=list)
+    # Per table: the days with data in the lake reconciled within the rotation period or not.
+    reconciliation: list[ReconciliationCoverage] = field(default_factory=list)
+    rotation_period_days: int = 30
 
     @property
     def incomplete(self) -> list[DayAccount]:
@@ -83,6 +184,7 @@ class CutoverReport:
             reasons.append(f"{len(self.failed_checks)} ERROR check result(s) failing")
         if self.missing_checks:
             reasons.append(f"{len(self.missing_checks)} check result(s) missing")
+        reasons += [c.reason() for c in self.reconciliation if c.reason() is not None]
         return reasons
 
     @property
@@ -112,7 +214,8 @@ class CutoverReport:
         if self.verdict == GO:
             return (
                 f"Verdict: {GO}: all {rows:,} source rows of {self.first_day}..{self.last_day} "
-                f"are in the lake (silver or quarantine) and every ERROR check passed"
+                f"are in the lake (silver or quarantine), every ERROR check passed and every "
+                f"day was reconciled within {self.rotation_period_days} days"
             )
         return f"Verdict: {NO_GO}: " + "; ".join(self.reasons())
 
@@ -135,6 +238,8 @@ class CutoverReport:
                 "files_verified": self.files_verified,
                 "quarantine_by_rule": self.quarantine_by_rule,
                 "check_results": self.check_results,
+                "rotation_period_days": self.rotation_period_days,
+                "reconciliation": [c.to_dict() for c in self.reconciliation],
                 "days": [asdict(a) for a in self.accounts],
             },
             indent=2,
@@ -195,6 +300,7 @@ class CutoverReport:
                 f"| {result['asset']} | `{result['check']}` | {result['passed']} | "
                 f"{result['failed']} |"
             )
+        lines += self._reconciliation_markdown()
         lines += ["", "## Incomplete days", ""]
         if not self.incomplete:
             lines.append("None.")
@@ -217,6 +323,26 @@ class CutoverReport:
                 f"- {missing['asset']} `{missing['check']}` partition {missing['partition']}"
             )
         return "\n".join(lines) + "\n"
+
+    def _reconciliation_markdown(self) -> list[str]:
+        lines = [
+            "",
+            f"## Reconciled with the source within {self.rotation_period_days} days",
+            "",
+            "| table | days with data | reconciled in time | never | too long ago | "
+            "oldest last reconciliation |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for c in self.reconciliation:
+            overdue = len(c.overdue_days)
+            oldest = (
+                f"{c.oldest_day} at {c.oldest_reconciled_at}" if c.oldest_day else "none on record"
+            )
+            lines.append(
+                f"| {c.table} | {c.days_with_data} | {c.days_with_data - overdue} | "
+                f"{len(c.never_reconciled)} | {len(c.reconciled_too_long_ago)} | {oldest} |"
+            )
+        return lines
 
 
 def account_days(

@@ -85,6 +85,19 @@ def lease_seconds() -> int:
     return int(text)
 
 
+DEFAULT_ROTATION_DAYS = 30
+
+
+def rotation_days() -> int:
+    """Every day of the history is re-proven against the source once per this many daily
+    cycles (the sync's rotation); the cutover report says NO-GO for a day with data not
+    reconciled within that many days."""
+    text = (os.environ.get("LLM_OBS_ROTATION_DAYS") or str(DEFAULT_ROTATION_DAYS)).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"LLM_OBS_ROTATION_DAYS={text!r} must be a whole number of days >= 1")
+    return int(text)
+
+
 def control_url():
     return _from_env("LLM_OBS_CONTROL_URL", f"sqlite:///{home() / CONTROL_FILE}")
 

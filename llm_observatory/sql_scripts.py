@@ -6,7 +6,8 @@ regenerated with ``python -m llm_observatory.sql_scripts sql/`` (a test fails wh
 - ``control_<dialect>.sql``: the control table ``migration_watermark`` (the columns of
   :mod:`llm_observatory.resources.control`), its index on ``(table_name, status, id)``, the
   procedure ``usp_update_watermark`` (a plpgsql function on PostgreSQL; SQLite has none) and the
-  view ``current_watermark``, the latest COMPLETED row of every table.
+  view ``current_watermark``, the latest COMPLETED row of every table; then ``migration_lease``
+  and ``migration_reconciliation``, compiled from their declarations in that module.
 - ``prepare_source_<dialect>.sql``: the migration guide's preparation of every source table in
   :data:`llm_observatory.tables.TABLES`: the change column (``last_modified``) if missing, a
   trigger that sets it on every UPDATE, and its index; then the departure capture
@@ -33,7 +34,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, postgresql, sqlite
 
-from llm_observatory.resources.control import migration_lease
+from llm_observatory.resources.control import migration_lease, migration_reconciliation
 from llm_observatory.resources.departures import (
     DELETE,
     DEPARTURES_INDEX,
@@ -173,18 +174,33 @@ def _watermark_table(dialect: str, if_not_exists: bool) -> str:
     return f"CREATE TABLE{exists} {table} (\n" + "\n".join(lines) + "\n);"
 
 
-def _lease_table(dialect: str) -> str:
-    """`migration_lease` (one row per lease a writer holds: see resources/leases.py), compiled
-    from its declaration so the script and `ControlDatabase.ensure_schema` make the same."""
-    create = sa.schema.CreateTable(migration_lease, if_not_exists=dialect != "mssql")
+# Control tables compiled from their declarations in resources/control.py, so the scripts and
+# `ControlDatabase.ensure_schema` make the same; each with the comment that introduces it.
+_DECLARED_CONTROL_TABLES: tuple[tuple[sa.Table, str], ...] = (
+    (migration_lease, "Leases: one writer per day of a table, one sync cycle per table."),
+    (
+        migration_reconciliation,
+        "The last reconciliation of each day of each table that matched the source (or was\n"
+        "repaired until it did): what the cutover report checks the rotation against.",
+    ),
+)
+
+
+def _declared_table(dialect: str, table: sa.Table, comment: str) -> str:
+    """``CREATE TABLE`` of ``table`` compiled for ``dialect``, created only when missing."""
+    create = sa.schema.CreateTable(table, if_not_exists=dialect != "mssql")
     ddl = str(create.compile(dialect=_SA_DIALECTS[dialect])).strip()
-    comment = "-- Leases: one writer per day of a table, one sync cycle per table.\n"
+    comment = "".join(f"-- {line}\n" for line in comment.splitlines())
     if dialect == "mssql":
         return (
-            f"{comment}IF OBJECT_ID({_literal('dbo.' + migration_lease.name)}, N'U') IS NULL\n"
+            f"{comment}IF OBJECT_ID({_literal('dbo.' + table.name)}, N'U') IS NULL\n"
             f"BEGIN\n{ddl};\nEND;\nGO"
         )
     return f"{comment}{ddl};"
+
+
+def _declared_tables(dialect: str) -> list[str]:
+    return [_declared_table(dialect, table, comment) for table, comment in _DECLARED_CONTROL_TABLES]
 
 
 def _watermark_view(dialect: str, create: str) -> str:
@@ -305,9 +321,9 @@ GO""",
         + _watermark_view("mssql", f"CREATE OR ALTER VIEW dbo.{WATERMARK_VIEW}")
         + "\nGO"
     )
-    parts.append(_lease_table("mssql"))
+    parts += _declared_tables("mssql")
     notes = ("Needs SQL Server 2016 SP1 or later (CREATE OR ALTER). Batches end with GO.",)
-    header = _header("Control database of llm-observatory: watermarks", "mssql", notes)
+    header = _header("Control database of llm-observatory", "mssql", notes)
     return _script(header, parts)
 
 
@@ -378,8 +394,8 @@ $$;""",
         "-- The watermark in force per table: its latest COMPLETED row.\n"
         + _watermark_view("postgresql", f"CREATE OR REPLACE VIEW {WATERMARK_VIEW}"),
     ]
-    parts.append(_lease_table("postgresql"))
-    header = _header("Control database of llm-observatory: watermarks", "postgresql")
+    parts += _declared_tables("postgresql")
+    header = _header("Control database of llm-observatory", "postgresql")
     return _script(header, parts)
 
 
@@ -400,13 +416,14 @@ def _control_sqlite() -> str:
         "VARCHAR(64)` and `... ADD COLUMN lake_versions TEXT` once, by hand. CREATE VIEW IF NOT",
         f"EXISTS keeps an older {WATERMARK_VIEW}: drop it first to pick up a changed definition.",
     )
-    parts.append(_lease_table("sqlite"))
-    header = _header("Control database of llm-observatory: watermarks", "sqlite", notes)
+    parts += _declared_tables("sqlite")
+    header = _header("Control database of llm-observatory", "sqlite", notes)
     return _script(header, parts)
 
 
 def control_ddl(dialect: str) -> str:
-    """The control script of ``dialect``: watermark table, index, procedure and view."""
+    """The control script of ``dialect``: watermark table, index, procedure and view, lease
+    and reconciliation tables."""
     _check_dialect(dialect)
     return {
         "mssql": _control_mssql,

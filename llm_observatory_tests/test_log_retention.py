@@ -107,7 +107,7 @@ def test_the_proof_outlives_the_delta_log(migrated):
     for location in locations:
         for day, verdict in verify_checksums_by_day(location, by_day=True).items():
             assert verdict.passed, (location.uri, day, verdict)
-    report = build_cutover_report(source, lake, instance, migration_check_keys())
+    report = build_cutover_report(source, lake, instance, migration_check_keys(), control)
     assert report.verdict == "GO", report.reasons()
     assert initial_watermark(lake, LLM_INTERACTIONS) == watermark
 
@@ -124,7 +124,7 @@ def test_the_proof_outlives_the_delta_log(migrated):
         pq.write_table(table.slice(1), handle, compression="zstd")
     verdicts = verify_checksums_by_day(bronze, by_day=True)
     assert [item["path"] for item in verdicts[START.isoformat()].mismatched] == [relative]
-    tampered = build_cutover_report(source, lake, instance, migration_check_keys())
+    tampered = build_cutover_report(source, lake, instance, migration_check_keys(), control)
     assert tampered.verdict == "NO-GO"
 
 

@@ -283,7 +283,9 @@ def test_the_spot_check_works_on_sqlite(tmp_path):
 def report_for(source, lake, instance):
     from llm_observatory.assets.report import build_cutover_report, migration_check_keys
 
-    return build_cutover_report(source, lake, instance, migration_check_keys())
+    return build_cutover_report(
+        source, lake, instance, migration_check_keys(), control_beside(lake)
+    )
 
 
 def test_the_report_says_go_for_a_clean_lake_and_no_go_once_a_file_is_corrupted(

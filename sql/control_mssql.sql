@@ -1,4 +1,4 @@
--- Control database of llm-observatory: watermarks, mssql.
+-- Control database of llm-observatory, mssql.
 -- Generated from llm_observatory/sql_scripts.py by
 --   python -m llm_observatory.sql_scripts sql/
 -- Do not edit by hand: edit sql_scripts.py and regenerate. Idempotent: safe to run again.
@@ -138,6 +138,21 @@ CREATE TABLE migration_lease (
 	heartbeat_at DATETIMEOFFSET NOT NULL,
 	expires_at DATETIMEOFFSET NOT NULL,
 	PRIMARY KEY (resource)
+);
+END;
+GO
+
+-- The last reconciliation of each day of each table that matched the source (or was
+-- repaired until it did): what the cutover report checks the rotation against.
+IF OBJECT_ID(N'dbo.migration_reconciliation', N'U') IS NULL
+BEGIN
+CREATE TABLE migration_reconciliation (
+	table_name VARCHAR(128) NOT NULL,
+	day DATE NOT NULL,
+	reconciled_at DATETIMEOFFSET NOT NULL,
+	differences INTEGER NOT NULL,
+	reconciled_by VARCHAR(256) NOT NULL,
+	CONSTRAINT pk_migration_reconciliation PRIMARY KEY (table_name, day)
 );
 END;
 GO

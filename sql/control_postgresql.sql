@@ -1,4 +1,4 @@
--- Control database of llm-observatory: watermarks, postgresql.
+-- Control database of llm-observatory, postgresql.
 -- Generated from llm_observatory/sql_scripts.py by
 --   python -m llm_observatory.sql_scripts sql/
 -- Do not edit by hand: edit sql_scripts.py and regenerate. Idempotent: safe to run again.
@@ -115,4 +115,15 @@ CREATE TABLE IF NOT EXISTS migration_lease (
 	heartbeat_at TIMESTAMP WITH TIME ZONE NOT NULL,
 	expires_at TIMESTAMP WITH TIME ZONE NOT NULL,
 	PRIMARY KEY (resource)
+);
+
+-- The last reconciliation of each day of each table that matched the source (or was
+-- repaired until it did): what the cutover report checks the rotation against.
+CREATE TABLE IF NOT EXISTS migration_reconciliation (
+	table_name VARCHAR(128) NOT NULL,
+	day DATE NOT NULL,
+	reconciled_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	differences INTEGER NOT NULL,
+	reconciled_by VARCHAR(256) NOT NULL,
+	CONSTRAINT pk_migration_reconciliation PRIMARY KEY (table_name, day)
 );

@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
+from llm_observatory import settings
 from llm_observatory.assets.bronze import bronze_assets
 from llm_observatory.assets.gold import DAILY_METRICS_KEY, gold_assets
 from llm_observatory.assets.silver import silver_assets, silver_key
@@ -13,11 +14,14 @@ from llm_observatory.partitions import daily_partitions
 from llm_observatory.report import (
     CutoverReport,
     DayAccount,
+    ReconciliationCoverage,
     account_days,
     last_source_day,
     quarantine_reasons,
+    reconciliation_coverage,
     verify_lake_checksums,
 )
+from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.tables import LLM_INTERACTIONS, TABLES
@@ -59,9 +63,39 @@ def failed_error_checks(instance: dg.DagsterInstance, check_keys) -> list[dict]:
     return sorted(failed, key=lambda f: (f["asset"], f["check"], f["partition"] or ""))
 
 
+def reconciliation_coverages(
+    control: ControlDatabase,
+    accounts: list[DayAccount],
+    rotation_period_days: int,
+    now: dt.datetime,
+) -> list[ReconciliationCoverage]:
+    """Per table, the days holding data in the lake (bronze, silver or quarantine) against the
+    last reconciliation the control database records for each."""
+    days_with_data: dict[str, list[str]] = {table.name: [] for table in TABLES}
+    for account in accounts:
+        if account.bronze_rows or account.silver_rows or account.quarantined_rows:
+            days_with_data.setdefault(account.table, []).append(account.day)
+    return [
+        reconciliation_coverage(
+            table, days, control.last_reconciled(table), rotation_period_days, now
+        )
+        for table, days in days_with_data.items()
+    ]
+
+
 def build_cutover_report(
-    source: SourceDatabase, lake: LakeResource, instance: dg.DagsterInstance | None, check_keys
+    source: SourceDatabase,
+    lake: LakeResource,
+    instance: dg.DagsterInstance | None,
+    check_keys,
+    control: ControlDatabase,
+    *,
+    rotation_period_days: int | None = None,
 ) -> CutoverReport:
+    """`rotation_period_days`: LLM_OBS_ROTATION_DAYS unless given."""
+    if rotation_period_days is None:
+        rotation_period_days = settings.rotation_days()
+    now = dt.datetime.now(dt.UTC)
     first_day = dt.date.fromisoformat(daily_partitions.get_first_partition_key())
     last_partition = daily_partitions.get_last_partition_key()
     last_day = dt.date.fromisoformat(last_partition) if last_partition else first_day
@@ -74,7 +108,7 @@ def build_cutover_report(
     # above, and every file's SHA-256 below, so the report never says GO from stale results.
     checksum_failures, files_verified = verify_lake_checksums(lake, TABLES, days_with_rows)
     return CutoverReport(
-        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        generated_at=now.isoformat(timespec="seconds"),
         lake=lake.describe(),
         first_day=first_day.isoformat(),
         last_day=last_day.isoformat(),
@@ -85,6 +119,8 @@ def build_cutover_report(
         checksum_failures=checksum_failures,
         files_verified=files_verified,
         quarantine_by_rule=quarantine_reasons(lake, TABLES),
+        reconciliation=reconciliation_coverages(control, accounts, rotation_period_days, now),
+        rotation_period_days=rotation_period_days,
     )
 
 
@@ -151,7 +187,10 @@ def write_report(lake: LakeResource, report: CutoverReport) -> str:
     deps=[*(silver_key(table) for table in TABLES), DAILY_METRICS_KEY],
     group_name="gold",
     kinds={"markdown", "json"},
-    description="GO/NO-GO: every source row accounted for, every ERROR check passing.",
+    description=(
+        "GO/NO-GO: every source row accounted for, every ERROR check passing, every day "
+        "reconciled with the source within the rotation period."
+    ),
     check_specs=[
         dg.AssetCheckSpec(
             CUTOVER_READY_CHECK,
@@ -160,8 +199,13 @@ def write_report(lake: LakeResource, report: CutoverReport) -> str:
         )
     ],
 )
-def cutover_report(context: dg.AssetExecutionContext, source: SourceDatabase, lake: LakeResource):
-    report = build_cutover_report(source, lake, context.instance, migration_check_keys())
+def cutover_report(
+    context: dg.AssetExecutionContext,
+    source: SourceDatabase,
+    lake: LakeResource,
+    control: ControlDatabase,
+):
+    report = build_cutover_report(source, lake, context.instance, migration_check_keys(), control)
     where = write_report(lake, report)
     context.log.info(report.verdict_line())
     yield dg.MaterializeResult(
@@ -173,6 +217,9 @@ def cutover_report(context: dg.AssetExecutionContext, source: SourceDatabase, la
             "missing_check_results": len(report.missing_checks),
             "checksum_failures": len(report.checksum_failures),
             "files_verified": report.files_verified,
+            "days_not_reconciled_in_rotation": sum(
+                len(c.overdue_days) for c in report.reconciliation
+            ),
             "report": dg.MetadataValue.md(report.to_markdown()),
             "location": dg.MetadataValue.path(where),
         }

@@ -1,7 +1,9 @@
 """The partitioned asset checks of the validation layers, made per table from `tables.py`.
 
 Each runs after its asset in the same run (one result per partition, shown in the UI), reads
-the lake as it is now, and can be evaluated again later by the cutover report.
+the lake as it is now, and can be evaluated again later by the cutover report. A day that
+reconciles with the source is recorded in the control database (`migration_reconciliation`),
+where the cutover report checks that no day goes unproven longer than the rotation period.
 """
 
 import dagster as dg
@@ -23,6 +25,7 @@ from llm_observatory.checks.timestamps import (
 from llm_observatory.layout import bronze_location, day_filter, silver_location
 from llm_observatory.partitions import daily_partitions
 from llm_observatory.reconcile import RECONCILED_CHECK, reconcile_day, reconciliation_result
+from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.tables import TABLES, TableSpec
@@ -93,13 +96,23 @@ def silver_checks(table: TableSpec) -> dg.AssetChecksDefinition:
         ],
         name=f"silver_{table.name}_integrity",
     )
-    def _checks(context: dg.AssetCheckExecutionContext, source: SourceDatabase, lake: LakeResource):
+    def _checks(
+        context: dg.AssetCheckExecutionContext,
+        source: SourceDatabase,
+        lake: LakeResource,
+        control: ControlDatabase,
+    ):
         day = _day(context)
         location = silver_location(lake, table)
         yield checksum_result(location, day_filter(day), day.isoformat())
         yield from silver_rule_results(table, lake, day)
         yield from timestamp_results(table, location, day)
-        yield reconciliation_result(reconcile_day(table, source, lake, day))
+        reconciliation = reconcile_day(table, source, lake, day)
+        yield reconciliation_result(reconciliation)
+        if reconciliation.matches:
+            control.record_reconciled(
+                table.name, {day: 0}, by=f"check {RECONCILED_CHECK} run {context.run.run_id}"
+            )
 
     return _checks
 

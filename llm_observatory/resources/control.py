@@ -7,17 +7,24 @@ on failure it becomes FAILED with the error. The watermark in force is therefore
 latest COMPLETED row, and a failed or crashed cycle never moves it. Two columns beyond the
 guide's let a later cycle clean up after one that died: the Dagster run that owned the row, and
 the lake tables' Delta versions before it wrote anything.
+
+`migration_reconciliation` holds, per table and UTC day, the last time the day was proven equal
+to the source by the per-hour fingerprints (silver's `reconciles_with_source` check, a sync
+cycle's reconciliation, `llm-observatory verify`): the cutover report reads it to show that the
+rotation really re-proves the whole history within its period.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import PrivateAttr
+from sqlalchemy.dialects import mssql
 
 STARTED, COMPLETED, FAILED = "STARTED", "COMPLETED", "FAILED"
 ERROR_MESSAGE_LIMIT = 4000
@@ -59,6 +66,22 @@ migration_lease = sa.Table(
     sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# The last reconciliation of each day of each table that matched the source (or was repaired
+# until it did): when, how many differences it had found, and what ran it.
+migration_reconciliation = sa.Table(
+    "migration_reconciliation",
+    control_metadata,
+    sa.Column("table_name", sa.String(128), nullable=False),
+    # SQLAlchemy compiles Date as DATETIME for a SQL Server of unknown version (the scripts).
+    sa.Column("day", sa.Date().with_variant(mssql.DATE(), "mssql"), nullable=False),
+    sa.Column("reconciled_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("differences", sa.Integer, nullable=False),
+    sa.Column("reconciled_by", sa.String(256), nullable=False),
+    sa.PrimaryKeyConstraint("table_name", "day", name="pk_migration_reconciliation"),
+)
+# Days per DELETE ... IN (...): far below SQL Server's 2,100 parameters and SQLite's 999.
+_DAYS_PER_STATEMENT = 500
 
 
 def as_utc(moment) -> dt.datetime | None:
@@ -107,6 +130,15 @@ class WatermarkRow:
 
 def _bind(moment: dt.datetime | None) -> dt.datetime | None:
     return None if moment is None else moment.astimezone(dt.UTC)
+
+
+def _as_day(value) -> dt.date:
+    """A DATE as the driver returns it (a date, a datetime on some drivers, text on SQLite)."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, str):
+        return dt.date.fromisoformat(value[:10])
+    return value
 
 
 class ControlDatabase(dg.ConfigurableResource):
@@ -285,3 +317,61 @@ class ControlDatabase(dg.ConfigurableResource):
             error_message=error[:ERROR_MESSAGE_LIMIT],
             rows_extracted=rows_extracted,
         )
+
+    def record_reconciled(
+        self,
+        table_name: str,
+        results: Mapping[dt.date, int],
+        by: str,
+        at: dt.datetime | None = None,
+    ) -> None:
+        """Records that each day of `results` was reconciled `at` (now by default) by `by`,
+        with the number of differences found (0: it matched; more: they were repaired). The
+        caller passes only days that matched or were repaired. Each day keeps its last
+        reconciliation: delete then insert, all days in one transaction (portable where MERGE
+        and ON CONFLICT are not); a concurrent recorder of the same day makes the insert fail
+        on the key, and the whole transaction is tried again."""
+        if not results:
+            return
+        self.ensure_schema()
+        moment = as_utc(at) or dt.datetime.now(dt.UTC)
+        days = sorted(results)
+        rows = [
+            {
+                "table_name": table_name,
+                "day": day,
+                "reconciled_at": moment,
+                "differences": int(results[day]),
+                "reconciled_by": by[: migration_reconciliation.c.reconciled_by.type.length],
+            }
+            for day in days
+        ]
+        table = migration_reconciliation
+        delete = sa.delete(table).where(
+            table.c.table_name == sa.bindparam("table_name", table_name),
+            table.c.day.in_(sa.bindparam("days", expanding=True)),
+        )
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as connection:
+                    for start in range(0, len(days), _DAYS_PER_STATEMENT):
+                        chunk = days[start : start + _DAYS_PER_STATEMENT]
+                        connection.execute(delete, {"days": chunk})
+                    connection.execute(sa.insert(table), rows)
+                return
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+
+    def last_reconciled(self, table_name: str) -> dict[dt.date, dt.datetime]:
+        """When each recorded day of the table was last reconciled (aware, UTC)."""
+        self.ensure_schema()
+        table = migration_reconciliation
+        query = sa.select(table.c.day, table.c.reconciled_at).where(
+            table.c.table_name == sa.bindparam("table_name", table_name)
+        )
+        with self.engine.connect() as connection:
+            return {
+                _as_day(day): as_utc(reconciled_at)
+                for day, reconciled_at in connection.execute(query)
+            }

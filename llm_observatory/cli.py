@@ -678,6 +678,11 @@ def sync(
             f"lag {value('lag_seconds')} s",
             file=out,
         )
+        capture = value("departure_capture")
+        if capture and capture != "on":
+            print(f"  {name}: departure capture {capture}", file=out)
+        elif capture:
+            print(f"  {name}: {value('departures_read')} departure(s) read", file=out)
     failed_checks = _failed_checks(result)
     for failure in result.get_step_failure_events():
         error = failure.event_specific_data.error
@@ -755,8 +760,11 @@ def setup_control(out=sys.stdout) -> int:
 
 def demo(days: int, rows_per_day: int, seed: int, out=sys.stdout) -> int:
     """Builds the SQLite demo source, migrates every day of it, and prints the verdict."""
+    import sqlalchemy as sa
+
     from llm_observatory import settings
     from llm_observatory.partitions import DEMO_START_DATE, start_date
+    from llm_observatory.sql_scripts import install_departure_capture
     from llm_observatory.synthetic.generator import generate_source
 
     if os.environ.get("LLM_OBS_SOURCE_URL"):
@@ -789,6 +797,13 @@ def demo(days: int, rows_per_day: int, seed: int, out=sys.stdout) -> int:
         rows_per_day=rows_per_day,
         seed=seed,
     )
+    # Prepared as a DBA prepares production (sql/prepare_source_sqlite.sql's departure
+    # capture): deletes and moved rows reach the lake in the next sync.
+    engine = sa.create_engine(settings.demo_source_url())
+    try:
+        install_departure_capture(engine)
+    finally:
+        engine.dispose()
     print(
         f"demo: source ready in {time.perf_counter() - begun:,.1f} s\n{summary.format()}", file=out
     )

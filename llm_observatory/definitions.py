@@ -25,10 +25,12 @@ from llm_observatory.operate.jobs import (
     daily_tiering_schedule,
     monitor_queries,
     pause_migration,
+    purge_source_departures,
     resume_migration,
     rollback_lake,
     tier_old_partitions_job,
     weekly_compaction_schedule,
+    weekly_departure_purge_schedule,
 )
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
@@ -91,12 +93,14 @@ defs = dg.Definitions(
         pause_migration,
         resume_migration,
         rollback_lake,
+        purge_source_departures,
     ],
     schedules=[
         daily_sync_schedule,
         weekly_compaction_schedule,
         daily_tiering_schedule,
         daily_query_monitoring_schedule,
+        weekly_departure_purge_schedule,
     ],
     sensors=[source_changes_sensor],
     executor=selected_executor(),

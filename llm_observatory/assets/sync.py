@@ -11,6 +11,7 @@ import datetime as dt
 
 import dagster as dg
 
+from llm_observatory import settings
 from llm_observatory.assets.bronze import SOURCE_POOL
 from llm_observatory.assets.gold import DAILY_METRICS_KEY
 from llm_observatory.assets.silver import LatestVersions, silver_key
@@ -31,13 +32,16 @@ class SyncConfig(dg.Config):
 
     overlap_minutes: float = 10.0
     reconcile_recent_days: int = 2
-    rotation_period_days: int = 30
+    # None: LLM_OBS_ROTATION_DAYS (30 by default), the period the cutover report holds the
+    # rotation to.
+    rotation_period_days: int | None = None
 
     def settings(self) -> SyncSettings:
+        rotation = self.rotation_period_days
         return SyncSettings(
             overlap=dt.timedelta(minutes=self.overlap_minutes),
             reconcile_recent_days=self.reconcile_recent_days,
-            rotation_period_days=self.rotation_period_days,
+            rotation_period_days=settings.rotation_days() if rotation is None else rotation,
         )
 
 
@@ -97,8 +101,9 @@ def sync_asset(table: TableSpec) -> dg.AssetsDefinition:
         ],
         description=(
             f"Incremental cycles of `{table.name}`: rows changed since the watermark merged into "
-            "bronze, silver and gold, deletions found by reconciliation removed. Metadata: the "
-            "watermark and the lake's lag behind the source."
+            "bronze, silver and gold; deletes and moved rows (recorded by the source's departure "
+            "capture, or found by reconciliation) removed from their old day. Metadata: the "
+            "watermark, the lake's lag behind the source, whether departures are captured."
         ),
     )
     def _sync(

@@ -38,7 +38,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_observatory.incremental.merge import CapturedRows, MergeOutcome, apply_changes
+import pyarrow as pa
+
+from llm_observatory.incremental.merge import (
+    CapturedRows,
+    KeySet,
+    MergeOutcome,
+    apply_changes,
+    as_day,
+    day_numbers,
+    lake_versions_of,
+)
 from llm_observatory.io.delta_lake import (
     APP_ID_PREFIX,
     COMMIT_METADATA_PREFIX,
@@ -82,14 +92,21 @@ class SyncSettings:
     (0 = changes only, as the sensor's frequent cycles do).
     `rotation_period_days`: every day of the history is reconciled once per this many daily
     cycles (0 = never); each cycle takes the days whose ordinal falls on today's slot.
+    `repair_days`: reconcile exactly these days instead (a repair, see `repair_days`).
+    `read_changes`: False for a repair, which reads no changes and no departures and leaves
+    the watermark where it was.
     """
 
     overlap: dt.timedelta = DEFAULT_OVERLAP
     reconcile_recent_days: int = 2
     rotation_period_days: int = 30
     first_day: dt.date | None = None
+    repair_days: tuple[dt.date, ...] = ()
+    read_changes: bool = True
 
     def days_to_reconcile(self, newest: dt.date) -> list[dt.date]:
+        if self.repair_days:
+            return sorted(set(self.repair_days))
         days = {newest - dt.timedelta(days=offset) for offset in range(self.reconcile_recent_days)}
         first = self.first_day or start_date()
         if self.rotation_period_days > 0 and self.reconcile_recent_days > 0:
@@ -120,11 +137,20 @@ class CycleResult:
     abandoned_cycles_undone: list[int] = field(default_factory=list)
     seconds: float = 0.0
     lag_seconds: float | None = None
+    # Whether the source records deletes and moves (see resources/departures.py), and why not.
+    departure_capture: str = ""
+    departures_read: int = 0
+    # A repair (`repair_days`) reads no changes, so it leaves the watermark where it was.
+    advances_watermark: bool = True
+    # Differences the fingerprints found per reconciled day (all repaired when COMPLETED).
+    differences_by_day: dict[dt.date, int] = field(default_factory=dict)
 
     @property
     def watermark(self) -> dt.datetime | None:
         """The new watermark: the high-water mark, never behind the previous one (the source's
         maximum drops when its newest rows are deleted; what lay between is gone anyway)."""
+        if not self.advances_watermark:
+            return self.watermark_before
         marks = [mark for mark in (self.high_water, self.watermark_before) if mark is not None]
         return max(marks) if marks else None
 
@@ -140,7 +166,8 @@ class CycleResult:
             f"{self.changes.upserted_rows} new version(s), {self.changes.unchanged_rows} already "
             f"in the lake; {len(changed)} day(s) rewritten; reconciled "
             f"{len(self.days_reconciled)} day(s): {self.deleted_keys} deleted, "
-            f"{self.moved_keys} moved, {self.repaired_keys} repaired; watermark now "
+            f"{self.moved_keys} moved, {self.repaired_keys} repaired; "
+            f"{self.departures_read} departure(s) read ({self.departure_capture}); watermark now "
             f"{_iso(self.watermark)} ({self.seconds:.1f} s)"
         )
 
@@ -159,6 +186,8 @@ class CycleResult:
             "moved_keys": self.moved_keys,
             "repaired_keys": self.repaired_keys,
             "abandoned_cycles_undone": self.abandoned_cycles_undone,
+            "departure_capture": self.departure_capture,
+            "departures_read": self.departures_read,
             "seconds": round(self.seconds, 3),
             "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 3),
         }
@@ -350,6 +379,26 @@ def run_cycle(
         )
 
 
+def repair_days(
+    table: TableSpec,
+    source: SourceDatabase,
+    lake: LakeResource,
+    control: ControlDatabase,
+    days: list[dt.date],
+    *,
+    run_id: str | None = None,
+    log: logging.Logger | None = None,
+) -> CycleResult:
+    """Reconciles exactly `days` and applies what it finds (deleted and moved keys out, missing
+    and stale rows re-read), as a cycle that reads no changes: same lease, same undo on
+    failure, recorded in the watermark table, the watermark left where it was. What
+    `verify --repair` runs for a range the rotation has not reached yet."""
+    if not days:
+        raise ValueError(f"{table.name}: no days to repair")
+    settings = SyncSettings(repair_days=tuple(days), read_changes=False)
+    return run_cycle(table, source, lake, control, settings, run_id=run_id, log=log)
+
+
 def _undo_abandoned(
     table: TableSpec, lake: LakeResource, control: ControlDatabase, log: logging.Logger
 ) -> list[int]:
@@ -397,14 +446,27 @@ def _run_cycle_holding(
         high_water=None,
         extracted_from=None if watermark is None else watermark - settings.overlap,
         abandoned_cycles_undone=abandoned,
+        advances_watermark=settings.read_changes,
     )
     try:
         described = source.describe_table(table)
         schema = described.arrow_schema
-        result.high_water = source.latest_change(described)
+        capture = source.departure_capture(table) if settings.read_changes else None
+        if capture is not None:
+            result.departure_capture = "on" if capture.active else f"off: {capture.reason}"
+            if not capture.active:
+                # Once per cycle: deletes and moves outside the reconciled days wait for the
+                # rotation to reach their day.
+                log.warning("%s: %s", table.name, capture.reason)
+        result.high_water = _later(
+            source.latest_change(described),
+            source.latest_departure(described) if capture and capture.active else None,
+        )
         last_modified = in_force.last_modified_timestamp if in_force else None
         with tempfile.TemporaryDirectory(prefix="llm-obs-sync-", dir=spill_folder) as folder:
-            if result.high_water is not None:
+            captured = None
+            departed = None
+            if result.high_water is not None and settings.read_changes:
                 captured = CapturedRows.capture(
                     source.stream_changes(described, result.extracted_from, result.high_water),
                     table,
@@ -428,16 +490,30 @@ def _run_cycle_holding(
                     table, lake, schema, captured, None, None, tag, leases=leases
                 )
                 log.info("%s: merged %s", table.name, result.changes.to_metadata())
+                if capture is not None and capture.active:
+                    departed = source.departures(
+                        described, result.extracted_from, result.high_water
+                    )
+                    result.departures_read = departed.num_rows
 
             if result.high_water is not None:
                 days = settings.days_to_reconcile(result.high_water.date())
                 result.days_reconciled = [day.isoformat() for day in days]
                 result.repairs = _reconcile_and_repair(
-                    table, source, described, lake, days, result, tag, Path(folder), log, leases
+                    table,
+                    source,
+                    described,
+                    lake,
+                    days,
+                    result,
+                    tag,
+                    Path(folder),
+                    log,
+                    leases,
+                    captured=captured,
+                    departed=departed,
                 )
-        result.rows_validated = (
-            result.changes.silver_rows_added + result.repairs.silver_rows_added
-        )
+        result.rows_validated = result.changes.silver_rows_added + result.repairs.silver_rows_added
         leases.ensure_held()
         control.complete_cycle(
             cycle_id,
@@ -446,6 +522,7 @@ def _run_cycle_holding(
             result.rows_extracted + result.repaired_keys,
             result.rows_validated,
         )
+        _record_reconciled(table, control, tag, result, log)
     except BaseException as error:
         settled = _settle_failed_cycle(
             table, lake, control, cycle_id, tag, versions, error, result, log
@@ -460,6 +537,30 @@ def _run_cycle_holding(
     except SourceError:
         result.lag_seconds = None
     return result
+
+
+def _record_reconciled(
+    table: TableSpec,
+    control: ControlDatabase,
+    tag: str,
+    result: CycleResult,
+    log: logging.Logger,
+) -> None:
+    """Records the days this cycle reconciled (and repaired) for the report's rotation
+    coverage, once the cycle counts. A failure here costs a day's record, never the cycle: the
+    report then says the day is due, and the rotation's next pass records it."""
+    if not result.differences_by_day:
+        return
+    try:
+        control.record_reconciled(table.name, result.differences_by_day, by=f"sync cycle {tag}")
+    except Exception as error:  # noqa: BLE001 - the cycle is COMPLETED; say so and go on
+        log.warning(
+            "%s: cycle %s completed but its %s reconciled day(s) could not be recorded: %s",
+            table.name,
+            result.cycle_id,
+            len(result.differences_by_day),
+            error,
+        )
 
 
 def _settle_failed_cycle(
@@ -506,8 +607,7 @@ def _settle_failed_cycle(
     except Exception as undo_error:  # noqa: BLE001 - report both, keep the first
         # The row stays STARTED: the next cycle finds it abandoned and undoes it then.
         log.error(
-            "%s: could not undo cycle %s (%s): the next cycle will; the watermark has not "
-            "moved",
+            "%s: could not undo cycle %s (%s): the next cycle will; the watermark has not moved",
             table.name,
             cycle_id,
             undo_error,
@@ -515,6 +615,58 @@ def _settle_failed_cycle(
         return False
     control.fail_cycle(cycle_id, f"{type(error).__name__}: {message}", result.rows_extracted)
     return False
+
+
+def _later(*moments: dt.datetime | None) -> dt.datetime | None:
+    known = [moment for moment in moments if moment is not None]
+    return max(known) if known else None
+
+
+def _departed_by_day(departed: pa.Table | None) -> dict[dt.date, set]:
+    """The departures' keys grouped by the UTC day of the event time they left."""
+    by_day: dict[dt.date, set] = defaultdict(set)
+    if departed is None or departed.num_rows == 0:
+        return by_day
+    numbers = day_numbers(departed.column("old_event_time"))
+    for key, number in zip(departed.column("key").to_pylist(), numbers.tolist()):
+        if key is not None and number >= 0:
+            by_day[as_day(number)].add(key)
+    return by_day
+
+
+def _current_days(captured: CapturedRows | None, wanted: KeySet) -> dict[object, dt.date]:
+    """The day each wanted key's latest captured version lies in."""
+    if captured is None or not captured.rows:
+        return {}
+    rows = captured.latest_per_key()
+    keys = captured.keys.take(pa.array(rows))
+    hits = wanted.mask(keys)
+    if not hits.any():
+        return {}
+    chosen = rows[hits]
+    return {
+        key: as_day(number)
+        for key, number in zip(
+            keys.filter(pa.array(hits)).to_pylist(), captured.days[chosen].tolist()
+        )
+    }
+
+
+def _held_departures(
+    table: TableSpec, lake: LakeResource, departed: dict[dt.date, set]
+) -> dict[dt.date, set]:
+    """The departures the lake still holds on the day they left: a re-delivered departure (the
+    overlap window) or one of a row the lake never had changes nothing and rewrites nothing."""
+    if not departed:
+        return {}
+    wanted = KeySet(set().union(*departed.values()))
+    held = lake_versions_of(table, lake, sorted(departed), wanted)
+    found: dict[dt.date, set] = defaultdict(set)
+    for key, places in held.items():
+        for day, _ in places:
+            if key in departed.get(day, ()):
+                found[day].add(key)
+    return found
 
 
 def _reconcile_and_repair(
@@ -528,12 +680,22 @@ def _reconcile_and_repair(
     folder: Path,
     log: logging.Logger,
     leases: Leases,
+    *,
+    captured: CapturedRows | None = None,
+    departed: pa.Table | None = None,
 ) -> MergeOutcome:
-    """Finds, per hour fingerprint, what the watermark cannot see, and repairs it."""
+    """Takes out of their old day the keys the source recorded leaving it (`departed`, read in
+    the cycle's window) and the keys the per-hour fingerprints of `days` find extra; re-reads
+    what they find missing or stale; one merge for all.
+
+    A key leaves a day only when the source does not now hold it there: its current day is
+    that of its latest captured change, or of its re-read row. Keys the source no longer has
+    are recorded as deleted."""
     extras: dict[dt.date, set] = defaultdict(set)
     to_reread: list = []
     for day in days:
         reconciliation = reconcile_day(table, source, lake, day)
+        result.differences_by_day[day] = len(reconciliation.differences)
         for difference in reconciliation.differences:
             if difference.kind == "extra":
                 extras[day].add(difference.raw_key)
@@ -543,30 +705,42 @@ def _reconcile_and_repair(
                     to_reread.append(difference.raw_key)
             else:
                 to_reread.append(difference.raw_key)
-    all_extras = sorted({key for keys in extras.values() for key in keys}, key=str)
-    still_there = source.existing_keys(described, all_extras) if all_extras else set()
-    deleted = {day: keys - still_there for day, keys in extras.items()}
-    result.deleted_keys = sum(len(keys) for keys in deleted.values())
-    result.moved_keys = len(set(all_extras) & still_there)
-    # A moved row is re-read too: its new day gets it if it does not have it yet.
-    reread = sorted(set(to_reread) | (set(all_extras) & still_there), key=str)
+    for day, keys in _held_departures(table, lake, _departed_by_day(departed)).items():
+        extras[day] |= keys
+    leaving = {key for keys in extras.values() for key in keys}
+    current_day = _current_days(captured, KeySet(leaving))
+    unknown = sorted(leaving - set(current_day), key=str)
+    still_there = source.existing_keys(described, unknown) if unknown else set()
+    # A key still there re-read: its new day gets it if it does not have it yet.
+    reread = sorted(set(to_reread) | still_there, key=str)
     result.repaired_keys = len(set(to_reread))
     if not extras and not reread:
         return MergeOutcome()
+    repair = _changed_rows(source, described, reread, folder, table)
+    current_day.update(_current_days(repair, KeySet(leaving)))
+    removals = {
+        day: {key for key in keys if current_day.get(key) != day} for day, keys in extras.items()
+    }
+    deleted = {
+        day: {key for key in keys if key not in current_day} for day, keys in removals.items()
+    }
+    result.deleted_keys = len({key for keys in deleted.values() for key in keys})
+    result.moved_keys = len({key for keys in removals.values() for key in keys}) - (
+        result.deleted_keys
+    )
     log.warning(
-        "%s: reconciliation found %s deleted, %s moved, %s missing or stale key(s)",
+        "%s: %s deleted, %s moved, %s missing or stale key(s)",
         table.name,
         result.deleted_keys,
         result.moved_keys,
         result.repaired_keys,
     )
-    captured = _changed_rows(source, described, reread, folder, table)
     return apply_changes(
         table,
         lake,
         described.arrow_schema,
-        captured,
-        dict(extras),
+        repair,
+        {day: keys for day, keys in removals.items() if keys},
         {day: keys for day, keys in deleted.items() if keys},
         tag,
         leases=leases,

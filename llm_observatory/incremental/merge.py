@@ -197,7 +197,7 @@ class MergeOutcome:
 
 
 @dataclass
-class _KeySet:
+class KeySet:
     """Exact key membership with a vectorised 64-bit hash pre-filter."""
 
     keys: set
@@ -222,8 +222,8 @@ class _KeySet:
         return candidates
 
 
-def _lake_versions(
-    table: TableSpec, lake: LakeResource, days: Iterable[dt.date], wanted: _KeySet
+def lake_versions_of(
+    table: TableSpec, lake: LakeResource, days: Iterable[dt.date], wanted: KeySet
 ) -> dict[object, list[tuple[dt.date, int]]]:
     """Where (day, version µs) the lake's silver and quarantine hold any of the wanted keys."""
     found: dict[object, list[tuple[dt.date, int]]] = defaultdict(list)
@@ -256,7 +256,7 @@ def _route(batch: pa.RecordBatch, table: TableSpec, source_schema: pa.Schema):
 
 
 def _keep_rows(
-    location: LakeLocation, day: dt.date, table: TableSpec, drop: _KeySet, columns: list[str]
+    location: LakeLocation, day: dt.date, table: TableSpec, drop: KeySet, columns: list[str]
 ) -> Iterator[pa.RecordBatch]:
     """The day's current rows of a table, without the dropped keys (file columns only); files
     are decoded in a thread ahead of the consumer, which encodes (pyarrow releases the GIL)."""
@@ -305,7 +305,7 @@ def apply_changes(
         for row, key in zip(winner_rows.tolist(), winner_keys):
             upserts[key] = (int(captured.versions[row]), as_day(captured.days[row]))
     candidate_days = {day for _, day in upserts.values()}
-    in_lake = _lake_versions(table, lake, sorted(candidate_days), _KeySet(set(upserts)))
+    in_lake = lake_versions_of(table, lake, sorted(candidate_days), KeySet(set(upserts)))
     stale_days: dict[dt.date, set] = defaultdict(set)
     for key, places in in_lake.items():
         version, day = upserts[key]
@@ -384,7 +384,7 @@ def apply_changes(
     expected_rows: Counter = Counter()
     try:
         for day in sorted(bronze_removals):
-            drop = _KeySet(bronze_removals[day])
+            drop = KeySet(bronze_removals[day])
             for batch in _keep_rows(bronze, day, table, drop, source_schema.names):
                 bronze_writer.write(with_event_day(batch.cast(source_schema), table.event_time))
 
@@ -408,7 +408,7 @@ def apply_changes(
         quarantine_columns = _file_columns(quarantine)
         changed_keys = set(upserts)
         for day in days:
-            drop = _KeySet(changed_keys | removals.get(day, set()))
+            drop = KeySet(changed_keys | removals.get(day, set()))
             for batch in _keep_rows(silver, day, table, drop, source_schema.names):
                 silver_writer.write(with_silver_partitions(batch.cast(source_schema), table))
                 expected_rows[day] += batch.num_rows

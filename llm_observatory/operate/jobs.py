@@ -4,6 +4,8 @@
 table, files and bytes before and after, as op output metadata and as an observation on the
 table's asset, so the asset page shows the file count over time. `tier_old_partitions` moves
 old partitions' files to the Cool tier (see `lifecycle.py`), reporting bytes per tier.
+`purge_source_departures` deletes the source's departure records every cycle has read (see
+`departures.py`).
 """
 
 import datetime as dt
@@ -14,6 +16,7 @@ from llm_observatory import settings
 from llm_observatory.io.delta_lake import TARGET_FILE_BYTES
 from llm_observatory.operate.automation_state import LOCATION_NAME, set_automation
 from llm_observatory.operate.compaction import compact_tables
+from llm_observatory.operate.departures import purge_departures
 from llm_observatory.operate.lifecycle import DEFAULT_COOL_AFTER_DAYS, tier_old_partitions
 from llm_observatory.operate.rollback import (
     apply_rollback,
@@ -25,6 +28,7 @@ from llm_observatory.operate.rollback import (
 from llm_observatory.partitions import days_between
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
+from llm_observatory.resources.source import SourceDatabase
 
 COMPACTION_JOB = "compact_lake"
 COMPACTION_SCHEDULE = "weekly_compaction_sunday_0300_utc"
@@ -335,3 +339,71 @@ def rollback_lake_tables(
 )
 def rollback_lake():
     rollback_lake_tables()
+
+
+PURGE_DEPARTURES_JOB = "purge_source_departures"
+PURGE_DEPARTURES_SCHEDULE = "weekly_departure_purge_sunday_0500_utc"
+
+
+class PurgeDeparturesConfig(dg.Config):
+    """Departure records older than every table's watermark are deleted, less `keep_days`
+    (default: the lake's retention, as far back as a rollback can rewind the watermarks)."""
+
+    keep_days: int | None = None
+
+
+@dg.op(
+    name="purge_spent_departures",
+    description="Deletes departure records older than every table's watermark, less the "
+    "lake's retention.",
+)
+def purge_spent_departures(
+    context: dg.OpExecutionContext,
+    config: PurgeDeparturesConfig,
+    source: SourceDatabase,
+    control: ControlDatabase,
+):
+    keep_days = config.keep_days
+    if keep_days is None:
+        keep_days = settings.lake_retention_days()
+    results = purge_departures(source, control, dt.timedelta(days=keep_days))
+    for result in results:
+        context.log.info(result.describe())
+    return dg.Output(
+        None,
+        metadata={
+            "rows_deleted": sum(result.rows_deleted for result in results),
+            "tables": dg.MetadataValue.json(
+                {
+                    result.table: {
+                        "rows_deleted": result.rows_deleted,
+                        "cutoff": result.cutoff.isoformat() if result.cutoff else None,
+                        "skipped": result.skipped,
+                    }
+                    for result in results
+                }
+            ),
+            "keep_days": keep_days,
+        },
+    )
+
+
+@dg.job(
+    name=PURGE_DEPARTURES_JOB,
+    description="Deletes the source's departure records (deletes and moves captured by the "
+    "preparation script's triggers) that every table's sync has read.",
+)
+def purge_source_departures():
+    purge_spent_departures()
+
+
+@dg.schedule(
+    name=PURGE_DEPARTURES_SCHEDULE,
+    cron_schedule="0 5 * * 0",
+    execution_timezone="UTC",
+    job=purge_source_departures,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Sundays 05:00 UTC: spent departure records deleted from the source.",
+)
+def weekly_departure_purge_schedule(context: dg.ScheduleEvaluationContext):
+    return dg.RunRequest(run_key=f"departure-purge-{context.scheduled_execution_time:%Y-%m-%d}")

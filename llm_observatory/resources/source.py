@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from pydantic import PrivateAttr
 
 from llm_observatory.io.native_memory import release_large_blocks_eagerly
+from llm_observatory.resources.departures import CaptureStatus, capture_status, migration_departures
 from llm_observatory.tables import TableSpec
 
 DEFAULT_BATCH_ROWS = 16_384
@@ -464,6 +465,68 @@ class SourceDatabase(dg.ConfigurableResource):
         except sa.exc.SQLAlchemyError as error:
             raise SourceError(describe_error(self.sa_url, error)) from None
         return found
+
+    # ------------------------------------------------------------------ departures
+
+    def departure_capture(self, spec: TableSpec) -> CaptureStatus:
+        """Whether the source records the table's deletes and moves (`migration_departures` and
+        its trigger, enabled); the reason either way, for the cycle's output."""
+        return capture_status(self.engine, spec)
+
+    def latest_departure(self, source: SourceTable) -> dt.datetime | None:
+        """The newest `departed_at` of the table in `migration_departures` (see
+        `departures.py`): a delete moves no `last_modified`, so a cycle's high-water mark is the
+        later of the two. An index seek on (table_name, departed_at)."""
+        departures = migration_departures.c
+        query = sa.select(sa.func.max(departures.departed_at)).where(
+            departures.table_name == sa.bindparam("table_name", source.spec.name)
+        )
+        return self._scalar_time(query)
+
+    def departures(
+        self, source: SourceTable, after: dt.datetime | None, up_to: dt.datetime
+    ) -> pa.Table:
+        """Every key that left its place in `(after, up_to]` (deleted, or moved to another day
+        or key), with the event time it had: columns `key` (the key column's type) and
+        `old_event_time`, one row per distinct pair."""
+        departures = migration_departures.c
+        key_type = source.table.c[source.spec.key].type
+        conditions = [
+            departures.table_name == sa.bindparam("table_name", source.spec.name),
+            departures.departed_at <= sa.bindparam("departed_up_to", self.bind_time(up_to)),
+        ]
+        if after is not None:
+            conditions.append(
+                departures.departed_at > sa.bindparam("departed_after", self.bind_time(after))
+            )
+        query = (
+            sa.select(
+                sa.cast(departures.key_value, key_type).label("key"), departures.old_event_time
+            )
+            .where(*conditions)
+            .distinct()
+        )
+        schema = pa.schema(
+            [
+                pa.field("key", source.arrow_schema.field(source.spec.key).type),
+                pa.field("old_event_time", pa.timestamp("us", tz="UTC")),
+            ]
+        )
+        return pa.Table.from_batches(list(self.stream_query(query, schema)), schema=schema)
+
+    def purge_departures(self, spec: TableSpec, before: dt.datetime) -> int:
+        """Deletes the table's departure records from before `before`; returns how many. Only
+        records every cycle has read may go: see `operate/departures.py`."""
+        departures = migration_departures.c
+        statement = sa.delete(migration_departures).where(
+            departures.table_name == sa.bindparam("table_name", spec.name),
+            departures.departed_at < sa.bindparam("purge_before", self.bind_time(before)),
+        )
+        try:
+            with self.engine.begin() as connection:
+                return connection.execute(statement).rowcount
+        except sa.exc.SQLAlchemyError as error:
+            raise SourceError(describe_error(self.sa_url, error)) from None
 
     def dispose(self) -> None:
         if self._engine is not None:

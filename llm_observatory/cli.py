@@ -649,6 +649,11 @@ def sync(
         **QUIET_RUN_CONFIG,
         "ops": {sync_op_name(table): {"config": dict(config)} for table in tables},
     }
+    held = _sync_leases_held(tables)
+    if held:
+        for line in held:
+            print(f"error: sync refused, nothing was changed: {line}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"sync: one cycle of {', '.join(t.name for t in tables)}", file=out, flush=True)
     started = time.perf_counter()
     result = defs.resolve_job_def(SYNC_JOB).execute_in_process(
@@ -684,19 +689,66 @@ def sync(
         elif capture:
             print(f"  {name}: {value('departures_read')} departure(s) read", file=out)
     failed_checks = _failed_checks(result)
+    refused = []
     for failure in result.get_step_failure_events():
         error = failure.event_specific_data.error
+        refusal = _error_of_class(error, "CycleInProgressError")
+        if refusal is not None:
+            text = refusal.message.strip()
+            # "package.module.CycleInProgressError: <what holds the table>"
+            refused.append(text.split("CycleInProgressError: ", 1)[-1])
+            continue
         message = error.message.strip() if error else "unknown error"
         print(f"error: {failure.step_key}: {message}", file=sys.stderr)
+    for reason in refused:
+        print(f"error: sync refused, nothing was changed: {reason}", file=sys.stderr)
     for check in failed_checks:
         print(f"error: check failed: {check}", file=sys.stderr)
     ok = result.success and not failed_checks
-    print(
-        f"sync: {'completed' if ok else 'FAILED (watermark and lake left as they were)'} in "
-        f"{_format_seconds(time.perf_counter() - started)}",
-        file=out,
+    only_refused = bool(refused) and not failed_checks and (
+        len(refused) == len(result.get_step_failure_events())
     )
+    outcome = "completed" if ok else "FAILED (watermark and lake left as they were)"
+    if only_refused:
+        outcome = "refused (another cycle holds the table; nothing was changed)"
+    print(f"sync: {outcome} in {_format_seconds(time.perf_counter() - started)}", file=out)
+    if only_refused:
+        return EXIT_USAGE
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _sync_leases_held(tables) -> list[str]:
+    """The selected tables another live cycle holds, described (before anything runs, so the
+    refusal is one line; the cycle's own lease still decides when two start at once)."""
+    import sqlalchemy as sa
+
+    from llm_observatory import settings
+    from llm_observatory.resources.control import ControlDatabase
+    from llm_observatory.resources.leases import current_holder, sync_resource
+
+    control = ControlDatabase(url=settings.control_url())
+    now = dt.datetime.now(dt.UTC)
+    held = []
+    try:
+        for table in tables:
+            holder = current_holder(control, sync_resource(table.name))
+            if holder is not None and holder.expires_at > now and not holder.process_gone():
+                held.append(f"{table.name}: another sync cycle is running: {holder.describe()}")
+    except sa.exc.SQLAlchemyError:
+        return []  # the cycle itself reports an unreachable control database, in one line
+    finally:
+        control.engine.dispose()
+    return held
+
+
+def _error_of_class(error, class_name: str):
+    """The error, or the first of its causes, raised as `class_name` (Dagster wraps the
+    step's exception), or None."""
+    while error is not None:
+        if error.cls_name == class_name:
+            return error
+        error = error.cause
+    return None
 
 
 def plan(

@@ -8,6 +8,8 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
+from llm_observatory.resources.control import ControlDatabase
+from llm_observatory.resources.leases import Leases, sync_resource
 from llm_observatory_tests.test_cli import run_cli
 
 
@@ -108,3 +110,50 @@ def test_setup_control_is_idempotent(tmp_path):
     columns = {column["name"] for column in sa.inspect(engine).get_columns("migration_watermark")}
     engine.dispose()
     assert {"table_name", "last_extracted_timestamp", "rows_validated", "status"} <= columns
+
+
+def test_a_delete_on_an_old_day_reaches_the_lake_in_a_changes_only_sync(synced_demo):
+    """The demo's source is prepared with the departure capture: a changes-only sync (the
+    sensor's, which reconciles no day) removes a row deleted on the first day, records it, and
+    the report stays GO."""
+    home, *_ = synced_demo
+    engine = sa.create_engine(f"sqlite:///{home / 'demo_source.sqlite'}")
+    interactions = sa.Table("llm_interactions", sa.MetaData(), autoload_with=engine)
+    first_day = sa.and_(
+        interactions.c.timestamp >= dt.datetime(2026, 11, 1),
+        interactions.c.timestamp < dt.datetime(2026, 11, 2),
+    )
+    with engine.begin() as connection:
+        victim = connection.execute(
+            sa.select(interactions.c.interaction_id)
+            .where(first_day)
+            .order_by(interactions.c.interaction_id)
+            .limit(1)
+        ).scalar_one()
+        connection.execute(sa.delete(interactions).where(interactions.c.interaction_id == victim))
+    engine.dispose()
+    synced = run_cli(["sync", "--changes-only"], home)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "reconciled 0 day(s): 1 deleted" in synced.stdout
+    assert "departure(s) read" in synced.stdout
+    silver = pl.read_delta(str(home / "lake" / "silver" / "llm_interactions"))
+    assert victim not in silver["interaction_id"].to_list()
+    deleted = pl.read_delta(str(home / "lake" / "silver" / "_deleted" / "llm_interactions"))
+    assert victim in deleted["interaction_id"].to_list()
+    report = run_cli(["report"], home)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "Verdict: GO" in report.stdout
+
+
+def test_a_sync_while_another_cycle_holds_the_table_is_refused_with_status_2(synced_demo):
+    home, *_ = synced_demo
+    control = ControlDatabase(url=f"sqlite:///{home / 'control.sqlite'}")
+    with Leases(control, "a cycle in another terminal") as leases:
+        leases.take([sync_resource("logs")])
+        refused = run_cli(["sync", "--table", "logs"], home)
+    control.engine.dispose()
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "sync refused, nothing was changed" in refused.stderr
+    assert "a cycle in another terminal" in refused.stderr
+    assert "CycleInProgressError" not in refused.stderr
+    assert "Traceback" not in refused.stderr

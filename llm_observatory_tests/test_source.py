@@ -153,3 +153,31 @@ def test_postgresql_streams_a_day_in_many_batches_not_one_result(postgres_url):
     assert len(batches) > 10
     assert max(batch.num_rows for batch in batches) < 1500
     assert sum(batch.num_rows for batch in batches) == 3003
+
+
+def test_departure_queries_compile_for_sql_server_with_bound_parameters(tmp_path):
+    """What a cycle asks `migration_departures` on SQL Server: the newest departure, the
+    window's keys cast back to the key's type, the purge; values as parameters only."""
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    engine = sa.create_engine(url)
+    reference_metadata().create_all(engine)
+    source = SourceDatabase(url=url)
+    after, up_to = day_window(DAY)
+    for table in TABLES:
+        described = source.describe_table(table)
+        compiled = source.departures_query(described, after, up_to).compile(
+            dialect=mssql.dialect()
+        )
+        text = str(compiled)
+        assert "SELECT DISTINCT CAST(migration_departures.key_value AS" in text
+        assert ":table_name" in text and ":departed_after" in text and ":departed_up_to" in text
+        assert table.name not in text.replace("migration_departures", "")
+        assert "2026" not in text
+        assert compiled.params["table_name"] == table.name
+        assert compiled.params["departed_up_to"] == up_to.replace(tzinfo=None)
+    logs_key = str(
+        source.departures_query(source.describe_table(TABLES[2]), None, up_to).compile(
+            dialect=mssql.dialect()
+        )
+    )
+    assert "AS BIGINT)" in logs_key and ":departed_after" not in logs_key

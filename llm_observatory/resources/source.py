@@ -483,12 +483,11 @@ class SourceDatabase(dg.ConfigurableResource):
         )
         return self._scalar_time(query)
 
-    def departures(
+    def departures_query(
         self, source: SourceTable, after: dt.datetime | None, up_to: dt.datetime
-    ) -> pa.Table:
-        """Every key that left its place in `(after, up_to]` (deleted, or moved to another day
-        or key), with the event time it had: columns `key` (the key column's type) and
-        `old_event_time`, one row per distinct pair."""
+    ) -> sa.Select:
+        """The distinct (key, old event time) pairs of the table's departures in `(after,
+        up_to]`, the key cast back from text to the key column's type."""
         departures = migration_departures.c
         key_type = source.table.c[source.spec.key].type
         conditions = [
@@ -499,20 +498,29 @@ class SourceDatabase(dg.ConfigurableResource):
             conditions.append(
                 departures.departed_at > sa.bindparam("departed_after", self.bind_time(after))
             )
-        query = (
+        return (
             sa.select(
                 sa.cast(departures.key_value, key_type).label("key"), departures.old_event_time
             )
             .where(*conditions)
             .distinct()
         )
+
+    def departures(
+        self, source: SourceTable, after: dt.datetime | None, up_to: dt.datetime
+    ) -> pa.Table:
+        """Every key that left its place in `(after, up_to]` (deleted, or moved to another day
+        or key), with the event time it had: columns `key` (the key column's type) and
+        `old_event_time`, one row per distinct pair. A key per departure, never a row: small
+        beside the changes, and read in batches."""
         schema = pa.schema(
             [
                 pa.field("key", source.arrow_schema.field(source.spec.key).type),
                 pa.field("old_event_time", pa.timestamp("us", tz="UTC")),
             ]
         )
-        return pa.Table.from_batches(list(self.stream_query(query, schema)), schema=schema)
+        batches = self.stream_query(self.departures_query(source, after, up_to), schema)
+        return pa.Table.from_batches(list(batches), schema=schema)
 
     def purge_departures(self, spec: TableSpec, before: dt.datetime) -> int:
         """Deletes the table's departure records from before `before`; returns how many. Only

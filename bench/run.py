@@ -35,6 +35,19 @@ another 10 % a day later and an UPDATE of other columns of another 10 % are time
 the commit is in), and the rows/s with the trigger are set beside those without (best of the
 rounds, interleaved).
 
+Once per run, after that, a month of small days (issue 13; ``--skip-history``): a fresh
+database with ``--history-days`` days (default 30; 3 with ``--quick``) of
+``--history-rows-per-day`` interactions (default 20,000; 500 with ``--quick``) and their metadata
+and logs, ending yesterday (UTC), with ``install_departure_capture``. In one worker, the full
+load as a user runs it (one ``dagster.materialize`` per day, oldest first, of bronze and silver of
+every table and gold, with their checks): wall time and peak RSS. Then 0.1 % of every table's
+rows deleted (md5 prefix of the key: spread evenly over the days) and, in another worker, one
+daily cycle per table (``run_cycle`` with ``SyncSettings()``: the 2 recent days and the 30-day
+rotation's slot, which is the history's first day); its time beside the full load's, peak RSS,
+keys deleted, departures read, days rewritten and reconciled. The parent then checks the lake:
+bronze and silver + quarantine hold the source's rows, no deleted key is left, ``_deleted``
+holds exactly the deleted keys, gold's requests equal silver's rows; a mismatch is printed.
+
 Peak RSS is the child's own high-water mark (``VmHWM`` in /proc/self/status; ``ru_maxrss``
 would inherit the parent's across fork+exec), the Python interpreter and its imports included.
 
@@ -103,6 +116,14 @@ DEPARTURE_STATEMENTS = (
      "WHERE interaction_id >= %s AND interaction_id < %s",
      ("33333334", "4ccccccd")),
 )
+# The month of small days (issue 13): days of history ending yesterday (UTC), a full load of
+# every day, then 0.1 % of each table's rows deleted (md5 prefix of the key, so spread evenly
+# over the days) and one daily sync cycle per table.
+HISTORY_DAYS = 30
+HISTORY_ROWS_PER_DAY = 20_000
+QUICK_HISTORY_DAYS = 3
+QUICK_HISTORY_ROWS_PER_DAY = 500
+HISTORY_DELETE_BELOW = "004189"  # 0x004189 / 0x1000000 = 0.1 %
 MIB = 1024 * 1024
 MB = 1_000_000
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -638,6 +659,165 @@ def worker_sync(args: argparse.Namespace) -> dict:
     }
 
 
+def history_days(args: argparse.Namespace) -> list[str]:
+    first = dt.date.fromisoformat(args.day)
+    return [(first + dt.timedelta(days=offset)).isoformat() for offset in range(args.history_days)]
+
+
+def worker_history_full(args: argparse.Namespace) -> dict:
+    """The month's full load as a user runs it (`backfill`): every day's bronze and silver of
+    every table and gold, with their checks, one `dagster.materialize` per day on one instance
+    (on disk, like a deployment's), oldest day first."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import dagster as dg
+    import pyarrow as pa
+
+    from llm_observatory.assets.bronze import bronze_assets
+    from llm_observatory.assets.gold import gold_assets
+    from llm_observatory.assets.silver import silver_assets
+    from llm_observatory.layout import (
+        bronze_location,
+        daily_metrics_location,
+        quarantine_location,
+        silver_location,
+    )
+    from llm_observatory.resources.control import ControlDatabase
+    from llm_observatory.resources.lake import LakeResource
+    from llm_observatory.resources.source import SourceDatabase
+    from llm_observatory.tables import TABLES
+
+    lake = LakeResource(url=args.lake)
+    folder = Path(args.lake).parent
+    resources = {
+        "source": SourceDatabase(url=args.source_url or os.environ["BENCH_SOURCE_URL"]),
+        "lake": lake,
+        "control": ControlDatabase(url=f"sqlite:///{folder / 'control.sqlite'}"),
+    }
+    assets = [*bronze_assets, *silver_assets, *gold_assets]
+    (folder / "dagster").mkdir(exist_ok=True)
+    instance = dg.DagsterInstance.local_temp(str(folder / "dagster"))
+    days: dict[str, dict] = {}
+    failed_checks: list[str] = []
+    rows: dict[str, int] = {}
+    rss_before = _status_kib("VmRSS") * 1024
+    cpu_before = os.times()
+    with RssSampler() as sampler:
+        started = time.perf_counter()
+        for day in history_days(args):
+            begin = time.time()
+            result = dg.materialize(assets, partition_key=day, resources=resources,
+                                    instance=instance, raise_on_error=False)
+            end = time.time()
+            if not result.success:
+                failures = [
+                    str(event.step_failure_data.error.message
+                        if event.step_failure_data.error else event)
+                    for event in result.all_events
+                    if event.event_type_value == "STEP_FAILURE"
+                ]
+                raise RuntimeError(f"materialization of {day} failed: "
+                                   f"{' | '.join(failures) or 'see the log'}")
+            for evaluation in result.get_asset_check_evaluations():
+                if not evaluation.passed:
+                    failed_checks.append(
+                        f"{day} {'/'.join(evaluation.asset_key.path)}:{evaluation.check_name}")
+            for event in result.get_asset_materialization_events():
+                materialization = event.step_materialization_data.materialization
+                if materialization.asset_key.path[0] != "bronze":
+                    continue
+                value = materialization.metadata.get("dagster/row_count")
+                name = materialization.asset_key.path[-1]
+                rows[name] = rows.get(name, 0) + int(getattr(value, "value", value) or 0)
+            # Whether memory creeps from day to day, and whose: Arrow's pool or the rest.
+            days[day] = {"seconds": end - begin,
+                         "peak_rss_bytes_sampled": sampler.peak_between(begin, end),
+                         "rss_after_bytes": _status_kib("VmRSS") * 1024,
+                         "arrow_allocated_bytes": pa.total_allocated_bytes()}
+        wall = time.perf_counter() - started
+    figures = _process_figures(wall, cpu_before, rss_before)
+    lake_bytes = {}
+    for table in TABLES:
+        for layer, location in (("bronze", bronze_location(lake, table)),
+                                ("silver", silver_location(lake, table)),
+                                ("quarantine", quarantine_location(lake, table))):
+            lake_bytes[f"{layer}/{table.name}"] = _lake_files_bytes(location)[0]
+    lake_bytes["gold/daily_metrics"] = _lake_files_bytes(daily_metrics_location(lake))[0]
+    return {
+        "path": "history-full",
+        "rows": sum(rows.values()),
+        "rows_by_table": rows,
+        "days": days,
+        "failed_checks": failed_checks,
+        "lake_bytes_by_table": lake_bytes,
+        **figures,
+    }
+
+
+def worker_history_sync(args: argparse.Namespace) -> dict:
+    """One daily sync cycle per table (`SyncSettings()`: the 2 recent days reconciled and the
+    30-day rotation's slot) against the month's lake, after the parent deleted 0.1 % of every
+    table's rows across the month; the control database is the full load's."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from llm_observatory.incremental.cycle import SyncSettings, run_cycle
+    from llm_observatory.resources.control import ControlDatabase
+    from llm_observatory.resources.lake import LakeResource
+    from llm_observatory.resources.source import SourceDatabase
+    from llm_observatory.tables import TABLES
+
+    source = SourceDatabase(url=args.source_url or os.environ["BENCH_SOURCE_URL"])
+    lake = LakeResource(url=args.lake)
+    control = ControlDatabase(url=f"sqlite:///{Path(args.lake).parent / 'control.sqlite'}")
+    cycles = {}
+    rss_before = _status_kib("VmRSS") * 1024
+    cpu_before = os.times()
+    with RssSampler() as sampler:
+        started = time.perf_counter()
+        for table in TABLES:
+            begin = time.time()
+            if os.environ.get("BENCH_PROFILE"):
+                import cProfile
+                import pstats
+
+                profiler = cProfile.Profile()
+                result = profiler.runcall(run_cycle, table, source, lake, control, SyncSettings())
+                print(f"=== {table.name}", file=sys.stderr)
+                pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
+            else:
+                result = run_cycle(table, source, lake, control, SyncSettings())
+            end = time.time()
+            cycles[table.name] = {
+                "seconds": end - begin,
+                "peak_rss_bytes_sampled": sampler.peak_between(begin, end),
+                "rows_extracted": result.rows_extracted,
+                "upserted_rows": result.changes.upserted_rows,
+                "unchanged_rows": result.changes.unchanged_rows,
+                "departure_capture": result.departure_capture,
+                "departures_read": result.departures_read,
+                "deleted_keys": result.deleted_keys,
+                "moved_keys": result.moved_keys,
+                "repaired_keys": result.repaired_keys,
+                "days_rewritten": result.days_changed,
+                "days_reconciled": result.days_reconciled,
+                "differences_by_day": {
+                    day.isoformat(): count for day, count in result.differences_by_day.items()
+                },
+                "watermark_before": _iso_or_none(result.watermark_before),
+                "high_water": _iso_or_none(result.high_water),
+            }
+        wall = time.perf_counter() - started
+    figures = _process_figures(wall, cpu_before, rss_before)
+    source.engine.dispose()
+    return {"path": "history-sync", "rows": 0, "cycles": cycles, **figures}
+
+
+def _iso_or_none(moment) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
 DLT_CHUNK_ROWS = 100_000
 
 
@@ -713,6 +893,8 @@ def run_worker(args: argparse.Namespace) -> int:
         "floor": worker_floor,
         "reconcile": worker_reconcile,
         "sync": worker_sync,
+        "history-full": worker_history_full,
+        "history-sync": worker_history_sync,
         "dlt-connectorx": worker_dlt,
         "dlt-pyarrow": worker_dlt,
     }.get(
@@ -1021,6 +1203,297 @@ def departure_lines(cost: dict) -> list[str]:
     ]
 
 
+def history_first_day(days: int, today: dt.date | None = None) -> dt.date:
+    """The first of `days` days of history ending yesterday (UTC): the daily cycle's recent
+    days then hold a real day, as in production, and its rotation slot is the first day."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    return today - dt.timedelta(days=days)
+
+
+def measure_history(sources: Sources, args: argparse.Namespace, workdir: Path) -> dict:
+    """A month of small days: generated with the departure capture, fully loaded as a user
+    runs it, then 0.1 % of every table's rows deleted across all the days and one daily sync
+    cycle per table; the lake checked against the source and the deleted keys afterwards."""
+    import psycopg
+    import sqlalchemy as sa
+
+    from llm_observatory.sql_scripts import install_departure_capture
+    from llm_observatory.synthetic.generator import generate_source
+    from llm_observatory.tables import TABLES
+
+    days, per_day = args.history_days, args.history_rows_per_day
+    first = history_first_day(days)
+    last = first + dt.timedelta(days=days - 1)
+    url = sources.new_database(days * per_day)
+    say(f"month of small days: generating {days} x {per_day:,} rows of {TABLE} (+ metadata, "
+        f"logs), {first}..{last}, with the departure capture")
+    started = time.perf_counter()
+    summary = generate_source(url, start_date=first, days=days, rows_per_day=per_day,
+                              seed=args.seed)
+    generated = time.perf_counter() - started
+    engine = sa.create_engine(url)
+    try:
+        install_departure_capture(engine)
+    finally:
+        engine.dispose()
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        for table in TABLES:
+            connection.execute(f"VACUUM ANALYZE {table.name}")
+    say(f"generated {sum(summary.rows.values()):,} rows in {generated:.1f} s")
+    folder = workdir / "history"
+    folder.mkdir(exist_ok=True)
+    lake = folder / "lake"
+    server_cpu = ServerCpu(sources.postmaster_pid)
+    options = {
+        "lake": lake,
+        "extra_args": ["--history-days", str(days)],
+        # The workers' partitions and the cycles' rotation start on the history's first day.
+        "extra_env": {"LLM_OBS_START_DATE": first.isoformat()},
+    }
+    try:
+        say(f"full load of the {days} days (bronze, silver of every table, gold; one run a day)")
+        full = run_child("history-full", url, first.isoformat(), workdir, "history-full",
+                         server_cpu, **options)
+        say(f"full load: {full['seconds']:,.1f} s, peak RSS {full['peak_rss_bytes'] / MIB:,.0f} "
+            f"MiB, {full['rows']:,} rows")
+        if full["failed_checks"]:
+            say(f"FAILED CHECKS in the full load: {'; '.join(full['failed_checks'][:10])}")
+        deleted = delete_history_rows(url)
+        say("deleted " + ", ".join(
+            f"{name} {figures['rows']:,} over {len(figures['by_day'])} day(s)"
+            for name, figures in deleted.items()))
+        synced = run_child("history-sync", url, first.isoformat(), workdir, "history-sync",
+                           server_cpu, **options)
+        say(f"sync: {synced['seconds']:,.1f} s, peak RSS "
+            f"{synced['peak_rss_bytes'] / MIB:,.0f} MiB")
+        verification = verify_history(lake, deleted)
+    finally:
+        if not args.keep:
+            sources.drop_database(url)
+        if not os.environ.get("BENCH_KEEP_LAKES"):
+            shutil.rmtree(folder, ignore_errors=True)
+    return history_summary(days, per_day, first, last, summary, generated, full, deleted, synced,
+                           verification)
+
+
+def delete_history_rows(url: str) -> dict[str, dict]:
+    """0.1 % of every table's rows deleted, picked by the md5 of the key (uniform, so spread
+    evenly over the days); SQLAlchemy constructs, one transaction. Per table: the deleted keys
+    (as text), their count per UTC day, and the rows left."""
+    import sqlalchemy as sa
+
+    from llm_observatory.tables import TABLES
+
+    engine = sa.create_engine(url)
+    deleted: dict[str, dict] = {}
+    try:
+        with engine.begin() as connection:
+            for spec in TABLES:
+                table = sa.Table(spec.name, sa.MetaData(), autoload_with=connection)
+                key, event_time = table.c[spec.key], table.c[spec.event_time]
+                chosen = sa.func.md5(sa.cast(key, sa.Text)) < HISTORY_DELETE_BELOW
+                gone = connection.execute(
+                    sa.delete(table).where(chosen).returning(key, event_time)
+                ).all()
+                by_day: dict[str, int] = {}
+                for _, moment in gone:
+                    day = moment.astimezone(dt.UTC).date().isoformat()
+                    by_day[day] = by_day.get(day, 0) + 1
+                left = connection.execute(
+                    sa.select(sa.func.count()).select_from(table)
+                ).scalar_one()
+                deleted[spec.name] = {
+                    "rows": len(gone),
+                    "by_day": dict(sorted(by_day.items())),
+                    "rows_left": left,
+                    "keys": {str(row[0]) for row in gone},
+                }
+    finally:
+        engine.dispose()
+    return deleted
+
+
+def verify_history(lake_folder: Path, deleted: dict[str, dict]) -> dict:
+    """The lake after the sync, per table: bronze and silver + quarantine hold the source's
+    rows, no deleted key is left in silver or quarantine, `_deleted` holds exactly the deleted
+    keys; gold's requests equal silver's interactions. Mismatches are listed, never hidden."""
+    import pyarrow.compute as pc
+
+    from llm_observatory.io.delta_lake import open_table, rows_per_day
+    from llm_observatory.layout import (
+        bronze_location,
+        daily_metrics_location,
+        deleted_location,
+        quarantine_location,
+        silver_location,
+    )
+    from llm_observatory.resources.lake import LakeResource
+    from llm_observatory.tables import TABLES
+
+    lake = LakeResource(url=str(lake_folder))
+
+    def keys_of(location, column: str) -> set[str]:
+        table = open_table(location)
+        if table is None:
+            return set()
+        values = table.to_pyarrow_dataset().to_table(columns=[column]).column(column)
+        return {str(value) for value in values.to_pylist()}
+
+    tables: dict[str, dict] = {}
+    mismatches: list[str] = []
+    for spec in TABLES:
+        expected = deleted[spec.name]
+        source_rows = expected["rows_left"]
+        bronze = sum(rows_per_day(bronze_location(lake, spec)).values())
+        silver = sum(rows_per_day(silver_location(lake, spec)).values())
+        quarantine = sum(rows_per_day(quarantine_location(lake, spec)).values())
+        left = (keys_of(silver_location(lake, spec), spec.key)
+                | keys_of(quarantine_location(lake, spec), spec.key)) & expected["keys"]
+        recorded = keys_of(deleted_location(lake, spec), spec.key)
+        figures = {
+            "source_rows": source_rows,
+            "bronze_rows": bronze,
+            "silver_rows": silver,
+            "quarantine_rows": quarantine,
+            "deleted_keys_left": len(left),
+            "deleted_table_rows": len(recorded),
+            "deleted_in_source": expected["rows"],
+        }
+        if silver + quarantine != source_rows:
+            mismatches.append(f"{spec.name}: silver {silver:,} + quarantine {quarantine:,} = "
+                              f"{silver + quarantine:,} rows, the source holds {source_rows:,}")
+        if bronze != source_rows:
+            mismatches.append(f"{spec.name}: bronze holds {bronze:,} rows, the source "
+                              f"{source_rows:,}")
+        if left:
+            mismatches.append(f"{spec.name}: {len(left):,} deleted key(s) still in silver or "
+                              f"quarantine, e.g. {sorted(left)[:3]}")
+        if recorded != expected["keys"]:
+            mismatches.append(
+                f"{spec.name}: _deleted holds {len(recorded):,} key(s), {expected['rows']:,} "
+                f"deleted; {len(expected['keys'] - recorded):,} deleted key(s) missing there, "
+                f"{len(recorded - expected['keys']):,} there and never deleted")
+        if spec.silver_model_column:
+            gold = open_table(daily_metrics_location(lake))
+            requests = 0 if gold is None else int(pc.sum(
+                gold.to_pyarrow_dataset().to_table(columns=["requests"]).column("requests")
+            ).as_py() or 0)
+            figures["gold_requests"] = requests
+            if requests != silver:
+                mismatches.append(f"gold: {requests:,} requests, silver {spec.name} holds "
+                                  f"{silver:,} rows")
+        tables[spec.name] = figures
+    return {"matches": not mismatches, "mismatches": mismatches, "tables": tables}
+
+
+def history_summary(
+    days: int, per_day: int, first: dt.date, last: dt.date, summary, generated: float,
+    full: dict, deleted: dict, synced: dict, verification: dict,
+) -> dict:
+    cycles = synced["cycles"]
+    rewritten = sorted({day for cycle in cycles.values() for day in cycle["days_rewritten"]})
+    deleted_rows = sum(figures["rows"] for figures in deleted.values())
+    result = {
+        "days": days,
+        "rows_per_day": per_day,
+        "first_day": first.isoformat(),
+        "last_day": last.isoformat(),
+        "generated_rows": dict(summary.rows),
+        "generation_seconds": generated,
+        "delete_share": int(HISTORY_DELETE_BELOW, 16) / 0x1000000,
+        # The counts; the keys themselves were for the verification.
+        "deleted": {name: {field: value for field, value in figures.items() if field != "keys"}
+                    for name, figures in deleted.items()},
+        "deleted_rows": deleted_rows,
+        "full": full,
+        "sync": {
+            "seconds": synced["seconds"],
+            "share_of_full_seconds": synced["seconds"] / full["seconds"],
+            "peak_rss_bytes": synced["peak_rss_bytes"],
+            "deleted_keys": sum(cycle["deleted_keys"] for cycle in cycles.values()),
+            "departures_read": sum(cycle["departures_read"] for cycle in cycles.values()),
+            "days_rewritten": rewritten,
+            "cycles": cycles,
+            "process": {name: synced[name] for name in
+                        ("cpu_seconds", "cpu_cores_used", "rss_before_bytes", "load_average",
+                         "server_cpu_seconds") if name in synced},
+        },
+        "verification": verification,
+    }
+    result["aims"] = {
+        name: {
+            "aim": f"peak RSS < {AIM_RSS_MIB} MiB",
+            "value": figures["peak_rss_bytes"] / MIB,
+            "shown": f"{figures['peak_rss_bytes'] / MIB:,.0f} MiB",
+            "met": figures["peak_rss_bytes"] < AIM_RSS_MIB * MIB,
+        }
+        for name, figures in (("full_load_peak_rss_mib", full),
+                              ("sync_peak_rss_mib", result["sync"]))
+    }
+    result["aims"]["sync_leaves_the_lake_as_the_source"] = {
+        "aim": "after the sync the lake holds the source's rows, no deleted key, and _deleted "
+               "exactly the deleted keys",
+        "value": verification["matches"],
+        "shown": "yes" if verification["matches"] else "; ".join(verification["mismatches"]),
+        "met": verification["matches"] and not full["failed_checks"],
+    }
+    return result
+
+
+def history_lines(history: dict) -> list[str]:
+    full, sync = history["full"], history["sync"]
+    lines = [
+        f"month of small days ({history['days']} x {history['rows_per_day']:,} rows of "
+        f"{TABLE}, + metadata and logs: {full['rows']:,} rows): full load "
+        f"{full['seconds']:,.1f} s, peak RSS {full['peak_rss_bytes'] / MIB:,.0f} MiB; "
+        f"sync after {history['delete_share'] * 100:.1f} % deletes over {history['days']} days "
+        f"({history['deleted_rows']:,} rows deleted): {sync['seconds']:,.1f} s "
+        f"(= {sync['share_of_full_seconds'] * 100:.1f} % of the full load), peak RSS "
+        f"{sync['peak_rss_bytes'] / MIB:,.0f} MiB, {sync['deleted_keys']:,} deleted, "
+        f"{len(sync['days_rewritten'])} days rewritten, {sync['departures_read']:,} departures "
+        "read",
+    ]
+    per_day = list(full["days"].values())
+    if per_day:
+        seconds = [figures["seconds"] for figures in per_day]
+        lines.append(
+            f"  full load: {min(seconds):,.1f}..{max(seconds):,.1f} s a day; RSS after the "
+            f"first day {per_day[0]['rss_after_bytes'] / MIB:,.0f} MiB, after the last "
+            f"{per_day[-1]['rss_after_bytes'] / MIB:,.0f} MiB (Arrow's pool "
+            f"{per_day[0]['arrow_allocated_bytes'] / MIB:,.0f} -> "
+            f"{per_day[-1]['arrow_allocated_bytes'] / MIB:,.0f} MiB)"
+        )
+    for name, cycle in sync["cycles"].items():
+        reconciled = cycle["days_reconciled"]
+        lines.append(
+            f"  {name}: {cycle['seconds']:,.1f} s, peak RSS "
+            f"{cycle['peak_rss_bytes_sampled'] / MIB:,.0f} MiB (sampled); "
+            f"{history['deleted'][name]['rows']:,} deleted in the source, "
+            f"{cycle['departures_read']:,} departures read ({cycle['departure_capture']}), "
+            f"{cycle['deleted_keys']:,} deleted, {cycle['moved_keys']:,} moved, "
+            f"{cycle['repaired_keys']:,} repaired, {cycle['rows_extracted']:,} changed rows "
+            f"re-read (overlap); {len(cycle['days_rewritten'])} day(s) rewritten; reconciled "
+            f"{len(reconciled)} day(s): {', '.join(reconciled) or 'none'}"
+        )
+    if full["failed_checks"]:
+        lines.append(f"  FULL LOAD CHECKS FAILED: {'; '.join(full['failed_checks'])}")
+    verification = history["verification"]
+    if verification["matches"]:
+        lines.append(
+            "  lake after the sync: bronze and silver + quarantine hold the source's rows, no "
+            "deleted key left, _deleted holds exactly the deleted keys ("
+            + ", ".join(f"{name} {figures['deleted_table_rows']:,}"
+                        for name, figures in verification["tables"].items())
+            + "), gold's requests = silver's rows"
+        )
+    else:
+        lines.append("  MISMATCH after the sync: " + "; ".join(verification["mismatches"]))
+    lines.append("  aims: " + "; ".join(
+        f"{name} {aim['shown']} ({'met' if aim['met'] else 'MISSED'})"
+        for name, aim in history["aims"].items()))
+    return lines
+
+
 def sa_url_without_password(url: str) -> str:
     import sqlalchemy as sa
 
@@ -1038,6 +1511,8 @@ def run_child(
     keep_lake: bool = False,
     streams: int | None = None,
     profile: Path | None = None,
+    extra_args: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> dict:
     """One worker in its own interpreter; its figures, or SystemExit with its log's tail.
 
@@ -1046,11 +1521,12 @@ def run_child(
 
     Materializing workers write into `lake-<label>`, removed afterwards unless `keep_lake`
     (or BENCH_KEEP_LAKES); `lake` names another run's lake instead (reconcile reads one).
+    `extra_args` go on the worker's command line, `extra_env` into its environment.
     """
     result_file = workdir / f"{label}.json"
     log_file = workdir / f"{label}.log"
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--day", day,
-               "--result", str(result_file)]
+               "--result", str(result_file), *(extra_args or [])]
     # Connection URLs go through the environment: a password stays out of `ps`.
     env = {**os.environ, "DAGSTER_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
     if kind == "floor":
@@ -1059,6 +1535,7 @@ def run_child(
         env["BENCH_SOURCE_URL"] = url
         command += ["--lake", str(lake or workdir / f"lake-{label}")]
     env.pop("DAGSTER_HOME", None)
+    env.update(extra_env or {})
     if streams:
         env["BENCH_STREAMS"] = str(streams)
     if profile is not None:
@@ -1695,6 +2172,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "without the capture, on its own copies of a generated source)")
     parser.add_argument("--departure-rows", type=int, default=DEPARTURE_ROWS,
                         help=f"rows of the departure-cost source (default {DEPARTURE_ROWS:,})")
+    parser.add_argument("--skip-history", action="store_true",
+                        help="skip the month of small days (a full load of --history-days days "
+                             "ending yesterday, then a daily sync after 0.1 %% deletes spread "
+                             "over all of them)")
+    parser.add_argument("--history-days", type=int, default=None,
+                        help=f"days of that history (default {HISTORY_DAYS}; "
+                             f"{QUICK_HISTORY_DAYS} with --quick)")
+    parser.add_argument("--history-rows-per-day", type=int, default=None,
+                        help=f"interactions per day of that history (default "
+                             f"{HISTORY_ROWS_PER_DAY:,}; {QUICK_HISTORY_ROWS_PER_DAY:,} with "
+                             "--quick), with their metadata and logs")
     parser.add_argument("--profile", action="store_true",
                         help="one more bronze and full run each under py-spy (bench group): "
                              "where the CPU goes, by phase and hottest frame")
@@ -1707,6 +2195,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"{QUICK_ROWS:,} rows and one round (for the test suite)")
     # Internal: one measured child.
     parser.add_argument("--worker", choices=("floor", "bronze", "full", "reconcile", "sync",
+                                             "history-full", "history-sync",
                                              "dlt-connectorx", "dlt-pyarrow"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
@@ -1727,6 +2216,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--repeats must be at least 1")
     if args.departure_rows < 1:
         raise SystemExit("--departure-rows must be positive")
+    if args.history_days is None:
+        args.history_days = QUICK_HISTORY_DAYS if args.quick else HISTORY_DAYS
+    if args.history_rows_per_day is None:
+        args.history_rows_per_day = (
+            QUICK_HISTORY_ROWS_PER_DAY if args.quick else HISTORY_ROWS_PER_DAY
+        )
+    if args.history_days < 1 or args.history_rows_per_day < 1:
+        raise SystemExit("--history-days and --history-rows-per-day must be positive")
     sizes = [None] if args.source_url else parse_sizes(args)
     if not args.source_url and not args.day:
         args.day = default_day()
@@ -1766,6 +2263,13 @@ def main(argv: list[str] | None = None) -> int:
             report["departures"] = measure_departure_cost(sources, args)
             print("\n".join(departure_lines(report["departures"])) + "\n", flush=True)
             output.write_text(json.dumps(report, indent=2, default=str))
+        if not args.skip_history and args.source_url:
+            say("--source-url: the month of small days generates and changes its own source, "
+                "so it is skipped")
+        elif not args.skip_history:
+            report["history"] = measure_history(sources, args, workdir)
+            print("\n" + "\n".join(history_lines(report["history"])) + "\n", flush=True)
+            output.write_text(json.dumps(report, indent=2, default=str))
     finally:
         sources.cleanup()
         if args.keep:
@@ -1778,7 +2282,7 @@ def main(argv: list[str] | None = None) -> int:
         for result in report["results"]
         for name, aim in result["aims"].items()
         if not name.startswith("bronze_copy_loop")
-    )
+    ) and all(aim["met"] for aim in report.get("history", {}).get("aims", {}).values())
     output.write_text(json.dumps(report, indent=2, default=str))
     if len(tables) > 1:
         print("\n\n".join(tables))

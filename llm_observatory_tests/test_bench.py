@@ -108,6 +108,33 @@ def test_quick_bench_writes_its_report(postgres_server, tmp_path):
     assert reconciliation["loopback_bytes"] >= reconciliation["socket_bytes_from_source"]
     assert run["phases"] and all(phase["calls"] > 0 for phase in run["phases"].values())
 
+    # The month of small days, at --quick's figures: every table's 0.1 % deletes, spread over
+    # the days, found by the daily cycles through the departures, and the lake checked after.
+    assert "month of small days (3 x 500 rows" in completed.stdout
+    history = report["history"]
+    assert (history["days"], history["rows_per_day"]) == (3, 500)
+    full = history["full"]
+    assert full["seconds"] > 0 and full["peak_rss_bytes"] > 0
+    assert full["rows"] == sum(history["generated_rows"].values())
+    assert not full["failed_checks"]
+    deleted = history["deleted"]
+    assert history["deleted_rows"] == sum(table["rows"] for table in deleted.values()) > 0
+    sync = history["sync"]
+    assert sync["seconds"] > 0 and sync["peak_rss_bytes"] > 0
+    assert sync["deleted_keys"] == sync["departures_read"] == history["deleted_rows"]
+    for name, cycle in sync["cycles"].items():
+        assert cycle["deleted_keys"] == cycle["departures_read"] == deleted[name]["rows"]
+        assert cycle["moved_keys"] == cycle["repaired_keys"] == 0
+        assert cycle["departure_capture"] == "on"
+        assert len(cycle["days_rewritten"]) == len(deleted[name]["by_day"])
+        assert cycle["days_reconciled"]
+    assert history["verification"]["matches"], history["verification"]["mismatches"]
+    for name, figures in history["verification"]["tables"].items():
+        assert figures["deleted_table_rows"] == deleted[name]["rows"]
+        assert figures["deleted_keys_left"] == 0
+        assert figures["silver_rows"] + figures["quarantine_rows"] == figures["source_rows"]
+    assert history["aims"]["sync_leaves_the_lake_as_the_source"]["met"]
+
     # The bench databases it created on the shared server are gone again.
     import psycopg
 
@@ -156,3 +183,33 @@ def test_a_reconciliation_that_does_not_match_is_a_missed_aim_with_its_differenc
     assert "reconcile: fingerprints + bisection" in table
     assert "reconcile_matches" in table and "MISSED" in table
     assert "30.0 KB from source" in table and "40.0 KB on lo" in table
+
+
+def test_a_month_whose_lake_does_not_match_after_the_sync_says_so():
+    bench = _bench_module()
+    full = _run(100.0, days={"2026-11-04": {"seconds": 3.0, "rss_after_bytes": 300 * 2**20,
+                                            "arrow_allocated_bytes": 0}}, failed_checks=[])
+    cycle = {"seconds": 5.0, "peak_rss_bytes_sampled": 200 * 2**20, "rows_extracted": 0,
+             "departure_capture": "on", "departures_read": 2, "deleted_keys": 1,
+             "moved_keys": 0, "repaired_keys": 0, "days_rewritten": ["2026-11-04"],
+             "days_reconciled": ["2026-11-04", "2026-12-03", "2026-12-04"]}
+    synced = {"seconds": 5.0, "peak_rss_bytes": 600 * 2**20,
+              "cycles": {"llm_interactions": cycle}}
+    deleted = {"llm_interactions": {"rows": 2, "by_day": {"2026-11-04": 2}, "rows_left": 998,
+                                    "keys": {"a", "b"}}}
+    verification = {"matches": False, "tables": {},
+                    "mismatches": ["llm_interactions: 1 deleted key(s) still in silver"]}
+    summary = type("Summary", (), {"rows": {"llm_interactions": 1000}})()
+    first = bench.history_first_day(30, today=bench.dt.date(2026, 12, 4))
+    assert first == bench.dt.date(2026, 11, 4)
+    history = bench.history_summary(30, 1000, first, bench.dt.date(2026, 12, 3), summary, 1.0,
+                                    full, deleted, synced, verification)
+
+    assert history["sync"]["share_of_full_seconds"] == 0.05
+    assert "keys" not in history["deleted"]["llm_interactions"]
+    assert history["aims"]["sync_leaves_the_lake_as_the_source"]["met"] is False
+    assert history["aims"]["sync_peak_rss_mib"]["met"] is False  # 600 MiB
+    lines = "\n".join(bench.history_lines(history))
+    assert "(2 rows deleted): 5.0 s (= 5.0 % of the full load)" in lines
+    assert "MISMATCH after the sync: llm_interactions: 1 deleted key(s) still in silver" in lines
+    assert "sync_peak_rss_mib 600 MiB (MISSED)" in lines

@@ -231,3 +231,38 @@ def test_batches_read_back_hold_a_bounded_number_of_bytes_however_wide_the_rows(
     # The narrow key column alone of the same rows comes in one batch.
     narrow = list(delta_lake.scan_partition(location, [("date", "=", "2026-11-03")], ["key"]))
     assert [batch.num_rows for batch in narrow] == [rows]
+
+
+def test_a_writer_touching_many_partitions_keeps_only_a_few_files_open(lake):
+    """A month of days x hours x models in one commit (what a sync spread over the history
+    writes): never more than `max_open_files` open at once; a partition written again after
+    its file was finished gets another file; every row lands once, with its checksums."""
+    location = lake.location("silver", "t")
+    days = list(range(1, 8))
+    writer = DeltaPartitionWriter(
+        location,
+        SCHEMA,
+        PARTITION_BY,
+        replace=[("date", "in", [f"2026-11-{day:02d}" for day in days])],
+        max_open_files=5,
+        buffered_bytes_limit=64 * 1024,
+    )
+    most_open = 0
+    expected = []
+    for tag in ("a", "b"):  # every partition twice, far apart
+        for day in days:
+            rows = rows_for(day, 60, tag=tag)
+            expected.append(rows)
+            for batch in rows.to_batches(max_chunksize=7):
+                writer.write(batch)
+                most_open = max(most_open, len(writer.open_files))
+    summary = writer.commit({"partition": "many"})
+    assert most_open <= 5
+    frame = read(location)
+    assert frame.height == sum(table.num_rows for table in expected)
+    assert frame["key"].n_unique() == frame.height
+    partitions = frame.select(PARTITION_BY).unique().height
+    assert len(summary.files) > partitions, "partitions reopened after their file finished"
+    for written in summary.files:
+        with location.filesystem.open(f"{location.fs_path}/{written.path}", "rb") as handle:
+            assert hashlib.sha256(handle.read()).hexdigest() == written.sha256

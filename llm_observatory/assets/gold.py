@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from llm_observatory.assets.partition_lease import day_lease
 from llm_observatory.assets.progress import Throughput
@@ -137,11 +138,14 @@ def _int_sum(column) -> int:
     return pc.sum(pc.cast(column, pa.int64())).as_py() or 0
 
 
-def day_metrics(lake: LakeResource, day) -> tuple[pa.Table, int]:
+def day_metrics(
+    lake: LakeResource, day, silver_table: DeltaTable | None = None
+) -> tuple[pa.Table, int]:
     """Gold's rows of one day and the silver rows they summarise, one model at a time (silver
-    is laid out by model), streamed: memory holds one model's latencies, not the day's rows."""
+    is laid out by model), streamed: memory holds one model's latencies, not the day's rows.
+    `silver_table`: silver already opened (a rebuild of many days opens it once)."""
     silver = silver_location(lake, LLM_INTERACTIONS)
-    table = open_table(silver)
+    table = silver_table if silver_table is not None else open_table(silver)
     models = set()
     if table is not None:
         for _, partition in current_files(table, day_filter(day)):
@@ -151,7 +155,7 @@ def day_metrics(lake: LakeResource, day) -> tuple[pa.Table, int]:
     for model in sorted(models):
         metrics = ModelDayMetrics(model)
         filters = [*day_filter(day), ("model", "=", model)]
-        for batch in scan_partition(silver, filters, METRIC_INPUT_COLUMNS[1:]):
+        for batch in scan_partition(silver, filters, METRIC_INPUT_COLUMNS[1:], table=table):
             metrics.add(batch)
         if metrics.requests:
             total += metrics.requests
@@ -160,7 +164,8 @@ def day_metrics(lake: LakeResource, day) -> tuple[pa.Table, int]:
 
 
 def rebuild_daily_metrics(lake: LakeResource, days, commit_metadata: dict) -> int | None:
-    """Recomputes gold for exactly these days from silver, in one commit; returns its version."""
+    """Recomputes gold for exactly these days from silver, in one commit; returns its version.
+    Silver is opened once for all of them, at the version the caller just committed."""
     days = sorted(days)
     if not days:
         return None
@@ -172,18 +177,21 @@ def rebuild_daily_metrics(lake: LakeResource, days, commit_metadata: dict) -> in
         file_prefix="sync",
     )
     try:
+        silver_table = open_table(silver_location(lake, LLM_INTERACTIONS))
         for day in days:
-            writer.write(day_metrics(lake, day)[0])
+            writer.write(day_metrics(lake, day, silver_table)[0])
     except BaseException:
         writer.abort()
         raise
     return writer.commit({"layer": "gold", **commit_metadata}).version
 
 
-def gold_requests(lake: LakeResource, day) -> int:
-    """Requests over all models of a day in gold (0 for a day gold does not have)."""
+def gold_requests(lake: LakeResource, day, gold_table: DeltaTable | None = None) -> int:
+    """Requests over all models of a day in gold (0 for a day gold does not have);
+    `gold_table`: gold already opened (a check of many days opens it once)."""
     total = 0
-    for batch in scan_partition(daily_metrics_location(lake), day_filter(day), ["requests"]):
+    location = daily_metrics_location(lake)
+    for batch in scan_partition(location, day_filter(day), ["requests"], table=gold_table):
         total += sum(value or 0 for value in batch.column(0).to_pylist())
     return total
 

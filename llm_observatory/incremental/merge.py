@@ -31,18 +31,20 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from llm_observatory.io.delta_lake import (
     DeltaPartitionWriter,
     count_partition_rows,
+    open_table,
     scan_partition,
     table_schema,
-    table_version,
 )
 from llm_observatory.layout import (
     DATE_FIELD,
     bronze_location,
     bronze_schema,
+    daily_metrics_location,
     day_filter,
     deleted_location,
     deleted_schema,
@@ -227,10 +229,20 @@ def lake_versions_of(
 ) -> dict[object, list[tuple[dt.date, int]]]:
     """Where (day, version µs) the lake's silver and quarantine hold any of the wanted keys."""
     found: dict[object, list[tuple[dt.date, int]]] = defaultdict(list)
+    days = list(days)
+    if not days:
+        return found
+    # Each table opened once (an opening reads the log), not once per day.
+    locations = [
+        (location, open_table(location))
+        for location in (silver_location(lake, table), quarantine_location(lake, table))
+    ]
     for day in days:
-        for location in (silver_location(lake, table), quarantine_location(lake, table)):
+        for location, delta in locations:
+            if delta is None:
+                continue
             columns = [table.key, table.change_column]
-            for batch in scan_partition(location, day_filter(day), columns):
+            for batch in scan_partition(location, day_filter(day), columns, table=delta):
                 hits = wanted.mask(batch.column(0))
                 if not hits.any():
                     continue
@@ -256,11 +268,21 @@ def _route(batch: pa.RecordBatch, table: TableSpec, source_schema: pa.Schema):
 
 
 def _keep_rows(
-    location: LakeLocation, day: dt.date, table: TableSpec, drop: KeySet, columns: list[str]
+    location: LakeLocation,
+    day: dt.date,
+    table: TableSpec,
+    drop: KeySet,
+    columns: list[str],
+    delta: DeltaTable | None,
 ) -> Iterator[pa.RecordBatch]:
-    """The day's current rows of a table, without the dropped keys (file columns only); files
-    are decoded in a thread ahead of the consumer, which encodes (pyarrow releases the GIL)."""
-    batches = scan_partition(location, day_filter(day), columns, batch_rows=REWRITE_BATCH_ROWS)
+    """The day's rows of a table as `delta` (opened at the merge's read version) holds them,
+    without the dropped keys (file columns only); files are decoded in a thread ahead of the
+    consumer, which encodes (pyarrow releases the GIL)."""
+    if delta is None:
+        return
+    batches = scan_partition(
+        location, day_filter(day), columns, batch_rows=REWRITE_BATCH_ROWS, table=delta
+    )
     for batch in read_ahead(batches, depth=2):
         dropped = drop.mask(batch.column(table.key))
         yield batch.filter(pa.array(~dropped)) if dropped.any() else batch
@@ -286,10 +308,13 @@ def apply_changes(
     outcome = MergeOutcome()
     # Everything below is derived from these versions; the commits are made against them, so
     # a concurrent rewrite of the same table makes this merge fail instead of undoing it.
+    opened = {
+        "bronze": open_table(bronze_location(lake, table)),
+        "silver": open_table(silver_location(lake, table)),
+        "quarantine": open_table(quarantine_location(lake, table)),
+    }
     read_versions = {
-        "bronze": table_version(bronze_location(lake, table)),
-        "silver": table_version(silver_location(lake, table)),
-        "quarantine": table_version(quarantine_location(lake, table)),
+        name: None if delta is None else delta.version() for name, delta in opened.items()
     }
     removals = {day: set(keys) for day, keys in (removals or {}).items() if keys}
     deleted = deleted or {}
@@ -385,7 +410,9 @@ def apply_changes(
     try:
         for day in sorted(bronze_removals):
             drop = KeySet(bronze_removals[day])
-            for batch in _keep_rows(bronze, day, table, drop, source_schema.names):
+            for batch in _keep_rows(
+                bronze, day, table, drop, source_schema.names, opened["bronze"]
+            ):
                 bronze_writer.write(with_event_day(batch.cast(source_schema), table.event_time))
 
         if captured is not None:
@@ -409,11 +436,15 @@ def apply_changes(
         changed_keys = set(upserts)
         for day in days:
             drop = KeySet(changed_keys | removals.get(day, set()))
-            for batch in _keep_rows(silver, day, table, drop, source_schema.names):
+            for batch in _keep_rows(
+                silver, day, table, drop, source_schema.names, opened["silver"]
+            ):
                 silver_writer.write(with_silver_partitions(batch.cast(source_schema), table))
                 expected_rows[day] += batch.num_rows
             if quarantine_columns:
-                for batch in _keep_rows(quarantine, day, table, drop, quarantine_columns):
+                for batch in _keep_rows(
+                    quarantine, day, table, drop, quarantine_columns, opened["quarantine"]
+                ):
                     rows = with_event_day(batch, table.event_time)
                     quarantine_writer.write(rows)
                     expected_rows[day] += batch.num_rows
@@ -492,9 +523,18 @@ def _check_days(
 ) -> None:
     """Re-counts every rewritten day from the committed files' footers."""
     problems = []
+    silver, quarantine = silver_location(lake, table), quarantine_location(lake, table)
+    silver_table, quarantine_table = open_table(silver), open_table(quarantine)
+    gold_table = (
+        open_table(daily_metrics_location(lake)) if table.name == LLM_INTERACTIONS.name else None
+    )
     for day in days:
-        silver_rows = count_partition_rows(silver_location(lake, table), day_filter(day))
-        quarantined = count_partition_rows(quarantine_location(lake, table), day_filter(day))
+        silver_rows = count_partition_rows(silver, day_filter(day), silver_table)
+        quarantined = (
+            0
+            if quarantine_table is None
+            else count_partition_rows(quarantine, day_filter(day), quarantine_table)
+        )
         if silver_rows + quarantined != expected_rows[day]:
             problems.append(
                 f"{day}: silver {silver_rows} + quarantine {quarantined} != "
@@ -503,7 +543,7 @@ def _check_days(
         if table.name == LLM_INTERACTIONS.name:
             from llm_observatory.assets.gold import gold_requests
 
-            requests = gold_requests(lake, day)
+            requests = gold_requests(lake, day, gold_table)
             if requests != silver_rows:
                 problems.append(f"{day}: gold requests {requests} != silver rows {silver_rows}")
     if problems:

@@ -44,8 +44,10 @@ ROW_GROUP_BYTES = 16 * 1024 * 1024
 TARGET_FILE_BYTES = 256 * 1024 * 1024
 # Rows buffered across all open partitions before the largest buffer is flushed early.
 BUFFERED_BYTES_LIMIT = 24 * 1024 * 1024
-# Data files a writer keeps open at once (see DeltaPartitionWriter.max_open_files).
-MAX_OPEN_FILES = 64
+# Data files a writer keeps open at once (see DeltaPartitionWriter.max_open_files): more than
+# one day of silver holds (24 hours x the models), so a day's rows in any order never split a
+# partition's file; a sync over many days finishes the files of the days it has left.
+MAX_OPEN_FILES = 256
 # Batches read back from the lake hold about this much decoded data (a read-validate-write loop
 # keeps a few copies of one batch alive), however wide the rows are.
 SCAN_BATCH_BYTES = 8 * 1024 * 1024

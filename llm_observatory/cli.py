@@ -786,6 +786,7 @@ def setup_control(out=sys.stdout) -> int:
     import sqlalchemy as sa
 
     from llm_observatory import settings
+    from llm_observatory.resources.urls import display_url
     from llm_observatory.sql_scripts import DIALECTS, apply_script, control_ddl
 
     settings.home().mkdir(parents=True, exist_ok=True)
@@ -804,7 +805,7 @@ def setup_control(out=sys.stdout) -> int:
         engine.dispose()
     print(
         f"setup-control: {statements} statement(s) of the {dialect} control DDL applied to "
-        f"{url.render_as_string(hide_password=True)}",
+        f"{display_url(url)}",
         file=out,
     )
     return EXIT_OK

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import sqlalchemy as sa
 
 from llm_observatory.resources.source import SourceDatabase, SourceError, describe_error
+from llm_observatory.resources.urls import display_url
 from llm_observatory.tables import TableSpec
 
 DEFAULT_BANDWIDTH_MBPS = 100.0
@@ -345,7 +346,7 @@ def build_plan(
         assumptions.append("daily incremental time scaled from the migration rate (no sync runs)")
     return Plan(
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        source=source.sa_url.render_as_string(hide_password=True),
+        source=display_url(source.sa_url),
         streams=streams,
         bandwidth_mbps=bandwidth_mbps,
         inventory=items,

@@ -25,6 +25,7 @@ from pydantic import PrivateAttr
 
 from llm_observatory.io.native_memory import release_large_blocks_eagerly
 from llm_observatory.resources.departures import CaptureStatus, capture_status, migration_departures
+from llm_observatory.resources.urls import display_url, redact
 from llm_observatory.tables import TableSpec
 
 DEFAULT_BATCH_ROWS = 16_384
@@ -97,14 +98,10 @@ def arrow_type_for(column_type: sa.types.TypeEngine) -> pa.DataType:
 
 
 def describe_error(url: sa.URL, error: BaseException) -> str:
-    """An error message that names the database host and hides the password everywhere."""
+    """An error message that names the database host and hides every secret of the URL."""
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if url.password:
-        message = message.replace(str(url.password), "***")
-    where = url.host or url.database or "?"
-    if url.port:
-        where = f"{where}:{url.port}"
-    return f"source database at {where} ({url.get_backend_name()}): {message}"
+    where = display_url(url).split("://", 1)[1].rstrip("/").split("/")[0] or url.database or "?"
+    return f"source database at {where} ({url.get_backend_name()}): {redact(message, url)}"
 
 
 class SourceDatabase(dg.ConfigurableResource):

@@ -55,6 +55,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from llm_observatory.resources.urls import display_url
 from llm_observatory.synthetic.schema import (
     INTERACTIONS,
     LOGS,
@@ -1585,7 +1586,7 @@ def generate_source(
     finally:
         engine.dispose()
     return SyntheticSummary(
-        database=sa.make_url(url).render_as_string(hide_password=True),
+        database=display_url(url),
         seed=seed,
         start_date=start_date,
         days=days,

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from llm_observatory.resources.urls import check_url
+
 DEMO_SOURCE_FILE = "demo_source.sqlite"
 CONTROL_FILE = "control.sqlite"
 
@@ -32,8 +34,16 @@ def _from_env(name: str, default: str | None):
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
+def _checked_url(name: str, default: str):
+    """A database URL variable, refused at start-up with one line naming it (never its value)
+    when it cannot be right (see `resources/urls.py`)."""
+    if os.environ.get(name):
+        check_url(os.environ[name], name)
+    return _from_env(name, default)
+
+
 def source_url():
-    return _from_env("LLM_OBS_SOURCE_URL", demo_source_url())
+    return _checked_url("LLM_OBS_SOURCE_URL", demo_source_url())
 
 
 def source_isolation_level():
@@ -99,7 +109,7 @@ def rotation_days() -> int:
 
 
 def control_url():
-    return _from_env("LLM_OBS_CONTROL_URL", f"sqlite:///{home() / CONTROL_FILE}")
+    return _checked_url("LLM_OBS_CONTROL_URL", f"sqlite:///{home() / CONTROL_FILE}")
 
 
 def azure_connection_string():

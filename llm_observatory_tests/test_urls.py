@@ -62,3 +62,11 @@ def test_plan_never_prints_a_password_given_in_the_query_string(postgres_url, tm
         assert SECRET not in completed.stdout + completed.stderr
     document = json.loads(completed.stdout[completed.stdout.index("{"):])
     assert document["source"].startswith("postgresql://")
+
+
+def test_a_command_refuses_such_a_url_in_one_line(tmp_path):
+    completed = run_cli(["sync"], tmp_path, LLM_OBS_SOURCE_URL=URLS["unencoded @"])
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert "LLM_OBS_SOURCE_URL" in completed.stderr and "%40" in completed.stderr
+    assert SECRET not in completed.stdout + completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -732,7 +732,7 @@ def _sync_leases_held(tables) -> list[str]:
     try:
         for table in tables:
             holder = current_holder(control, sync_resource(table.name))
-            if holder is not None and holder.expires_at > now and not holder.process_gone():
+            if holder is not None and holder.is_live(now):
                 held.append(f"{table.name}: another sync cycle is running: {holder.describe()}")
     except sa.exc.SQLAlchemyError:
         return []  # the cycle itself reports an unreachable control database, in one line

@@ -151,8 +151,7 @@ class CycleResult:
         maximum drops when its newest rows are deleted; what lay between is gone anyway)."""
         if not self.advances_watermark:
             return self.watermark_before
-        marks = [mark for mark in (self.high_water, self.watermark_before) if mark is not None]
-        return max(marks) if marks else None
+        return _later(self.high_water, self.watermark_before)
 
     @property
     def days_changed(self) -> list[str]:

@@ -76,6 +76,11 @@ class Holder:
             f"{self.expires_at.isoformat(timespec='seconds')})"
         )
 
+    def is_live(self, now: dt.datetime) -> bool:
+        """Whether the lease still counts: unexpired, and its holder not a dead process of
+        this host."""
+        return self.expires_at > now and not self.process_gone()
+
     def process_gone(self) -> bool:
         """True when the holder was a process of this host that no longer runs."""
         if self.host != socket.gethostname():
@@ -197,7 +202,7 @@ class Leases:
             if previous is not None:
                 if row["token"] == self.token and previous.expires_at > now:
                     return False, None
-                if previous.expires_at > now and not previous.process_gone():
+                if previous.is_live(now):
                     raise LeaseHeldError(f"{resource} is held by {previous.describe()}")
                 # Taken over only if it is still that same dead holder's row.
                 connection.execute(

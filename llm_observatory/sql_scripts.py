@@ -10,7 +10,9 @@ regenerated with ``python -m llm_observatory.sql_scripts sql/`` (a test fails wh
   and ``migration_reconciliation``, compiled from their declarations in that module.
 - ``prepare_source_<dialect>.sql``: the migration guide's preparation of every source table in
   :data:`llm_observatory.tables.TABLES`: the change column (``last_modified``) if missing, a
-  trigger that sets it on every UPDATE, and its index; then the departure capture
+  trigger that sets it on every UPDATE, and its index, and the index on the event-time column
+  that every range query needs (on SQL Server each index online where the edition allows it,
+  and only where no index leads with the column yet); then the departure capture
   (:func:`departure_capture_ddl`): the ``migration_departures`` table of
   :mod:`llm_observatory.resources.departures` and, per table, the trigger(s) that record in it
   every deleted row and every row an UPDATE moves to another event time or key, which a
@@ -480,10 +482,59 @@ def _prepare_mssql(table: TableSpec) -> list[str]:
         f"    FROM {name} AS t\n"
         f"    INNER JOIN inserted AS i ON t.{key} = i.{key};\n"
         "END;\nGO",
-        "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = "
-        f"{_literal(index)} AND object_id = OBJECT_ID({_literal(name)}))\n"
-        f"    CREATE INDEX {index} ON {name} ({column});\nGO",
+        _mssql_index(table.name, index, table.change_column, "what the watermark reads"),
+        _mssql_index(
+            table.name,
+            _event_time_index(table),
+            table.event_time,
+            "what every day's copy, check and reconciliation reads",
+        ),
     ]
+
+
+# SERVERPROPERTY('EngineEdition') of the servers that build an index online: 3 Enterprise
+# (Developer and Evaluation report 3 too), 5 Azure SQL Database, 8 Azure SQL Managed Instance.
+ONLINE_INDEX_EDITIONS = (3, 5, 8)
+
+
+def _event_time_index(table: TableSpec) -> str:
+    return f"ix_{table.name}_{table.event_time}"
+
+
+def _mssql_index(table_name: str, index: str, column_name: str, why: str) -> str:
+    """``CREATE INDEX`` on ``column_name`` unless an index already leads with it (whatever its
+    name: the DBA's own serves as well), online where the edition can."""
+    name = f"dbo.{quote('mssql', table_name)}"
+    column = quote("mssql", column_name)
+    create = f"CREATE INDEX {index} ON {name} ({column})"
+    return (
+        f"-- {table_name}: an index leading with {column_name} ({why}).\n"
+        "-- Online where the edition allows it (Enterprise, Developer, Azure SQL): writers go on.\n"
+        "-- Standard and Express build it offline, blocking writes to the table meanwhile:\n"
+        "-- run the script there in a maintenance window.\n"
+        "IF NOT EXISTS (SELECT 1 FROM sys.index_columns AS ic\n"
+        "    INNER JOIN sys.indexes AS ix\n"
+        "        ON ix.object_id = ic.object_id AND ix.index_id = ic.index_id\n"
+        f"    WHERE ic.object_id = OBJECT_ID({_literal(name)}) AND ic.key_ordinal = 1\n"
+        f"    AND ic.column_id = COLUMNPROPERTY(OBJECT_ID({_literal(name)}), "
+        f"{_literal(column_name)}, 'ColumnId')\n"
+        "    AND ix.is_hypothetical = 0)\n"
+        f"{_online_where_possible(create)}\nGO"
+    )
+
+
+def _online_where_possible(create: str) -> str:
+    """``create`` (a CREATE INDEX) WITH (ONLINE = ON) on the editions that have it, as is
+    elsewhere: one BEGIN ... END block."""
+    editions = ", ".join(str(edition) for edition in ONLINE_INDEX_EDITIONS)
+    return (
+        "BEGIN\n"
+        f"    IF CAST(SERVERPROPERTY('EngineEdition') AS INT) IN ({editions})\n"
+        f"        {create} WITH (ONLINE = ON);\n"
+        "    ELSE\n"
+        f"        {create};\n"
+        "END;"
+    )
 
 
 def _prepare_postgresql(table: TableSpec) -> list[str]:
@@ -498,6 +549,8 @@ def _prepare_postgresql(table: TableSpec) -> list[str]:
         f"CREATE OR REPLACE TRIGGER {trigger} BEFORE UPDATE ON {name}\n"
         f"    FOR EACH ROW EXECUTE FUNCTION {_set_function(table.change_column)}();",
         f"CREATE INDEX IF NOT EXISTS {index} ON {name} ({column});",
+        f"CREATE INDEX IF NOT EXISTS {_event_time_index(table)} ON {name} "
+        f"({quote('postgresql', table.event_time)});",
     ]
 
 
@@ -516,6 +569,8 @@ def _prepare_sqlite(table: TableSpec) -> list[str]:
         "    WHERE rowid = NEW.rowid;\n"
         "END;",
         f"CREATE INDEX IF NOT EXISTS {index} ON {name} ({column});",
+        f"CREATE INDEX IF NOT EXISTS {_event_time_index(table)} ON {name} "
+        f"({quote('sqlite', table.event_time)});",
     ]
 
 
@@ -557,7 +612,7 @@ def _departures_table(dialect: str) -> list[str]:
         f"{comment}IF OBJECT_ID({_literal(name)}, N'U') IS NULL\nBEGIN\n{create};\nEND;\nGO",
         "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = "
         f"{_literal(DEPARTURES_INDEX)} AND object_id = OBJECT_ID({_literal(name)}))\n"
-        f"    {create_index};\nGO",
+        f"{_online_where_possible(create_index)}\nGO",
     ]
 
 
@@ -757,7 +812,13 @@ def source_preparation(dialect: str) -> str:
     parts: list[str] = []
     notes: tuple[str, ...] = ()
     if dialect == "mssql":
-        notes = ("Needs SQL Server 2016 SP1 or later (CREATE OR ALTER). Batches end with GO.",)
+        notes = (
+            "Needs SQL Server 2016 SP1 or later (CREATE OR ALTER). Batches end with GO.",
+            "Indexes are built WITH (ONLINE = ON) on Enterprise, Developer and Azure SQL",
+            "(SERVERPROPERTY('EngineEdition') 3, 5, 8); elsewhere (Standard, Express) offline,",
+            "blocking writes to the table while each builds: run it in a maintenance window.",
+            "Nothing else is touched: an index that already leads with the column is kept.",
+        )
         for table in TABLES:
             parts += _prepare_mssql(table)
     elif dialect == "postgresql":

@@ -115,9 +115,9 @@ def test_postgresql_splitting_keeps_dollar_quoted_bodies_whole() -> None:
 
 def test_sqlite_splitting_keeps_trigger_bodies_whole() -> None:
     parts = statements(source_preparation("sqlite"), "sqlite")
-    # Per table: last_modified trigger and index, two departure triggers; the departures table
-    # and its index once.
-    assert len(parts) == 4 * len(TABLES) + 2
+    # Per table: last_modified trigger and index, the event-time index, two departure triggers;
+    # the departures table and its index once.
+    assert len(parts) == 5 * len(TABLES) + 2
     triggers = [part for part in parts if part.startswith("CREATE TRIGGER")]
     assert len(triggers) == 3 * len(TABLES)
     assert all(part.endswith("END;") and part.count("BEGIN") == 1 for part in triggers)
@@ -137,9 +137,9 @@ def test_mssql_batches_are_non_empty_and_mention_the_essentials() -> None:
             creates = re.findall(r"^CREATE OR ALTER (?:PROCEDURE|TRIGGER|VIEW)", batch, re.M)
             assert not creates or batch.startswith(creates[0])
             assert len(creates) <= 1
-    # Per table: change column, default, trigger, index, departure trigger; the departures
-    # table and its index once.
-    assert len(statements(preparation, "mssql")) == 5 * len(TABLES) + 2
+    # Per table: change column, default, trigger, its index, the event-time index, departure
+    # trigger; the departures table and its index once.
+    assert len(statements(preparation, "mssql")) == 6 * len(TABLES) + 2
     for word in ("SYSUTCDATETIME", "usp_update_watermark", "THROW", "current_watermark"):
         assert word in control
     for word in ("SYSUTCDATETIME", "TRIGGER_NESTLEVEL", "COL_LENGTH"):
@@ -148,6 +148,38 @@ def test_mssql_batches_are_non_empty_and_mention_the_essentials() -> None:
         assert f"CREATE OR ALTER TRIGGER dbo.trg_{table.name}_last_modified" in preparation
         assert f"ON t.{table.key} = i.{table.key}" in preparation
         assert f"ix_{table.name}_last_modified" in preparation
+
+
+def test_mssql_indexes_are_built_online_where_the_edition_allows_and_nothing_else() -> None:
+    preparation = source_preparation("mssql")
+    batches = statements(preparation, "mssql")
+    creates = [batch for batch in batches if "CREATE INDEX" in batch]
+    # Both indexes of every table (change column, event time) and the departures' one.
+    assert len(creates) == 2 * len(TABLES) + 1
+    for batch in creates:
+        online, offline = re.findall(r"^\s*(CREATE INDEX .*);$", batch, re.M)
+        assert online == offline + " WITH (ONLINE = ON)"
+        # The online build only on Enterprise/Developer (3), Azure SQL Database (5) and
+        # Managed Instance (8); Standard and Express build offline.
+        assert "IF CAST(SERVERPROPERTY('EngineEdition') AS INT) IN (3, 5, 8)" in batch
+        assert batch.index(online) < batch.index("ELSE") < batch.rindex(offline)
+    for table in TABLES:
+        for column in (table.change_column, table.event_time):
+            (batch,) = [b for b in creates if f"CREATE INDEX ix_{table.name}_{column} " in b]
+            # Skipped where any index already leads with the column, whatever its name.
+            assert "ic.key_ordinal = 1" in batch
+            assert f"N'{column}', 'ColumnId')" in batch
+    # Nothing else: no index rebuilt or dropped, no database or statistics option changed.
+    for word in ("DROP ", "REBUILD", "REORGANIZE", "ALTER DATABASE", "ALTER INDEX", "DBCC"):
+        assert word not in preparation
+    assert "maintenance window" in preparation
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_the_other_dialects_create_the_event_time_index_too(dialect: str) -> None:
+    preparation = source_preparation(dialect)
+    for table in TABLES:
+        assert f"CREATE INDEX IF NOT EXISTS ix_{table.name}_{table.event_time} ON " in preparation
 
 
 # --- SQLite -------------------------------------------------------------------------------------
@@ -322,6 +354,40 @@ def test_postgresql_update_moves_last_modified_forward(postgres_source) -> None:
             for table in TABLES
             for suffix in ("last_modified", "departures")
         )
+
+
+def test_postgresql_preparation_adds_the_missing_event_time_index(postgres_url) -> None:
+    engine = sa.create_engine(postgres_url)
+    reference = (SQL / "source_postgresql.sql").read_text(encoding="utf-8")
+    # A source made without its event-time indexes (only the tables and change-column ones).
+    without = "\n".join(
+        line
+        for line in reference.splitlines()
+        if not any(f"ix_{t.name}_{t.event_time} " in line for t in TABLES)
+    )
+    apply_script(engine, without)
+
+    def event_time_indexes() -> set[str]:
+        with engine.connect() as connection:
+            return {
+                table.name
+                for table in TABLES
+                if connection.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_index i JOIN pg_attribute a "
+                        "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+                        "WHERE i.indrelid = CAST(:table AS regclass) AND a.attname = :column"
+                    ),
+                    {"table": table.name, "column": table.event_time},
+                ).scalar_one()
+            }
+
+    try:
+        assert event_time_indexes() == set()
+        apply_script(engine, source_preparation("postgresql"))
+        assert event_time_indexes() == {table.name for table in TABLES}
+    finally:
+        engine.dispose()
 
 
 def test_postgresql_control_script_upgrades_a_table_made_without_the_new_columns(postgres_url):

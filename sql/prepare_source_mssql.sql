@@ -3,6 +3,10 @@
 --   python -m llm_observatory.sql_scripts sql/
 -- Do not edit by hand: edit sql_scripts.py and regenerate. Idempotent: safe to run again.
 -- Needs SQL Server 2016 SP1 or later (CREATE OR ALTER). Batches end with GO.
+-- Indexes are built WITH (ONLINE = ON) on Enterprise, Developer and Azure SQL
+-- (SERVERPROPERTY('EngineEdition') 3, 5, 8); elsewhere (Standard, Express) offline,
+-- blocking writes to the table while each builds: run it in a maintenance window.
+-- Nothing else is touched: an index that already leads with the column is kept.
 --
 -- Departures: a watermark on last_modified sees inserts and updates, never a deleted row,
 -- nor the old day of a row an UPDATE moved to another event time (or key). The triggers
@@ -38,8 +42,40 @@ BEGIN
 END;
 GO
 
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_llm_interactions_last_modified' AND object_id = OBJECT_ID(N'dbo.llm_interactions'))
-    CREATE INDEX ix_llm_interactions_last_modified ON dbo.llm_interactions (last_modified);
+-- llm_interactions: an index leading with last_modified (what the watermark reads).
+-- Online where the edition allows it (Enterprise, Developer, Azure SQL): writers go on.
+-- Standard and Express build it offline, blocking writes to the table meanwhile:
+-- run the script there in a maintenance window.
+IF NOT EXISTS (SELECT 1 FROM sys.index_columns AS ic
+    INNER JOIN sys.indexes AS ix
+        ON ix.object_id = ic.object_id AND ix.index_id = ic.index_id
+    WHERE ic.object_id = OBJECT_ID(N'dbo.llm_interactions') AND ic.key_ordinal = 1
+    AND ic.column_id = COLUMNPROPERTY(OBJECT_ID(N'dbo.llm_interactions'), N'last_modified', 'ColumnId')
+    AND ix.is_hypothetical = 0)
+BEGIN
+    IF CAST(SERVERPROPERTY('EngineEdition') AS INT) IN (3, 5, 8)
+        CREATE INDEX ix_llm_interactions_last_modified ON dbo.llm_interactions (last_modified) WITH (ONLINE = ON);
+    ELSE
+        CREATE INDEX ix_llm_interactions_last_modified ON dbo.llm_interactions (last_modified);
+END;
+GO
+
+-- llm_interactions: an index leading with timestamp (what every day's copy, check and reconciliation reads).
+-- Online where the edition allows it (Enterprise, Developer, Azure SQL): writers go on.
+-- Standard and Express build it offline, blocking writes to the table meanwhile:
+-- run the script there in a maintenance window.
+IF NOT EXISTS (SELECT 1 FROM sys.index_columns AS ic
+    INNER JOIN sys.indexes AS ix
+        ON ix.object_id = ic.object_id AND ix.index_id = ic.index_id
+    WHERE ic.object_id = OBJECT_ID(N'dbo.llm_interactions') AND ic.key_ordinal = 1
+    AND ic.column_id = COLUMNPROPERTY(OBJECT_ID(N'dbo.llm_interactions'), N'timestamp', 'ColumnId')
+    AND ix.is_hypothetical = 0)
+BEGIN
+    IF CAST(SERVERPROPERTY('EngineEdition') AS INT) IN (3, 5, 8)
+        CREATE INDEX ix_llm_interactions_timestamp ON dbo.llm_interactions ([timestamp]) WITH (ONLINE = ON);
+    ELSE
+        CREATE INDEX ix_llm_interactions_timestamp ON dbo.llm_interactions ([timestamp]);
+END;
 GO
 
 -- metadata: last_modified, set on INSERT (default) and UPDATE (trigger).
@@ -68,8 +104,40 @@ BEGIN
 END;
 GO
 
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_metadata_last_modified' AND object_id = OBJECT_ID(N'dbo.metadata'))
-    CREATE INDEX ix_metadata_last_modified ON dbo.metadata (last_modified);
+-- metadata: an index leading with last_modified (what the watermark reads).
+-- Online where the edition allows it (Enterprise, Developer, Azure SQL): writers go on.
+-- Standard and Express build it offline, blocking writes to the table meanwhile:
+-- run the script there in a maintenance window.
+IF NOT EXISTS (SELECT 1 FROM sys.index_columns AS ic
+    INNER JOIN sys.indexes AS ix
+        ON ix.object_id = ic.object_id AND ix.index_id = ic.index_id
+    WHERE ic.object_id = OBJECT_ID(N'dbo.metadata') AND ic.key_ordinal = 1
+    AND ic.column_id = COLUMNPROPERTY(OBJECT_ID(N'dbo.metadata'), N'last_modified', 'ColumnId')
+    AND ix.is_hypothetical = 0)
+BEGIN
+    IF CAST(SERVERPROPERTY('EngineEdition') AS INT) IN (3, 5, 8)
+        CREATE INDEX ix_metadata_last_modified ON dbo.metadata (last_modified) WITH (ONLINE = ON);
+    ELSE
+        CREATE INDEX ix_metadata_last_modified ON dbo.metadata (last_modified);
+END;
+GO
+
+-- metadata: an index leading with created_at (what every day's copy, check and reconciliation reads).
+-- Online where the edition allows it (Enterprise, Developer, Azure SQL): writers go on.
+-- Standard and Express build it offline, blocking writes to the table meanwhile:
+-- run the script there in a maintenance window.
+IF NOT EXISTS (SELECT 1 FROM sys.index_columns AS ic
+    INNER JOIN sys.indexes AS ix
+        ON ix.object_id = ic.object_id AND ix.index_id = ic.index_id
+    WHERE ic.object_id = OBJECT_ID(N'dbo.metadata') AND ic.key_ordinal = 1
+    AND ic.column_id = COLUMNPROPERTY(OBJECT_ID(N'dbo.metadata'), N'created_at', 'ColumnId')
+    AND ix.is_hypothetical = 0)
+BEGIN
+    IF CAST(SERVERPROPERTY('EngineEdition') AS INT) IN (3, 5, 8)
+        CREATE INDEX ix_metadata_created_at ON dbo.metadata (created_at) WITH (ONLINE = ON);
+    ELSE
+        CREATE INDEX ix_metadata_created_at ON dbo.metadata (created_at);
+END;
 GO
 
 -- logs: last_modified, set on INSERT (default) and UPDATE (trigger).
@@ -98,8 +166,40 @@ BEGIN
 END;
 GO
 
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_logs_last_modified' AND object_id = OBJECT_ID(N'dbo.logs'))
-    CREATE INDEX ix_logs_last_modified ON dbo.logs (last_modified);
+-- logs: an index leading with last_modified (what the watermark reads).
+-- Online where the edition allows it (Enterprise, Developer, Azure SQL): writers go on.
+-- Standard and Express build it offline, blocking writes to the table meanwhile:
+-- run the script there in a maintenance window.
+IF NOT EXISTS (SELECT 1 FROM sys.index_columns AS ic
+    INNER JOIN sys.indexes AS ix
+        ON ix.object_id = ic.object_id AND ix.index_id = ic.index_id
+    WHERE ic.object_id = OBJECT_ID(N'dbo.logs') AND ic.key_ordinal = 1
+    AND ic.column_id = COLUMNPROPERTY(OBJECT_ID(N'dbo.logs'), N'last_modified', 'ColumnId')
+    AND ix.is_hypothetical = 0)
+BEGIN
+    IF CAST(SERVERPROPERTY('EngineEdition') AS INT) IN (3, 5, 8)
+        CREATE INDEX ix_logs_last_modified ON dbo.logs (last_modified) WITH (ONLINE = ON);
+    ELSE
+        CREATE INDEX ix_logs_last_modified ON dbo.logs (last_modified);
+END;
+GO
+
+-- logs: an index leading with created_at (what every day's copy, check and reconciliation reads).
+-- Online where the edition allows it (Enterprise, Developer, Azure SQL): writers go on.
+-- Standard and Express build it offline, blocking writes to the table meanwhile:
+-- run the script there in a maintenance window.
+IF NOT EXISTS (SELECT 1 FROM sys.index_columns AS ic
+    INNER JOIN sys.indexes AS ix
+        ON ix.object_id = ic.object_id AND ix.index_id = ic.index_id
+    WHERE ic.object_id = OBJECT_ID(N'dbo.logs') AND ic.key_ordinal = 1
+    AND ic.column_id = COLUMNPROPERTY(OBJECT_ID(N'dbo.logs'), N'created_at', 'ColumnId')
+    AND ix.is_hypothetical = 0)
+BEGIN
+    IF CAST(SERVERPROPERTY('EngineEdition') AS INT) IN (3, 5, 8)
+        CREATE INDEX ix_logs_created_at ON dbo.logs (created_at) WITH (ONLINE = ON);
+    ELSE
+        CREATE INDEX ix_logs_created_at ON dbo.logs (created_at);
+END;
 GO
 
 -- migration_departures: one row per row that left its place (kind 'delete' or 'move'),
@@ -119,7 +219,12 @@ END;
 GO
 
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_migration_departures_table_departed' AND object_id = OBJECT_ID(N'dbo.migration_departures'))
-    CREATE INDEX ix_migration_departures_table_departed ON dbo.migration_departures (table_name, departed_at);
+BEGIN
+    IF CAST(SERVERPROPERTY('EngineEdition') AS INT) IN (3, 5, 8)
+        CREATE INDEX ix_migration_departures_table_departed ON dbo.migration_departures (table_name, departed_at) WITH (ONLINE = ON);
+    ELSE
+        CREATE INDEX ix_migration_departures_table_departed ON dbo.migration_departures (table_name, departed_at);
+END;
 GO
 
 -- llm_interactions: a migration_departures row per deleted row ('delete') and per row an

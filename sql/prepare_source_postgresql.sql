@@ -31,6 +31,8 @@ CREATE OR REPLACE TRIGGER trg_llm_interactions_last_modified BEFORE UPDATE ON ll
 
 CREATE INDEX IF NOT EXISTS ix_llm_interactions_last_modified ON llm_interactions (last_modified);
 
+CREATE INDEX IF NOT EXISTS ix_llm_interactions_timestamp ON llm_interactions ("timestamp");
+
 -- metadata: last_modified, set on INSERT (default) and UPDATE (trigger).
 ALTER TABLE metadata ADD COLUMN IF NOT EXISTS last_modified TIMESTAMPTZ NOT NULL DEFAULT statement_timestamp();
 ALTER TABLE metadata ALTER COLUMN last_modified SET DEFAULT statement_timestamp();
@@ -40,6 +42,8 @@ CREATE OR REPLACE TRIGGER trg_metadata_last_modified BEFORE UPDATE ON metadata
 
 CREATE INDEX IF NOT EXISTS ix_metadata_last_modified ON metadata (last_modified);
 
+CREATE INDEX IF NOT EXISTS ix_metadata_created_at ON metadata (created_at);
+
 -- logs: last_modified, set on INSERT (default) and UPDATE (trigger).
 ALTER TABLE logs ADD COLUMN IF NOT EXISTS last_modified TIMESTAMPTZ NOT NULL DEFAULT statement_timestamp();
 ALTER TABLE logs ALTER COLUMN last_modified SET DEFAULT statement_timestamp();
@@ -48,6 +52,8 @@ CREATE OR REPLACE TRIGGER trg_logs_last_modified BEFORE UPDATE ON logs
     FOR EACH ROW EXECUTE FUNCTION llm_obs_set_last_modified();
 
 CREATE INDEX IF NOT EXISTS ix_logs_last_modified ON logs (last_modified);
+
+CREATE INDEX IF NOT EXISTS ix_logs_created_at ON logs (created_at);
 
 -- migration_departures: one row per row that left its place (kind 'delete' or 'move'),
 -- read by the sync in its window and purged once every watermark is past it.

@@ -28,6 +28,8 @@ END;
 
 CREATE INDEX IF NOT EXISTS ix_llm_interactions_last_modified ON llm_interactions (last_modified);
 
+CREATE INDEX IF NOT EXISTS ix_llm_interactions_timestamp ON llm_interactions ("timestamp");
+
 -- metadata: last_modified set by every UPDATE that does not set it.
 CREATE TRIGGER IF NOT EXISTS trg_metadata_last_modified
 AFTER UPDATE ON metadata
@@ -40,6 +42,8 @@ END;
 
 CREATE INDEX IF NOT EXISTS ix_metadata_last_modified ON metadata (last_modified);
 
+CREATE INDEX IF NOT EXISTS ix_metadata_created_at ON metadata (created_at);
+
 -- logs: last_modified set by every UPDATE that does not set it.
 CREATE TRIGGER IF NOT EXISTS trg_logs_last_modified
 AFTER UPDATE ON logs
@@ -51,6 +55,8 @@ BEGIN
 END;
 
 CREATE INDEX IF NOT EXISTS ix_logs_last_modified ON logs (last_modified);
+
+CREATE INDEX IF NOT EXISTS ix_logs_created_at ON logs (created_at);
 
 -- migration_departures: one row per row that left its place (kind 'delete' or 'move'),
 -- read by the sync in its window and purged once every watermark is past it.

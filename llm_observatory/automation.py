@@ -3,7 +3,8 @@
 - `daily_sync_2200_utc` (the migration guide's daily trigger): one run that materializes the UTC
   day that just closed (bronze, silver, gold and their checks) and then runs a full cycle per
   table, reconciling the recent days and the day's rotating slice of the history.
-- `source_changes`: polls each table's `max(last_modified)` (an index seek) and, when it moved
+- `source_changes`: polls each table's `max(last_modified)` (an index seek; skipped while every
+  slot of the `llm_obs_source` pool is taken, as a sensor runs outside the pool) and, when it moved
   since the last request, asks for a changes-only cycle of the tables that moved. Its cursor
   holds the last value seen per table and the run key names those values, so the same change is
   never synced twice by it.
@@ -22,6 +23,7 @@ import dagster as dg
 from llm_observatory.assets.sync import SYNC_GROUP, sync_key, sync_op_name
 from llm_observatory.partitions import start_date
 from llm_observatory.resources.source import SourceDatabase, SourceError
+from llm_observatory.resources.source_load import SOURCE_POOL, pool_is_full
 from llm_observatory.tables import TABLES
 
 SYNC_JOB = "sync_lake"
@@ -79,6 +81,9 @@ def daily_sync_schedule(context: dg.ScheduleEvaluationContext):
     description="Requests a changes-only cycle of each table whose max(last_modified) moved.",
 )
 def source_changes_sensor(context: dg.SensorEvaluationContext, source: SourceDatabase):
+    # A sensor runs outside any step: it queries only while the source's budget has room.
+    if pool_is_full(context.instance):
+        return dg.SkipReason(f"every {SOURCE_POOL} slot is taken: the source is not polled now")
     seen = json.loads(context.cursor) if context.cursor else {}
     moved = []
     for table in TABLES:

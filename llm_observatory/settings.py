@@ -12,6 +12,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from llm_observatory.resources.source_load import (
+    DEFAULT_MAX_QUERIES,
+    check_source_load,
+    configured_pool_limit,
+)
 from llm_observatory.resources.urls import check_url
 
 DEMO_SOURCE_FILE = "demo_source.sqlite"
@@ -51,11 +56,30 @@ def source_isolation_level():
     return _from_env("LLM_OBS_SOURCE_ISOLATION", None)
 
 
+def _whole_number(name: str, default: int) -> int:
+    text = (os.environ.get(name) or str(default)).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name}={text!r} must be a whole number >= 1")
+    return int(text)
+
+
+def source_max_queries() -> int:
+    """The most queries the migration may run against the source at once (agreed with the
+    DBA): streams x the `llm_obs_source` pool limit must stay within it."""
+    return _whole_number("LLM_OBS_SOURCE_MAX_QUERIES", DEFAULT_MAX_QUERIES)
+
+
 def source_streams():
-    """Concurrent queries per partition read (hourly slices in parallel); 1 by default."""
-    if os.environ.get("LLM_OBS_SOURCE_STREAMS"):
-        return dg.EnvVar.int("LLM_OBS_SOURCE_STREAMS")
-    return 1
+    """Concurrent queries per partition read (hourly slices in parallel); 1 by default.
+
+    Refused at start-up, in one line, when streams x the pool limit of the instance's
+    dagster.yaml exceeds LLM_OBS_SOURCE_MAX_QUERIES (each copy checks the limit in force too)."""
+    streams = _whole_number("LLM_OBS_SOURCE_STREAMS", 1)
+    instance_yaml = dagster_home() / "dagster.yaml"
+    check_source_load(
+        streams, configured_pool_limit(dagster_home()), source_max_queries(), str(instance_yaml)
+    )
+    return streams
 
 
 def lake_url():

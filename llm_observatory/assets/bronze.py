@@ -7,6 +7,7 @@ nothing. Its row-count check against the source is blocking: silver never builds
 
 import dagster as dg
 
+from llm_observatory import settings
 from llm_observatory.assets.blocking_checks import put_back_if_failed
 from llm_observatory.assets.partition_lease import day_lease
 from llm_observatory.assets.progress import Throughput
@@ -18,9 +19,12 @@ from llm_observatory.partitions import daily_partitions
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
+from llm_observatory.resources.source_load import (
+    SOURCE_POOL,
+    check_source_load,
+    pool_limit_in_force,
+)
 from llm_observatory.tables import TABLES, TableSpec
-
-SOURCE_POOL = "llm_obs_source"
 
 
 def bronze_key(table: TableSpec) -> dg.AssetKey:
@@ -55,6 +59,17 @@ def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
     ):
         window = context.partition_time_window
         day = window.start.date()
+        # The limit in force now (`dagster instance concurrency set` may have changed it since
+        # start-up): streams x limit within LLM_OBS_SOURCE_MAX_QUERIES, else nothing is read.
+        try:
+            check_source_load(
+                source.streams,
+                pool_limit_in_force(context.instance),
+                settings.source_max_queries(),
+                "in force in the instance",
+            )
+        except ValueError as error:
+            raise dg.Failure(str(error)) from None
         with day_lease(context, control, table.name, day):
             described = source.describe_table(table)
             location = bronze_location(lake, table)

@@ -25,6 +25,7 @@ from llm_observatory.io.delta_lake import current_files, open_table
 from llm_observatory.layout import silver_location
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase, SourceError, SourceTable
+from llm_observatory.resources.source_load import SOURCE_POOL
 from llm_observatory.tables import LLM_INTERACTIONS
 
 QUERY_LATENCY_KEY = dg.AssetKey(["monitoring", "query_latency"])
@@ -305,6 +306,7 @@ class QueryMonitoringConfig(dg.Config):
     deps=[silver_key(LLM_INTERACTIONS)],
     group_name="monitoring",
     kinds={"polars", "delta"},
+    pool=SOURCE_POOL,
     description=(
         "p50/p95 of typical analyst queries (per-model latency percentiles for a day, error rate "
         "by hour for a week, one interaction by id, a month's cost by model) on the lake and on "

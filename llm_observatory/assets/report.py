@@ -24,6 +24,7 @@ from llm_observatory.report import (
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
+from llm_observatory.resources.source_load import SOURCE_POOL
 from llm_observatory.tables import LLM_INTERACTIONS, TABLES
 
 CUTOVER_REPORT_KEY = dg.AssetKey(["gold", "cutover_report"])
@@ -187,6 +188,8 @@ def write_report(lake: LakeResource, report: CutoverReport) -> str:
     deps=[*(silver_key(table) for table in TABLES), DAILY_METRICS_KEY],
     group_name="gold",
     kinds={"markdown", "json"},
+    # It recounts every day on the source.
+    pool=SOURCE_POOL,
     description=(
         "GO/NO-GO: every source row accounted for, every ERROR check passing, every day "
         "reconciled with the source within the rotation period."

@@ -12,7 +12,6 @@ import datetime as dt
 import dagster as dg
 
 from llm_observatory import settings
-from llm_observatory.assets.bronze import SOURCE_POOL
 from llm_observatory.assets.gold import DAILY_METRICS_KEY
 from llm_observatory.assets.silver import LatestVersions, silver_key
 from llm_observatory.incremental.cycle import SyncSettings, run_cycle
@@ -21,6 +20,7 @@ from llm_observatory.layout import day_filter, quarantine_location, silver_locat
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
+from llm_observatory.resources.source_load import SOURCE_POOL
 from llm_observatory.tables import LLM_INTERACTIONS, TABLES, TableSpec
 
 SYNC_GROUP = "sync"

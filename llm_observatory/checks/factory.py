@@ -28,6 +28,7 @@ from llm_observatory.reconcile import RECONCILED_CHECK, reconcile_day, reconcili
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
+from llm_observatory.resources.source_load import SOURCE_POOL
 from llm_observatory.tables import TABLES, TableSpec
 
 CHECK_DESCRIPTIONS = {
@@ -69,6 +70,7 @@ def bronze_checks(table: TableSpec) -> dg.AssetChecksDefinition:
             _spec(HOUR_GAPS_CHECK, key),
         ],
         name=f"bronze_{table.name}_integrity",
+        pool=SOURCE_POOL,
     )
     def _checks(context: dg.AssetCheckExecutionContext, source: SourceDatabase, lake: LakeResource):
         day = _day(context)
@@ -95,6 +97,7 @@ def silver_checks(table: TableSpec) -> dg.AssetChecksDefinition:
             _spec(RECONCILED_CHECK, key),
         ],
         name=f"silver_{table.name}_integrity",
+        pool=SOURCE_POOL,
     )
     def _checks(
         context: dg.AssetCheckExecutionContext,

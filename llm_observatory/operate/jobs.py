@@ -29,6 +29,7 @@ from llm_observatory.partitions import days_between
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
+from llm_observatory.resources.source_load import SOURCE_POOL
 
 COMPACTION_JOB = "compact_lake"
 COMPACTION_SCHEDULE = "weekly_compaction_sunday_0300_utc"
@@ -354,6 +355,7 @@ class PurgeDeparturesConfig(dg.Config):
 
 @dg.op(
     name="purge_spent_departures",
+    pool=SOURCE_POOL,
     description="Deletes departure records older than every table's watermark, less the "
     "lake's retention.",
 )

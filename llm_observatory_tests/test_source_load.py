@@ -1,0 +1,165 @@
+"""The load the source may see: every step that queries it sits in the `llm_obs_source` pool,
+streams x the pool limit is held to LLM_OBS_SOURCE_MAX_QUERIES at start-up (one line, no
+traceback) and again by each copy against the limit in force, and the changes sensor, which
+runs outside any step, does not query while the pool is full."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from llm_observatory import settings
+from llm_observatory.assets.bronze import bronze_asset
+from llm_observatory.automation import source_changes_sensor
+from llm_observatory.definitions import defs
+from llm_observatory.layout import bronze_location
+from llm_observatory.resources.lake import LakeResource
+from llm_observatory.resources.source import SourceDatabase
+from llm_observatory.resources.source_load import SOURCE_POOL, configured_pool_limit
+from llm_observatory.synthetic.generator import generate_source
+from llm_observatory.tables import LOGS
+from llm_observatory_tests.helpers import control_beside
+
+REPO = Path(__file__).resolve().parents[1]
+DOWN_SOURCE = "postgresql+psycopg://nobody:pw@127.0.0.1:1/none"
+DAY = dt.date(2026, 11, 1)
+
+
+def test_every_step_that_queries_the_source_is_in_the_pool():
+    steps = {}
+    for job in defs.resolve_all_job_defs():
+        for node in job.graph.iterate_op_defs():
+            if "source" in node.required_resource_keys:
+                steps[node.name] = node.pool
+    # Copies, sync cycles, both layers' checks (spot checks, hour gaps, reconciliation), the
+    # report's recount, query monitoring, the departure purge.
+    names = " ".join(steps)
+    for expected in (
+        "bronze__logs",
+        "sync__logs",
+        "bronze_logs_integrity",
+        "silver_logs_integrity",
+        "cutover_report",
+        "query_latency",
+        "purge_spent_departures",
+    ):
+        assert expected in names, names
+    assert {name: pool for name, pool in steps.items() if pool != SOURCE_POOL} == {}
+
+
+def _instance_yaml(home: Path, limit: int | None) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    text = "telemetry:\n  enabled: false\n"
+    if limit is not None:
+        text += f"concurrency:\n  pools:\n    default_limit: {limit}\n"
+    (home / "dagster.yaml").write_text(text)
+    return home
+
+
+def test_the_deployed_instance_s_limit_is_read():
+    assert configured_pool_limit(REPO / "deploy") == 4
+
+
+def test_start_up_holds_streams_times_the_pool_limit_to_the_cap(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(_instance_yaml(tmp_path / "dagster", 4)))
+    monkeypatch.delenv("LLM_OBS_SOURCE_MAX_QUERIES", raising=False)
+    monkeypatch.delenv("LLM_OBS_SOURCE_STREAMS", raising=False)
+    assert settings.source_streams() == 1  # 1 x 4 = the default cap
+    monkeypatch.setenv("LLM_OBS_SOURCE_STREAMS", "2")
+    with pytest.raises(ValueError) as refused:
+        settings.source_streams()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith("LLM_OBS_SOURCE_STREAMS=2 x the llm_obs_source pool limit 4")
+    assert "= 8 concurrent source queries" in message
+    assert "LLM_OBS_SOURCE_MAX_QUERIES=4" in message
+    monkeypatch.setenv("LLM_OBS_SOURCE_MAX_QUERIES", "8")
+    assert settings.source_streams() == 2
+    for name, bad in (("LLM_OBS_SOURCE_MAX_QUERIES", "0"), ("LLM_OBS_SOURCE_STREAMS", "two")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=f"^{name}='{bad}' must be a whole number >= 1$"):
+            settings.source_streams()
+        monkeypatch.setenv(name, "2")
+    # An instance without a limit (the CLI's own: one in-process step per command) counts 1.
+    monkeypatch.setenv("DAGSTER_HOME", str(_instance_yaml(tmp_path / "bare", None)))
+    monkeypatch.setenv("LLM_OBS_SOURCE_MAX_QUERIES", "4")
+    monkeypatch.setenv("LLM_OBS_SOURCE_STREAMS", "4")
+    assert settings.source_streams() == 4
+    monkeypatch.setenv("LLM_OBS_SOURCE_STREAMS", "5")
+    with pytest.raises(ValueError, match=r"pool \(no limit: one step\).* = 5 concurrent"):
+        settings.source_streams()
+
+
+def test_a_command_refuses_too_many_streams_in_one_line(tmp_path):
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_OBS_", "DAGSTER_"))}
+    env.update(
+        LLM_OBS_HOME=str(home),
+        DAGSTER_HOME=str(_instance_yaml(home / "dagster", 4)),
+        LLM_OBS_SOURCE_STREAMS="3",
+    )
+    completed = subprocess.run(
+        [sys.executable, "-m", "llm_observatory.cli", "sync"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in completed.stderr, completed.stderr
+    assert lines[0].startswith("error: LLM_OBS_SOURCE_STREAMS=3 x the llm_obs_source pool limit")
+
+
+def test_a_copy_refuses_a_pool_limit_raised_past_the_cap_since_start_up(tmp_path, monkeypatch):
+    monkeypatch.delenv("LLM_OBS_SOURCE_MAX_QUERIES", raising=False)
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    generate_source(url, start_date=DAY, days=1, rows_per_day=200, seed=5)
+    lake = LakeResource(url=str(tmp_path / "lake"))
+    resources = {"source": SourceDatabase(url=url), "lake": lake, "control": control_beside(lake)}
+    with dg.instance_for_test() as instance:
+
+        def copy() -> dg.ExecuteInProcessResult:
+            return dg.materialize(
+                [bronze_asset(LOGS)],
+                partition_key=DAY.isoformat(),
+                resources=resources,
+                instance=instance,
+                raise_on_error=False,
+            )
+
+        # `dagster instance concurrency set llm_obs_source 8`, after the code location loaded.
+        instance.event_log_storage.set_concurrency_slots(SOURCE_POOL, 8)
+        refused = copy()
+        assert not refused.success
+        [failure] = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"]
+        message = failure.step_failure_data.error.message
+        assert "pool limit 8 (in force in the instance) = 8 concurrent source queries" in message
+        assert "LLM_OBS_SOURCE_MAX_QUERIES=4" in message
+        assert not (Path(bronze_location(lake, LOGS).uri) / "_delta_log").exists()
+
+        instance.event_log_storage.set_concurrency_slots(SOURCE_POOL, 4)
+        assert copy().success
+
+
+def test_the_changes_sensor_does_not_query_while_the_pool_is_full():
+    with dg.instance_for_test() as instance:
+        instance.event_log_storage.set_concurrency_slots(SOURCE_POOL, 1)
+        instance.event_log_storage.claim_concurrency_slot(SOURCE_POOL, "run-a", "bronze__logs")
+        context = dg.build_sensor_context(
+            instance=instance, resources={"source": SourceDatabase(url=DOWN_SOURCE)}
+        )
+        skipped = source_changes_sensor(context)
+        assert "every llm_obs_source slot is taken" in skipped.skip_message
+        instance.event_log_storage.free_concurrency_slot_for_step("run-a", "bronze__logs")
+        context = dg.build_sensor_context(
+            instance=instance, resources={"source": SourceDatabase(url=DOWN_SOURCE)}
+        )
+        # With a free slot it queries (and finds this source down).
+        assert "source unreachable" in source_changes_sensor(context).skip_message

@@ -9,9 +9,10 @@ differing keys can be listed (missing from the lake, extra in the lake, or a sta
 way data-diff/reladiff compare two databases. Only fingerprints and small key sets cross the
 network.
 
-SQL Server computes the same fingerprint with `HASHBYTES('MD5', …)` over the key as VARCHAR and
-`DATEDIFF_BIG(microsecond, '1970-01-01', change)`; SQLite, which has no hash function, through
-a function the source resource registers on each connection.
+SQL Server computes the same fingerprint with `HASHBYTES('MD5', …)` over the key as UTF-8
+VARCHAR and `DATEDIFF_BIG(microsecond, '1970-01-01', change)` on the change column brought to
+UTC at the precision the lake holds (`source_types.py`); SQLite, which has no hash function,
+through a function the source resource registers on each connection.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import hashlib
+import math
+import struct
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -40,6 +43,15 @@ from llm_observatory.resources.source import (
     SourceDatabase,
     SourceError,
     SourceTable,
+)
+from llm_observatory.resources.source_types import (
+    is_time_of_day,
+    mssql_epoch_micros,
+    mssql_time_text,
+    mssql_timestamp_text,
+    mssql_type,
+    mssql_utc_datetime2,
+    mssql_utf8,
 )
 from llm_observatory.tables import TableSpec
 
@@ -156,9 +168,10 @@ def _row_hash_postgresql(element, compiler, **kw):
 def _row_hash_mssql(element, compiler, **kw):
     key, change, part = _parts(element)
     key_sql, change_sql = compiler.process(key, **kw), compiler.process(change, **kw)
-    text = (
-        f"CONCAT(CAST({key_sql} AS VARCHAR(400)), '|', "
-        f"CAST(DATEDIFF_BIG(microsecond, '1970-01-01', {change_sql}) AS VARCHAR(20)))"
+    micros_sql = mssql_epoch_micros(change_sql, mssql_type(change))
+    text = mssql_utf8(
+        f"CONCAT(CAST({key_sql} AS NVARCHAR(400)), N'|', CAST({micros_sql} AS NVARCHAR(20)))",
+        "1700",
     )
     return f"CAST(SUBSTRING(HASHBYTES('MD5', {text}), {1 + 4 * part}, 4) AS BIGINT)"
 
@@ -191,7 +204,8 @@ def _utc_hour_postgresql(element, compiler, **kw):
 @compiles(utc_hour, "mssql")
 def _utc_hour_mssql(element, compiler, **kw):
     (column,) = list(element.clauses)
-    return f"DATEPART(hour, {compiler.process(column, **kw)})"
+    moment = mssql_utc_datetime2(compiler.process(column, **kw), mssql_type(column))
+    return f"DATEPART(hour, {moment})"
 
 
 @compiles(utc_hour)
@@ -220,25 +234,35 @@ def column_kind(data_type: pa.DataType) -> str:
         return "i"
     if pa.types.is_date(data_type):
         return "date"
+    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
+        return "x"
     return "s"
 
 
 def canonical_text(value, kind: str) -> str:
-    """NULL as \\N, decimals at their scale, instants to the microsecond in UTC, text as is."""
+    """NULL as \\N, decimals at their scale, instants to the microsecond in UTC (four-digit
+    years), floats as their IEEE 754 bits in hex (NaN as `NaN`: no database spells a float's
+    shortest text the same), binary in lower-case hex, text as is."""
     if value is None:
         return NULL_TEXT
     if kind == "ts":
         if isinstance(value, str):
             value = dt.datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    if kind.startswith("d"):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        # isoformat, not strftime: strftime writes the year 1 as "1", not "0001".
+        return value.isoformat(timespec="microseconds")
+    if kind == "date":
+        return value.isoformat() if hasattr(value, "isoformat") else str(value)
+    if kind[1:].isdigit():
         return format(decimal.Decimal(str(value)), f".{int(kind[1:])}f")
     if kind == "b":
         return "true" if value else "false"
-    if kind == "date":
-        return value.isoformat() if hasattr(value, "isoformat") else str(value)
+    if kind == "f":
+        value = float(value)
+        return "NaN" if math.isnan(value) else struct.pack(">d", value).hex()
+    if kind == "x":
+        return bytes(value).hex()
     return str(value)
 
 
@@ -261,12 +285,21 @@ class deep_hash_part(FunctionElement):  # noqa: N801
         super().__init__(*columns)
 
 
-def _canonical_postgresql(sql: str, kind: str) -> str:
+def _canonical_postgresql(sql: str, column, kind: str) -> str:
     if kind == "ts":
         text = f"to_char({sql} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
     elif kind == "b":
-        text = f"CASE WHEN {sql} THEN 'true' ELSE 'false' END"
-    elif kind.startswith("d"):
+        text = f"CASE WHEN {sql} THEN 'true' WHEN NOT {sql} THEN 'false' END"
+    elif kind == "f":
+        text = (
+            f"CASE WHEN {sql} = 'NaN' THEN 'NaN' "
+            f"ELSE encode(float8send(CAST({sql} AS FLOAT8)), 'hex') END"
+        )
+    elif is_time_of_day(column):
+        text = f"to_char(DATE '2000-01-01' + {sql}, 'HH24:MI:SS.US')"
+    elif kind == "x":
+        text = f"encode({sql}, 'hex')"
+    elif kind[1:].isdigit():
         text = f"CAST(ROUND({sql}, {int(kind[1:])}) AS TEXT)"
     else:
         text = f"CAST({sql} AS TEXT)"
@@ -276,7 +309,7 @@ def _canonical_postgresql(sql: str, kind: str) -> str:
 @compiles(deep_hash_part, "postgresql")
 def _deep_hash_postgresql(element, compiler, **kw):
     pieces = [
-        _canonical_postgresql(compiler.process(column, **kw), kind)
+        _canonical_postgresql(compiler.process(column, **kw), column, kind)
         for column, kind in zip(element.clauses, element.kinds)
     ]
     text = " || chr(31) || ".join(pieces)
@@ -286,22 +319,32 @@ def _deep_hash_postgresql(element, compiler, **kw):
 
 @compiles(deep_hash_part, "mssql")
 def _deep_hash_mssql(element, compiler, **kw):
-    pieces = []
-    for column, kind in zip(element.clauses, element.kinds):
-        sql = compiler.process(column, **kw)
-        if kind == "ts":
-            text = f"CONVERT(VARCHAR(26), {sql}, 126)"
-        elif kind == "b":
-            text = f"CASE WHEN {sql} = 1 THEN 'true' ELSE 'false' END"
-        else:
-            text = f"CAST({sql} AS NVARCHAR(MAX))"
-        pieces.append(f"ISNULL({text}, '{NULL_TEXT}')")
+    pieces = [
+        f"ISNULL({_canonical_mssql(compiler.process(column, **kw), column, kind)}, '{NULL_TEXT}')"
+        for column, kind in zip(element.clauses, element.kinds)
+    ]
     # UTF-8 bytes, as the lake side hashes them (SQL Server 2019+ UTF-8 collation).
-    text = (
-        f"CAST(CONCAT_WS(CHAR(31), {', '.join(pieces)}) AS VARCHAR(MAX)) "
-        "COLLATE Latin1_General_100_CI_AS_SC_UTF8"
-    )
+    text = mssql_utf8(f"CONCAT_WS(NCHAR(31), {', '.join(pieces)})")
     return f"CAST(SUBSTRING(HASHBYTES('MD5', {text}), {1 + 4 * element.part}, 4) AS BIGINT)"
+
+
+def _canonical_mssql(sql: str, column, kind: str) -> str:
+    """A column's value as `canonical_text` writes it, in SQL Server's SQL, per its type."""
+    if kind == "ts":
+        return mssql_timestamp_text(sql, mssql_type(column))
+    if is_time_of_day(column):
+        return mssql_time_text(sql)
+    if kind == "date":
+        return f"CONVERT(CHAR(10), {sql}, 23)"
+    if kind == "b":
+        return f"CASE WHEN {sql} = 1 THEN 'true' WHEN {sql} = 0 THEN 'false' END"
+    if kind == "f":  # SQL Server holds no NaN or infinity
+        return f"LOWER(CONVERT(CHAR(16), CAST(CAST({sql} AS FLOAT) AS BINARY(8)), 2))"
+    if kind == "x":
+        return f"LOWER(CONVERT(VARCHAR(MAX), {sql}, 2))"
+    if kind[1:].isdigit():
+        return f"CAST(CAST({sql} AS DECIMAL(38, {int(kind[1:])})) AS VARCHAR(48))"
+    return f"CAST({sql} AS NVARCHAR(MAX))"
 
 
 @compiles(deep_hash_part)

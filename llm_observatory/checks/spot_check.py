@@ -8,6 +8,7 @@ other. Only the sampled rows cross the network.
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import dagster as dg
 import pyarrow as pa
@@ -73,6 +74,13 @@ def sample_query(
     return source.range_query(described, start, end).order_by(order).limit(rows)
 
 
+def same_value(lake_value, source_value) -> bool:
+    """Equal values, NaN being equal to NaN (a float column's NaN is copied, not a mismatch)."""
+    if isinstance(lake_value, float) and isinstance(source_value, float):
+        return lake_value == source_value or (math.isnan(lake_value) and math.isnan(source_value))
+    return lake_value == source_value
+
+
 def _shown(value) -> str:
     text = repr(value)
     return text if len(text) <= VALUE_SHOWN else text[:VALUE_SHOWN] + "…"
@@ -114,7 +122,7 @@ def spot_check_result(
             copies, key=lambda row: (row[table.change_column] is not None, row[table.change_column])
         )
         for column, source_value in source_row.items():
-            if lake_row.get(column) != source_value:
+            if not same_value(lake_row.get(column), source_value):
                 mismatches.append(
                     {
                         "key": key,

@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -170,20 +171,33 @@ def partition_path(partition: dict[str, str | None]) -> str:
 
 
 def _stat_value(value, data_type: pa.DataType, bound: str):
+    """A file's min or max as the Delta log holds it, or None where no bound can be written
+    that is true for every reader (the file then carries no min/max for the column)."""
     if value is None:
         return None
     if pa.types.is_timestamp(data_type):
         # Readers parse these at millisecond precision: widen to whole milliseconds.
         micro = value.microsecond % 1000
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
         if bound == "min":
             value = value - dt.timedelta(microseconds=micro)
         elif micro:
+            if value > dt.datetime.max.replace(microsecond=999_000, tzinfo=dt.UTC):
+                return None  # 9999-12-31 23:59:59.999xxx: no whole millisecond above it
             value = value + dt.timedelta(microseconds=1000 - micro)
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        # isoformat, not strftime, which writes the year 1 as "1", not "0001".
+        moment = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return moment.isoformat(timespec="milliseconds") + "Z"
     if pa.types.is_date(data_type):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
-        return float(value)
+        # The log holds a JSON number: only where it spells the decimal exactly (up to ~15
+        # digits) is it a true bound; decimal(38, s) values past that get none.
+        number = float(value)
+        return number if math.isfinite(number) and decimal.Decimal(repr(number)) == value else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN and infinities have no JSON spelling
     if isinstance(value, (bytes, bytearray)):
         return None
     return value
@@ -214,9 +228,15 @@ def _column_stats(table: pa.Table, long_text: set[str]) -> dict:
             or pa.types.is_boolean(data_type)
         ):
             continue
-        extremes = pc.min_max(column).as_py()
-        low = _stat_value(extremes["min"], data_type, "min")
-        high = _stat_value(extremes["max"], data_type, "max")
+        try:
+            extremes = pc.min_max(column).as_py()
+            low = _stat_value(extremes["min"], data_type, "min")
+            high = _stat_value(extremes["max"], data_type, "max")
+        except (ArithmeticError, ValueError, pa.ArrowException) as error:
+            raise LakeWriteError(
+                f"column {name!r} ({data_type}): its values cannot be bounded for the Delta "
+                f"statistics: {error}"
+            ) from None
         if low is not None and high is not None:
             minimums[name], maximums[name] = low, high
     return {"minValues": minimums, "maxValues": maximums, "nullCount": nulls}
@@ -299,7 +319,10 @@ class _PartitionFiles:
         if self._parquet is None:
             self._open()
         self._parquet.write_table(table, row_group_size=max(table.num_rows, 1))
-        self._stats.add(table)
+        try:
+            self._stats.add(table)
+        except LakeWriteError as error:
+            raise LakeWriteError(f"{self.writer.location.uri}: {error}") from None
         self.writer.open_files.move_to_end(id(self))
         if self._sink.bytes_written >= self.writer.target_file_bytes:
             self.close()
@@ -993,8 +1016,9 @@ def snapshot_partition(
             if low is None or high is None or name not in schema.names:
                 continue
             data_type = schema.field(name).type
-            minimums[name] = _stat_value(low, data_type, "min")
-            maximums[name] = _stat_value(high, data_type, "max")
+            low, high = _stat_value(low, data_type, "min"), _stat_value(high, data_type, "max")
+            if low is not None and high is not None:
+                minimums[name], maximums[name] = low, high
         stats = {
             "numRecords": add["num_records"],
             "minValues": minimums,

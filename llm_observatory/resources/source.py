@@ -25,6 +25,8 @@ from pydantic import PrivateAttr
 
 from llm_observatory.io.native_memory import release_large_blocks_eagerly
 from llm_observatory.resources.departures import CaptureStatus, capture_status, migration_departures
+from llm_observatory.resources.source_types import UnsupportedTypeError, lake_schema
+from llm_observatory.resources.source_types import arrow_type_for as arrow_type_for
 from llm_observatory.resources.urls import display_url, redact
 from llm_observatory.tables import TableSpec
 
@@ -58,6 +60,11 @@ class MissingColumnsError(SourceError):
     """A source table lacks a column the migration needs; raised before any data moves."""
 
 
+class UnsupportedColumnError(SourceError):
+    """A source column has a type the lake cannot hold (`source_types.py`); raised before any
+    data moves, naming the table and the column."""
+
+
 @dataclass(frozen=True)
 class SourceTable:
     """A reflected source table with the Arrow schema the lake will hold it in."""
@@ -69,32 +76,6 @@ class SourceTable:
     @property
     def event_time(self) -> sa.Column:
         return self.table.c[self.spec.event_time]
-
-
-def arrow_type_for(column_type: sa.types.TypeEngine) -> pa.DataType:
-    """The lake type of a source column: decimals stay decimal, times become UTC microseconds."""
-    if isinstance(column_type, sa.Boolean):
-        return pa.bool_()
-    if isinstance(column_type, sa.BigInteger):
-        return pa.int64()
-    if isinstance(column_type, sa.SmallInteger):
-        return pa.int16()
-    if isinstance(column_type, sa.Integer):
-        return pa.int32()
-    if isinstance(column_type, sa.Numeric) and not isinstance(column_type, sa.Float):
-        precision = column_type.precision or 38
-        scale = column_type.scale if column_type.scale is not None else 10
-        return pa.decimal128(precision, scale)
-    if isinstance(column_type, sa.Float):
-        return pa.float64()
-    if isinstance(column_type, sa.DateTime):
-        return pa.timestamp("us", tz="UTC")
-    if isinstance(column_type, sa.Date):
-        return pa.date32()
-    if isinstance(column_type, (sa.LargeBinary, sa.types._Binary)):
-        return pa.large_binary()
-    # Text, strings, UUIDs, JSON and anything exotic travel as text.
-    return pa.string()
 
 
 def describe_error(url: sa.URL, error: BaseException) -> str:
@@ -177,12 +158,10 @@ class SourceDatabase(dg.ConfigurableResource):
                 f"source table {spec.name!r} lacks the required column(s) {', '.join(missing)}; "
                 f"it has {', '.join(table.c.keys())}"
             )
-        schema = pa.schema(
-            [
-                pa.field(column.name, arrow_type_for(column.type), nullable=True)
-                for column in table.c
-            ]
-        )
+        try:
+            schema = lake_schema(table)
+        except UnsupportedTypeError as error:
+            raise UnsupportedColumnError(str(error)) from None
         return SourceTable(spec=spec, table=table, arrow_schema=schema)
 
     def bind_time(self, moment: dt.datetime) -> dt.datetime:

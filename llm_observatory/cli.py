@@ -256,6 +256,7 @@ def _lake_and_control():
         azure_storage_connection_string=resolved(lake_config.azure_storage_connection_string),
         azure_storage_account_name=resolved(lake_config.azure_storage_account_name),
         azure_storage_account_key=resolved(lake_config.azure_storage_account_key),
+        azure_storage_sas_token=resolved(lake_config.azure_storage_sas_token),
     )
     control = configured["control"]
     return lake, ControlDatabase(url=resolved(control.url), lease_seconds=control.lease_seconds)
@@ -817,6 +818,7 @@ def demo(days: int, rows_per_day: int, seed: int, out=sys.stdout) -> int:
 
     from llm_observatory import settings
     from llm_observatory.partitions import DEMO_START_DATE, start_date
+    from llm_observatory.resources.urls import display_lake_url
     from llm_observatory.sql_scripts import install_departure_capture
     from llm_observatory.synthetic.generator import generate_source
 
@@ -863,10 +865,7 @@ def demo(days: int, rows_per_day: int, seed: int, out=sys.stdout) -> int:
     last = DEMO_START_DATE + dt.timedelta(days=days - 1)
     status = backfill(DEMO_START_DATE, last, None, out=out)
     verdict = report(out=out)
-    print(
-        f"Lake: {os.environ.get('LLM_OBS_LAKE_URL') or settings.home() / 'lake'}",
-        file=out,
-    )
+    print(f"Lake: {display_lake_url(settings.resolved(settings.lake_url()))}", file=out)
     print(f"Dagster instance: {settings.dagster_home()} (make dev serves the UI on it)", file=out)
     return EXIT_FAILED if status or verdict else EXIT_OK
 

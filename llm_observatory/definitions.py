@@ -65,6 +65,7 @@ def build_resources() -> dict:
             azure_storage_connection_string=settings.azure_connection_string(),
             azure_storage_account_name=settings.azure_account_name(),
             azure_storage_account_key=settings.azure_account_key(),
+            azure_storage_sas_token=settings.azure_sas_token(),
         ),
         "control": ControlDatabase(
             url=settings.control_url(), lease_seconds=settings.lease_seconds()

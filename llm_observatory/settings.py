@@ -17,7 +17,7 @@ from llm_observatory.resources.source_load import (
     check_source_load,
     configured_pool_limit,
 )
-from llm_observatory.resources.urls import check_url
+from llm_observatory.resources.urls import check_lake_url, check_url
 
 DEMO_SOURCE_FILE = "demo_source.sqlite"
 CONTROL_FILE = "control.sqlite"
@@ -83,6 +83,10 @@ def source_streams():
 
 
 def lake_url():
+    """The lake root, refused at start-up with one line naming the variable (never its value)
+    when it holds a query string (a pasted SAS URL) or is no lake URL (see `resources/urls.py`)."""
+    if os.environ.get("LLM_OBS_LAKE_URL"):
+        check_lake_url(os.environ["LLM_OBS_LAKE_URL"], "LLM_OBS_LAKE_URL")
     return _from_env("LLM_OBS_LAKE_URL", str(home() / "lake"))
 
 
@@ -146,6 +150,10 @@ def azure_account_name():
 
 def azure_account_key():
     return _from_env("AZURE_STORAGE_ACCOUNT_KEY", None)
+
+
+def azure_sas_token():
+    return _from_env("AZURE_STORAGE_SAS_TOKEN", None)
 
 
 def resolved(value) -> str | None:

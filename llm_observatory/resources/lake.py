@@ -20,8 +20,11 @@ import dagster as dg
 import fsspec
 from pydantic import Field, PrivateAttr
 
+from llm_observatory.resources.urls import LAKE_SCHEMES, check_lake_url, display_lake_url
+
 LAYERS = ("bronze", "silver", "gold")
-AZURE_SCHEMES = ("abfs", "abfss", "az")
+AZURE_SCHEMES = LAKE_SCHEMES
+LAKE_URL_VARIABLE = "LLM_OBS_LAKE_URL"
 
 AZURE_AUTH_VARIABLE = "LLM_OBS_AZURE_AUTH"
 AZURE_AUTH_MODES = ("auto", "service_principal", "workload_identity", "managed_identity", "cli")
@@ -194,9 +197,10 @@ def parse_connection_string(connection_string: str) -> dict[str, str]:
 class LakeResource(dg.ConfigurableResource):
     """The Delta lake root and the credentials to reach it.
 
-    Credentials, in order: a connection string, an account key, a SAS in the connection string,
-    else Azure AD as `AzureIdentity.from_environment` selects it (service principal, workload
-    identity, managed identity, or `az login` when asked for). They stay in memory: nothing here
+    Credentials, in order: a connection string, an account key, a SAS (in the connection string
+    or `AZURE_STORAGE_SAS_TOKEN`; never in the URL, which `check_lake_url` refuses), else Azure
+    AD as `AzureIdentity.from_environment` selects it (service principal, workload identity,
+    managed identity, or `az login` when asked for). They stay in memory: nothing here
     is logged, put into metadata or shown in the resource's repr.
     """
 
@@ -206,6 +210,7 @@ class LakeResource(dg.ConfigurableResource):
     azure_storage_connection_string: str | None = Field(default=None, repr=False)
     azure_storage_account_name: str | None = None
     azure_storage_account_key: str | None = Field(default=None, repr=False)
+    azure_storage_sas_token: str | None = Field(default=None, repr=False)
 
     _filesystem: Any = PrivateAttr(default=None)
     _storage_options: dict[str, str] | None = PrivateAttr(default=None)
@@ -218,6 +223,9 @@ class LakeResource(dg.ConfigurableResource):
     def layer_root(self, layer: str) -> str:
         if layer not in LAYERS:
             raise ValueError(f"unknown lake layer {layer!r}; layers are {', '.join(LAYERS)}")
+        # Every location is built from here: a root that passed holds no query string, so no
+        # table URI (metadata, logs, errors, the report) can carry a SAS token.
+        check_lake_url(self.url, LAKE_URL_VARIABLE)
         if "{layer}" in self.url:
             return self.url.replace("{layer}", layer).rstrip("/")
         if self.is_azure:
@@ -262,6 +270,8 @@ class LakeResource(dg.ConfigurableResource):
             settings["account_name"] = self.azure_storage_account_name
         if self.azure_storage_account_key and "account_key" not in settings:
             settings["account_key"] = self.azure_storage_account_key
+        if self.azure_storage_sas_token and "sas_token" not in settings:
+            settings["sas_token"] = self.azure_storage_sas_token.strip().lstrip("?")
         if "account_name" not in settings:
             host = urlparse(self.url.replace("{layer}", "x")).hostname or ""
             if host.endswith(".core.windows.net"):
@@ -312,14 +322,32 @@ class LakeResource(dg.ConfigurableResource):
     def _adlfs_kwargs(self) -> dict[str, Any]:
         """adlfs arguments for the same account and credentials as `storage_options`."""
         if self.azure_storage_connection_string:
-            return {"connection_string": self.azure_storage_connection_string}
+            return {"connection_string": self._adlfs_connection_string()}
         settings = self._account_settings()
         kwargs: dict[str, Any] = {"account_name": settings["account_name"]}
         if "account_key" in settings:
             kwargs["account_key"] = settings["account_key"]
+        elif "sas_token" in settings:
+            kwargs["sas_token"] = settings["sas_token"]
         else:
             kwargs["credential"] = self.azure_identity.async_credential()
         return kwargs
+
+    def _adlfs_connection_string(self) -> str:
+        """The connection string, completed with a key or SAS set apart from it: given one,
+        adlfs reads nothing else (the string then only says where the account is)."""
+        text = self.azure_storage_connection_string or ""
+        given = parse_connection_string(text)
+        if "AccountKey" in given or "SharedAccessSignature" in given:
+            return text
+        settings = self._azure_settings
+        added: dict[str, str] = {}
+        if "account_key" in settings and "account_name" in settings:
+            added = {"AccountName": settings["account_name"], "AccountKey": settings["account_key"]}
+        elif "sas_token" in settings:
+            added = {"SharedAccessSignature": settings["sas_token"]}
+        extra = [f"{key}={value}" for key, value in added.items() if key not in given]
+        return ";".join([text.rstrip(";"), *extra]) if extra else text
 
     @property
     def filesystem(self) -> Any:
@@ -335,4 +363,4 @@ class LakeResource(dg.ConfigurableResource):
 
     def describe(self) -> str:
         """The lake's address for humans and metadata: never a credential."""
-        return self.url
+        return display_lake_url(self.url)

@@ -10,6 +10,7 @@ and database only, and error texts have every secret the URL holds replaced.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -17,6 +18,9 @@ REDACTED = "***"
 # Query keys (and ODBC connection-string keywords) whose values are secrets.
 _SECRET_KEY = re.compile(r"(pass|pwd|secret|token|key|sig|credential)", re.IGNORECASE)
 _ODBC_PAIR = re.compile(r"([^;=]+)=(\{[^}]*\}|[^;]*)")
+# Lake URLs on Azure (delta-rs and adlfs both read them); a lake without a scheme is a folder.
+LAKE_SCHEMES = ("abfs", "abfss", "az")
+LAKE_URL_FORM = "abfss://<container>@<account>.dfs.core.windows.net/<path>"
 
 
 def display_url(url: sa.URL | str) -> str:
@@ -83,3 +87,45 @@ def check_url(url: sa.URL | str, variable: str) -> sa.URL:
             "percent-encoded (%40)"
         )
     return parsed
+
+
+def check_lake_url(url: str, variable: str) -> str:
+    """The lake root, or a one-line error naming the variable (never its value) when it cannot
+    be right. A query string is refused: a pasted SAS URL would put the layers' folders inside
+    the query (bronze and silver in one folder) and carry its token into every path shown."""
+    if "://" not in url:
+        return url  # a local folder
+    try:
+        parts = urlsplit(url.replace("{layer}", "layer"))
+        password = parts.password
+    except ValueError:
+        raise ValueError(f"{variable} is not a lake URL: write {LAKE_URL_FORM}") from None
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ValueError(
+            f"{variable} holds a query string or fragment (a pasted SAS URL?): write the lake "
+            f"as {LAKE_URL_FORM} and put the SAS token in AZURE_STORAGE_SAS_TOKEN"
+        )
+    if parts.scheme.lower() not in LAKE_SCHEMES:
+        raise ValueError(
+            f"{variable}: a lake URL's scheme is one of {', '.join(LAKE_SCHEMES)} "
+            f"({LAKE_URL_FORM}), or give a local folder"
+        )
+    if password is not None:
+        raise ValueError(
+            f"{variable}: the part before '@' is the container alone ({LAKE_URL_FORM}), never "
+            "a credential: use AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN or Azure AD"
+        )
+    return url
+
+
+def display_lake_url(url: str) -> str:
+    """What a message, metadata or a report may say about the lake: scheme, container,
+    account host and path (a local folder as it is), never a query, fragment or password."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    container = userinfo.split(":", 1)[0]
+    path = re.split(r"[?#]", path, maxsplit=1)[0]
+    return f"{scheme}://{container}{at}{host.split('?')[0].split('#')[0]}{slash}{path}"

@@ -99,6 +99,8 @@ AIM_VS_DLT_MEMORY = 0.25
 # every hour), and as many new rows on the next day. md5 prefixes pick them, deterministic.
 SYNC_UPDATE_BELOW = "0147ae"  # 0x0147ae / 0x1000000 = 0.5 %
 SYNC_INSERT_BELOW = "028f5c"  # the next 0.5 %
+# The spot check's sample size in a run (TableSpec.spot_check_rows' default).
+SPOT_CHECK_ROWS = 10_000
 # The departure trigger cost: rows of one day, rounds (fresh copies each), and the statements.
 # uuid4 keys are uniform hex, so each key range holds 10 % of the rows (0x1999999a / 2**32).
 DEPARTURE_ROWS = 100_000
@@ -1708,6 +1710,8 @@ def measure_size(
     elif not args.skip_reconcile:
         say("--skip-full: no silver to reconcile, reconciliation skipped")
     result = summarize(source, warmup, floors, bronzes, fulls, reconciles, dlts, streamed)
+    result["spot_check"] = spot_check_cost(url, day)
+    say(spot_check_lines(result["spot_check"])[0])
     if args.profile:
         # Extra runs, never the measured ones: sampling slows a worker down a little.
         result["profiles"] = {}
@@ -1725,6 +1729,45 @@ def measure_size(
             "met": result["sync"]["share_of_full_seconds"] <= AIM_SYNC_SHARE,
         }
     return result
+
+
+def spot_check_cost(url: str, day: str, rows: int = SPOT_CHECK_ROWS, seed: str = "bench") -> dict:
+    """The spot check's source query (the seeded walk of `checks/spot_check.py`, `rows`
+    instants) timed beside the same day's copy read (every row of the day, as bronze streams
+    it), in this process, one after the other on the same source."""
+    from llm_observatory.checks.spot_check import sample_rows
+    from llm_observatory.resources.source import SourceDatabase
+    from llm_observatory.tables import table_spec
+
+    source = SourceDatabase(url=url)
+    try:
+        described = source.describe_table(table_spec(TABLE))
+        start, end = day_bounds(day)
+        started = time.perf_counter()
+        sampled = sample_rows(source, described, dt.date.fromisoformat(day), rows, seed).num_rows
+        sample_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        copied = sum(batch.num_rows for batch in source.stream_range(described, start, end))
+        copy_seconds = time.perf_counter() - started
+    finally:
+        source.dispose()
+    return {
+        "sample_size": rows,
+        "sampled_rows": sampled,
+        "sample_seconds": sample_seconds,
+        "copied_rows": copied,
+        "copy_seconds": copy_seconds,
+        "share_of_copy_seconds": sample_seconds / max(copy_seconds, 1e-9),
+    }
+
+
+def spot_check_lines(cost: dict) -> list[str]:
+    return [
+        f"spot check on the source: {cost['sampled_rows']:,} rows sampled ({cost['sample_size']:,}"
+        f" seeded instants) in {cost['sample_seconds']:,.2f} s, beside the day's copy read of "
+        f"{cost['copied_rows']:,} rows in {cost['copy_seconds']:,.2f} s "
+        f"({cost['share_of_copy_seconds']:.1%} of it)"
+    ]
 
 
 def change_source_for_sync(url: str, day: str) -> dict:
@@ -2046,6 +2089,8 @@ def format_table(result: dict) -> str:
         lines.append(f"aim {name}: {aim['aim']}: {shown} -> {'met' if aim['met'] else 'MISSED'}")
     if result.get("reconcile"):
         lines.extend(reconciliation_lines(result["reconcile"]))
+    if result.get("spot_check"):
+        lines.extend(spot_check_lines(result["spot_check"]))
     if result.get("sync"):
         lines.extend(sync_lines(result["sync"]))
     for label, summary in result.get("profiles", {}).items():

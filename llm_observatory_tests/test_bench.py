@@ -4,11 +4,13 @@ Figures are only checked for being there and positive: speed and memory aims liv
 benchmark's own report (`make bench`), never in a timed test.
 """
 
+import datetime as dt
 import importlib.util
 import json
 import subprocess
 import sys
 
+from llm_observatory.synthetic.generator import generate_source
 from llm_observatory_tests.services import REPO_ROOT
 
 BENCH = REPO_ROOT / "bench" / "run.py"
@@ -213,3 +215,17 @@ def test_a_month_whose_lake_does_not_match_after_the_sync_says_so():
     assert "(2 rows deleted): 5.0 s (= 5.0 % of the full load)" in lines
     assert "MISMATCH after the sync: llm_interactions: 1 deleted key(s) still in silver" in lines
     assert "sync_peak_rss_mib 600 MiB (MISSED)" in lines
+
+
+def test_the_spot_check_s_source_cost_is_timed_beside_the_day_s_copy(postgres_url):
+    bench = _bench_module()
+    day = "2026-11-01"
+    generate_source(
+        postgres_url, start_date=dt.date.fromisoformat(day), days=1, rows_per_day=3000, seed=4
+    )
+    cost = bench.spot_check_cost(postgres_url, day, rows=200)
+    assert cost["copied_rows"] == 3000
+    assert 100 <= cost["sampled_rows"] <= 200
+    assert cost["sample_seconds"] > 0 and cost["copy_seconds"] > 0
+    [line] = bench.spot_check_lines(cost)
+    assert line.startswith("spot check on the source: ") and "3,000 rows in" in line

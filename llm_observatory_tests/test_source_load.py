@@ -13,17 +13,19 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from llm_observatory import settings
 from llm_observatory.assets.bronze import bronze_asset
 from llm_observatory.automation import source_changes_sensor
+from llm_observatory.checks.spot_check import sample_rows
 from llm_observatory.definitions import defs
 from llm_observatory.layout import bronze_location
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.resources.source_load import SOURCE_POOL, configured_pool_limit
 from llm_observatory.synthetic.generator import generate_source
-from llm_observatory.tables import LOGS
+from llm_observatory.tables import LLM_INTERACTIONS, LOGS
 from llm_observatory_tests.helpers import control_beside
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,3 +165,33 @@ def test_the_changes_sensor_does_not_query_while_the_pool_is_full():
         )
         # With a free slot it queries (and finds this source down).
         assert "source unreachable" in source_changes_sensor(context).skip_message
+
+
+def test_the_spot_check_walk_reaches_every_row_and_those_sharing_an_instant(tmp_path):
+    """Drawn by index seeks (no ordering of the day), yet over seeds every row comes up: rows
+    sharing one instant are chosen among by the seeded hash of their key."""
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    generate_source(url, start_date=DAY, days=1, rows_per_day=200, seed=9)
+    source = SourceDatabase(url=url)
+    described = source.describe_table(LLM_INTERACTIONS)
+    table = described.table
+    with source.engine.begin() as connection:
+        keys = connection.execute(
+            sa.select(table.c.interaction_id).order_by(table.c.interaction_id).limit(5)
+        ).scalars().all()
+        instant = dt.datetime(2026, 11, 1, 12, 0, 0)
+        connection.execute(
+            sa.update(table).where(table.c.interaction_id.in_(keys)).values(timestamp=instant)
+        )
+        everyone = set(connection.execute(sa.select(table.c.interaction_id)).scalars())
+    drawn: set = set()
+    for n in range(200):
+        sample = sample_rows(source, described, DAY, 40, f"seed-{n}")
+        assert sample.num_rows <= 40
+        drawn.update(sample.column("interaction_id").to_pylist())
+    assert sample_rows(source, described, DAY, 40, "x").equals(
+        sample_rows(source, described, DAY, 40, "x")
+    )
+    assert set(keys) <= drawn
+    assert len(drawn) >= 0.9 * len(everyone)
+    source.dispose()

@@ -248,33 +248,39 @@ def test_the_spot_check_names_key_and_column_of_a_changed_value(migrated):
 
 
 def test_the_spot_check_sample_is_seeded_and_drawn_in_the_source(migrated):
-    from llm_observatory.checks.spot_check import sample_query
+    from llm_observatory.checks.spot_check import sample_positions, sample_query, sample_rows
 
     source, _ = migrated
     described = source.describe_table(LLM_INTERACTIONS)
 
     def sample(seed):
-        query = sample_query(source, described, DAY, 25, seed)
-        batches = source.stream_query(query, described.arrow_schema)
-        return [k for b in batches for k in b.column("interaction_id").to_pylist()]
+        return sample_rows(source, described, DAY, 25, seed).column("interaction_id").to_pylist()
 
     assert sample("a") == sample("a")
     assert sample("a") != sample("b")
-    assert len(set(sample("a"))) == 25
-    compiled = str(sample_query(source, described, DAY, 25, "a").compile(dialect=mssql.dialect()))
-    assert "HASHBYTES('MD5'" in compiled and "TOP" in compiled
+    assert 15 <= len(set(sample("a"))) <= 25  # 25 instants; two may reach the same row
+    positions = sample_positions(DAY, 25, "a")
+    compiled = str(sample_query(source, described, DAY, positions, "a").compile(
+        dialect=mssql.dialect()
+    ))
+    # Per instant: a seek for the first event time at or after it, then the lowest hash among
+    # that instant's rows; the day itself is never ordered.
+    assert compiled.count("SELECT TOP ") == 25 and compiled.count("max(") == 0
+    assert compiled.count("HASHBYTES('MD5'") == 25 and compiled.count("min(") == 25
+    assert "UNION ALL" in compiled
 
 
 def test_the_spot_check_works_on_sqlite(tmp_path):
-    from llm_observatory.checks.spot_check import sample_query
+    from llm_observatory.checks.spot_check import sample_positions, sample_query
 
     url = f"sqlite:///{tmp_path / 'src.sqlite'}"
     generate_source(url, start_date=DAY, days=1, rows_per_day=50, seed=3)
     source = SourceDatabase(url=url)
     described = source.describe_table(LLM_INTERACTIONS)
-    query = sample_query(source, described, DAY, 10, "seed")
+    positions = sample_positions(DAY, 10, "seed")
+    query = sample_query(source, described, DAY, positions, "seed")
     rows = [r for b in source.stream_query(query, described.arrow_schema) for r in b.to_pylist()]
-    assert len(rows) == 10
+    assert len(rows) == 10  # one per instant
     assert rows == [
         r for b in source.stream_query(query, described.arrow_schema) for r in b.to_pylist()
     ]

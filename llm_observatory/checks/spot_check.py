@@ -1,14 +1,20 @@
 """Spot check: random source records of a day, compared on every column with the lake.
 
-The sample is drawn inside the source, ordered by a seeded hash of the key (the same seed and
-day give the same sample), so a row missing from the lake is as likely to be drawn as any
-other. Only the sampled rows cross the network.
+The sample is drawn inside the source without sorting (or hashing) the day: a seeded walk over
+the event-time index. The seed gives instants spread at random over the day; for each, the
+source seeks the first event time at or after it and, among the rows sharing that instant,
+takes the one whose seeded hash of the key is lowest (index seeks only, a few rows hashed).
+The same seed and day give the same sample. A row's chance is the time since the row before it
+(its share of the day), split evenly among rows of the same instant, so every row, a missing
+one included, can be drawn; a day with no more rows than the sample is read whole. Only the
+sampled rows cross the network.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import random
 
 import dagster as dg
 import pyarrow as pa
@@ -66,12 +72,62 @@ def _seeded_hash_default(element, compiler, **kw):
     )
 
 
-def sample_query(
-    source: SourceDatabase, described: SourceTable, day: dt.date, rows: int, seed: str
-) -> sa.Select:
+# Walk positions per statement: well below SQL Server's 2,100 parameters (one each, plus two).
+POSITIONS_PER_QUERY = 200
+
+
+def sample_positions(day: dt.date, rows: int, seed: str) -> list[dt.datetime]:
+    """`rows` instants of the day drawn from `seed` (the same seed, the same instants)."""
     start, end = day_window(day)
-    order = seeded_hash(described.table.c[described.spec.key], sa.bindparam("seed", seed))
-    return source.range_query(described, start, end).order_by(order).limit(rows)
+    span_us = int((end - start) / dt.timedelta(microseconds=1))
+    draw = random.Random(f"{day.isoformat()}:{seed}")  # noqa: S311 - a sample, not a secret
+    return sorted(start + dt.timedelta(microseconds=draw.randrange(span_us)) for _ in range(rows))
+
+
+def sample_query(
+    source: SourceDatabase, described: SourceTable, day: dt.date, positions: list[dt.datetime],
+    seed: str,
+) -> sa.CompoundSelect | sa.Select:
+    """One statement for `positions` (at most POSITIONS_PER_QUERY): per instant, the row at
+    the first event time at or after it (before the day's end), the lowest seeded hash of the
+    key among that instant's rows. Index seeks on the event-time index; bound parameters."""
+    table, event_time = described.table, described.event_time
+    _, end = day_window(day)
+    day_end = sa.bindparam("range_end", source.bind_time(end))
+    order = seeded_hash(table.c[described.spec.key], sa.bindparam("seed", seed))
+    picks = []
+    for n, position in enumerate(positions):
+        first_at_or_after = (
+            sa.select(sa.func.min(event_time))
+            .where(
+                event_time >= sa.bindparam(f"position_{n}", source.bind_time(position)),
+                event_time < day_end,
+            )
+            .correlate(None)
+            .scalar_subquery()
+        )
+        pick = sa.select(*table.c).where(event_time == first_at_or_after).order_by(order).limit(1)
+        picks.append(sa.select(pick.subquery(f"pick_{n}")))
+    return picks[0] if len(picks) == 1 else sa.union_all(*picks)
+
+
+def sample_rows(
+    source: SourceDatabase, described: SourceTable, day: dt.date, rows: int, seed: str
+) -> pa.Table:
+    """The seeded sample of the day from the source (the whole day when it holds no more than
+    `rows`, counted on the event-time index)."""
+    schema = described.arrow_schema
+    start, end = day_window(day)
+    if source.count_rows(described, start, end) <= rows:
+        queries = [source.range_query(described, start, end)]
+    else:
+        positions = sample_positions(day, rows, seed)
+        queries = [
+            sample_query(source, described, day, positions[n : n + POSITIONS_PER_QUERY], seed)
+            for n in range(0, len(positions), POSITIONS_PER_QUERY)
+        ]
+    batches = [batch for query in queries for batch in source.stream_query(query, schema)]
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 def same_value(lake_value, source_value) -> bool:
@@ -95,10 +151,7 @@ def spot_check_result(
     rows: int,
     seed: str,
 ) -> dg.AssetCheckResult:
-    query = sample_query(source, described, day, rows, seed)
-    sampled = pa.Table.from_batches(
-        list(source.stream_query(query, described.arrow_schema)), schema=described.arrow_schema
-    )
+    sampled = sample_rows(source, described, day, rows, seed)
     sample_by_key = {row[table.key]: row for row in sampled.to_pylist()}
     keys = pa.array(list(sample_by_key), type=described.arrow_schema.field(table.key).type)
     lake_by_key: dict = {}

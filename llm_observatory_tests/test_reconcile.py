@@ -226,4 +226,5 @@ def test_deep_fingerprint_compiles_for_sql_server():
     text = str(
         hourly_fingerprint_query(source, described, DAY, deep=True).compile(dialect=mssql.dialect())
     )
-    assert "CONCAT_WS(CHAR(31)" in text and "UTF8" in text and "CONVERT(VARCHAR(26)" in text
+    assert "CONCAT_WS(NCHAR(31)" in text and "UTF8 AS VARCHAR(MAX))" in text
+    assert "CONVERT(CHAR(19), llm_interactions.last_modified, 126)" in text

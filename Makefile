@@ -40,7 +40,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 DEV_ARGS ?=
 
-.PHONY: help venv .venv node_modules browser test demo dev bench lint clean clean-home
+.PHONY: help venv .venv node_modules browser odbc test demo dev bench lint clean clean-home
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -92,9 +92,26 @@ browser:
 	  echo "no chromium (apt-get install chromium as root): the UI test will skip, or fail under CI"; \
 	fi
 
+# The ODBC drivers the ODBC read path (SQL Server's) is tested through in CI: Debian's unixODBC
+# with its PostgreSQL and SQLite drivers. Installed when missing and this runs as root (CI);
+# elsewhere the ODBC tests skip, unless CI=true. (Microsoft's ODBC Driver 18 is for workers
+# reading a real SQL Server; docs/sql-server-and-adls.md says how to install it.)
+ODBC_PACKAGES := unixodbc odbc-postgresql libsqliteodbc
+odbc:
+	@if command -v odbcinst >/dev/null 2>&1 && odbcinst -q -d | grep -q 'PostgreSQL Unicode' \
+	    && odbcinst -q -d | grep -q 'SQLite3'; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's ODBC drivers for the ODBC read path's tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(ODBC_PACKAGES); \
+	else \
+	  echo "no ODBC drivers (apt-get install $(ODBC_PACKAGES) as root): the ODBC tests will skip, or fail under CI"; \
+	fi
+
 # ----------------------------------------------------------------------------------- commands
 
-test: $(VENV_STAMP) $(NODE_STAMP) browser
+test: $(VENV_STAMP) $(NODE_STAMP) browser odbc
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV_STAMP)
@@ -104,7 +121,7 @@ dev: $(VENV_STAMP)
 	mkdir -p "$(DAGSTER_HOME_ABS)"
 	DAGSTER_HOME="$(DAGSTER_HOME_ABS)" $(VENV)/bin/dagster dev -w workspace.yaml $(DEV_ARGS)
 
-bench: $(VENV_STAMP) $(NODE_STAMP)
+bench: $(VENV_STAMP) $(NODE_STAMP) odbc
 	$(VENV_PYTHON) bench/run.py $(BENCH_ARGS)
 
 lint: $(VENV_STAMP)

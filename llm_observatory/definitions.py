@@ -57,6 +57,7 @@ def build_resources() -> dict:
         "source": SourceDatabase(
             url=settings.source_url(),
             isolation_level=settings.source_isolation_level(),
+            reader=settings.source_reader(),
             streams=settings.source_streams(),
         ),
         "lake": LakeResource(

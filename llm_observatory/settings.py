@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from llm_observatory.resources.source import READ_PATHS
 from llm_observatory.resources.source_load import (
     DEFAULT_MAX_QUERIES,
     check_source_load,
@@ -54,6 +55,15 @@ def source_url():
 def source_isolation_level():
     """SNAPSHOT, READ COMMITTED, READ UNCOMMITTED (NOLOCK)...; unset: the database's default."""
     return _from_env("LLM_OBS_SOURCE_ISOLATION", None)
+
+
+def source_reader() -> str:
+    """How partitions and changes are read: auto (ADBC for PostgreSQL, ODBC for SQL Server,
+    SQLAlchemy elsewhere), or adbc, odbc, sqlalchemy; refused at start-up in one line."""
+    reader = (os.environ.get("LLM_OBS_SOURCE_READER") or "auto").strip().lower()
+    if reader not in READ_PATHS:
+        raise ValueError(f"LLM_OBS_SOURCE_READER={reader!r} is not one of {', '.join(READ_PATHS)}")
+    return reader
 
 
 def _whole_number(name: str, default: int) -> int:

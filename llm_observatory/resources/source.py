@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import arrow_odbc
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +26,13 @@ from pydantic import PrivateAttr
 
 from llm_observatory.io.native_memory import release_large_blocks_eagerly
 from llm_observatory.resources.departures import CaptureStatus, capture_status, migration_departures
+from llm_observatory.resources.odbc import (
+    DEFAULT_FETCH_BYTES,
+    DEFAULT_VALUE_BYTES,
+    OVERSIZED_KEYS_PER_QUERY,
+    OdbcRead,
+    odbc_target,
+)
 from llm_observatory.resources.source_types import UnsupportedTypeError, lake_schema
 from llm_observatory.resources.source_types import arrow_type_for as arrow_type_for
 from llm_observatory.resources.urls import display_url, redact
@@ -40,6 +48,10 @@ ISOLATION_LEVELS = (
     "SNAPSHOT",
     "SERIALIZABLE",
 )
+# How partitions are read: "auto" picks ADBC for PostgreSQL, ODBC (arrow-odbc) for SQL Server and
+# SQLAlchemy for the rest; any of them may be forced (CI runs PostgreSQL and SQLite over ODBC).
+READ_PATHS = ("auto", "adbc", "odbc", "sqlalchemy")
+_AUTO_READ_PATHS = {"postgresql": "adbc", "mssql": "odbc"}
 # ADBC runs raw statements: one fixed statement per level, no text is ever formatted in.
 POSTGRESQL_SET_ISOLATION = {
     level: "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL " + level
@@ -106,6 +118,12 @@ class SourceDatabase(dg.ConfigurableResource):
     # Days before now whose rows are read in hourly slices, so no query holds more than an hour
     # of the hot end of a table.
     recent_days: int = 2
+    # How partitions and changes are read (READ_PATHS); "auto" by the database.
+    reader: str = "auto"
+    # ODBC reads: values up to this many bytes travel in bulk (larger ones are read by key),
+    # and the transfer buffer of one fetch.
+    odbc_value_bytes: int = DEFAULT_VALUE_BYTES
+    odbc_fetch_bytes: int = DEFAULT_FETCH_BYTES
 
     _engine: sa.Engine | None = PrivateAttr(default=None)
     _described: dict = PrivateAttr(default_factory=dict)
@@ -177,9 +195,14 @@ class SourceDatabase(dg.ConfigurableResource):
         """All rows with `start <= event_time < end`, as a bound-parameter select."""
         selected = [source.table.c[name] for name in columns] if columns else list(source.table.c)
         return sa.select(*selected).where(
-            source.event_time >= sa.bindparam("range_start", self.bind_time(start)),
-            source.event_time < sa.bindparam("range_end", self.bind_time(end)),
+            source.event_time >= self._bound("range_start", start, source.event_time),
+            source.event_time < self._bound("range_end", end, source.event_time),
         )
+
+    def _bound(self, name: str, moment: dt.datetime, column: sa.Column) -> sa.BindParameter:
+        """A time bound typed as the column it is compared with (ODBC binds text, and SQL
+        Server's `datetime` takes it at millisecond precision only; see `odbc.py`)."""
+        return sa.bindparam(name, self.bind_time(moment), type_=column.type)
 
     def count_rows(self, source: SourceTable, start: dt.datetime, end: dt.datetime) -> int:
         query = (
@@ -290,17 +313,19 @@ class SourceDatabase(dg.ConfigurableResource):
             connection.close()
 
     def _stream_sqlalchemy(
-        self, queries: Iterable[sa.Select], schema: pa.Schema
+        self, queries: Iterable[sa.Select], schema: pa.Schema, rows_per_batch: int | None = None
     ) -> Iterator[pa.RecordBatch]:
-        """The queries' rows on one connection, each query in its own transaction."""
+        """The queries' rows on one connection, each query in its own transaction, in batches
+        of `rows_per_batch` (the resource's `batch_rows` by default)."""
+        per_batch = rows_per_batch or self.batch_rows
         try:
             with self.engine.connect() as connection:
                 connection = self._isolated(connection)
                 for query in queries:
                     result = connection.execution_options(
-                        stream_results=True, yield_per=self.batch_rows
+                        stream_results=True, yield_per=per_batch
                     ).execute(query)
-                    for rows in result.partitions(self.batch_rows):
+                    for rows in result.partitions(per_batch):
                         columns = list(zip(*rows)) if rows else [[] for _ in schema]
                         yield pa.record_batch(
                             [
@@ -366,9 +391,9 @@ class SourceDatabase(dg.ConfigurableResource):
     ) -> sa.Select:
         """Rows whose change column lies in `(after, up_to]` (all up to `up_to` without `after`)."""
         column = source.table.c[source.spec.change_column]
-        conditions = [column <= sa.bindparam("changed_up_to", self.bind_time(up_to))]
+        conditions = [column <= self._bound("changed_up_to", up_to, column)]
         if after is not None:
-            conditions.insert(0, column > sa.bindparam("changed_after", self.bind_time(after)))
+            conditions.insert(0, column > self._bound("changed_after", after, column))
         return sa.select(*source.table.c).where(*conditions)
 
     def change_slices(
@@ -408,12 +433,64 @@ class SourceDatabase(dg.ConfigurableResource):
         for batch in read_ahead(self._stream_select(queries, source), depth=2):
             yield conform_batch(batch, source.arrow_schema)
 
+    def read_path(self) -> str:
+        """The reader partitions and changes go through: ADBC, ODBC or SQLAlchemy."""
+        chosen = (self.reader or "auto").strip().lower()
+        if chosen not in READ_PATHS:
+            raise ValueError(
+                f"LLM_OBS_SOURCE_READER={self.reader!r} is not one of {', '.join(READ_PATHS)}"
+            )
+        if chosen == "auto":
+            return _AUTO_READ_PATHS.get(self.dialect_name, "sqlalchemy")
+        if chosen == "adbc" and self.dialect_name != "postgresql":
+            raise ValueError(
+                f"LLM_OBS_SOURCE_READER=adbc reads PostgreSQL only, not {self.dialect_name}"
+            )
+        return chosen
+
     def _stream_select(
         self, queries: Iterable[sa.Select], source: SourceTable
     ) -> Iterator[pa.RecordBatch]:
-        if self.dialect_name == "postgresql":
+        path = self.read_path()
+        if path == "adbc":
             return self._stream_adbc_postgresql(queries)
+        if path == "odbc":
+            return self._stream_odbc(queries, source)
         return self._stream_sqlalchemy(queries, source.arrow_schema)
+
+    def _stream_odbc(
+        self, queries: Iterable[sa.Select], source: SourceTable
+    ) -> Iterator[pa.RecordBatch]:
+        """The queries' rows over ODBC on one connection, each in its own transaction.
+
+        Rows holding a value above `odbc_value_bytes` come out of the bulk stream and are read
+        again by key, with the query's own predicate, a few at a time (`odbc.py`)."""
+        read = OdbcRead(
+            target=odbc_target(self.sa_url, self.odbc_value_bytes),
+            isolation_level=self.dialect_isolation_level(),
+            batch_rows=self.batch_rows,
+            value_bytes=self.odbc_value_bytes,
+            fetch_bytes=self.odbc_fetch_bytes,
+        )
+        key = source.table.c[source.spec.key]
+        try:
+            read.open()
+            for query in queries:
+                oversized: list = []
+                for batch, keys in read.batches(query, source.spec.key, source.arrow_schema):
+                    oversized.extend(keys)
+                    if batch.num_rows:
+                        yield batch
+                for start in range(0, len(oversized), OVERSIZED_KEYS_PER_QUERY):
+                    chunk = oversized[start : start + OVERSIZED_KEYS_PER_QUERY]
+                    keys = sa.bindparam("oversized", chunk, expanding=True)
+                    yield from self._stream_sqlalchemy(
+                        [query.where(key.in_(keys))], source.arrow_schema, rows_per_batch=1
+                    )
+        except arrow_odbc.Error as error:
+            raise SourceError(describe_error(self.sa_url, error)) from None
+        finally:
+            read.close()
 
     def rows_by_keys(self, source: SourceTable, keys: list) -> Iterator[pa.RecordBatch]:
         """The current rows of the given keys (primary-key lookups, bound parameters)."""

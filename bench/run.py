@@ -252,6 +252,39 @@ def worker_floor(args: argparse.Namespace) -> dict:
     }
 
 
+# The source read paths `make bench` compares on the same day: ADBC (PostgreSQL's own), ODBC
+# (SQL Server's, here through Debian's PostgreSQL ODBC driver) and SQLAlchemy (row by row).
+READ_PATHS = ("adbc", "odbc", "sqlalchemy")
+AIM_ODBC_SHARE_OF_ADBC = 0.9
+
+
+def worker_read(args: argparse.Namespace) -> dict:
+    """The day streamed through one read path of the source resource, batches discarded: the
+    read as bronze does it (conformed to the lake's schema), without the writer."""
+    from llm_observatory.resources.source import SourceDatabase
+    from llm_observatory.tables import table_spec
+
+    reader = args.worker.removeprefix("read-")
+    source = SourceDatabase(url=os.environ["BENCH_SOURCE_URL"], reader=reader)
+    described = source.describe_table(table_spec(TABLE))
+    start, end = day_bounds(args.day)
+    rss_before = _status_kib("VmRSS") * 1024
+    cpu_before = os.times()
+    started = time.perf_counter()
+    rows = batches = 0
+    for batch in source.stream_range(described, start, end):
+        rows += batch.num_rows
+        batches += 1
+    wall = time.perf_counter() - started
+    source.dispose()
+    return {
+        "path": args.worker,
+        "rows": rows,
+        "batches": batches,
+        **_process_figures(wall, cpu_before, rss_before),
+    }
+
+
 def _lake_files_bytes(location) -> tuple[int, int]:
     """(bytes, files) of the data files in the current version of a Delta table."""
     from llm_observatory.io.delta_lake import open_table
@@ -899,6 +932,7 @@ def run_worker(args: argparse.Namespace) -> int:
         "history-sync": worker_history_sync,
         "dlt-connectorx": worker_dlt,
         "dlt-pyarrow": worker_dlt,
+        **{f"read-{path}": worker_read for path in READ_PATHS},
     }.get(
         args.worker, worker_materialize
     )
@@ -1665,6 +1699,11 @@ def measure_size(
     for round_number in range(1, args.repeats + 1):
         floors.append(child("floor", f"floor-{round_number}"))
         bronzes.append(child("bronze", f"bronze-{round_number}"))
+    read_paths: dict[str, list[dict]] = {}
+    for round_number in range(1, 1 if args.skip_read_paths else args.repeats + 1):
+        for path in READ_PATHS:
+            figures = child(f"read-{path}", f"read-{path}-{round_number}")
+            read_paths.setdefault(path, []).append(figures)
     streamed: dict[int, dict] = {}
     for count in () if args.skip_streams else (2, 4):
         streamed[count] = child("bronze", f"bronze-{count}-streams", streams=count)
@@ -1710,6 +1749,9 @@ def measure_size(
     elif not args.skip_reconcile:
         say("--skip-full: no silver to reconcile, reconciliation skipped")
     result = summarize(source, warmup, floors, bronzes, fulls, reconciles, dlts, streamed)
+    if read_paths:
+        result["read_paths"] = read_path_summary(read_paths, floors)
+        result["aims"]["odbc_share_of_adbc_rows_per_second"] = result["read_paths"]["aim"]
     result["spot_check"] = spot_check_cost(url, day)
     say(spot_check_lines(result["spot_check"])[0])
     if args.profile:
@@ -1759,6 +1801,45 @@ def spot_check_cost(url: str, day: str, rows: int = SPOT_CHECK_ROWS, seed: str =
         "copy_seconds": copy_seconds,
         "share_of_copy_seconds": sample_seconds / max(copy_seconds, 1e-9),
     }
+
+
+def read_path_summary(runs: dict[str, list[dict]], floors: list[dict]) -> dict:
+    """Best rows/s and worst peak RSS per read path, beside the floor of the same run."""
+    summary = {}
+    for path, figures in {"floor": floors, **runs}.items():
+        fastest = best(figures)
+        summary[path] = {
+            "rows": fastest["rows"],
+            "rows_per_second": fastest["rows"] / fastest["seconds"],
+            "peak_rss_bytes": max(item["peak_rss_bytes"] for item in figures),
+        }
+    share = summary["odbc"]["rows_per_second"] / summary["adbc"]["rows_per_second"]
+    return {
+        "paths": summary,
+        "aim": {
+            "aim": f"ODBC reads >= {AIM_ODBC_SHARE_OF_ADBC:.0%} of ADBC's rows/s at no more memory",
+            "value": share,
+            "shown": f"{share:.0%}, peak {summary['odbc']['peak_rss_bytes'] / MIB:,.0f} MiB vs "
+            f"{summary['adbc']['peak_rss_bytes'] / MIB:,.0f} MiB",
+            "met": share >= AIM_ODBC_SHARE_OF_ADBC
+            and summary["odbc"]["peak_rss_bytes"] <= summary["adbc"]["peak_rss_bytes"],
+        },
+    }
+
+
+def read_path_lines(read_paths: dict) -> list[str]:
+    paths = read_paths["paths"]
+    floor = paths["floor"]["rows_per_second"]
+    return [
+        "source read paths (the day streamed and discarded, best round; ODBC through Debian's "
+        "PostgreSQL driver, not SQL Server's): "
+        + "; ".join(
+            f"{path} {figures['rows_per_second']:,.0f} rows/s "
+            f"({figures['rows_per_second'] / floor:.0%} of the floor), "
+            f"peak {figures['peak_rss_bytes'] / MIB:,.0f} MiB"
+            for path, figures in paths.items()
+        )
+    ]
 
 
 def spot_check_lines(cost: dict) -> list[str]:
@@ -2089,6 +2170,8 @@ def format_table(result: dict) -> str:
         lines.append(f"aim {name}: {aim['aim']}: {shown} -> {'met' if aim['met'] else 'MISSED'}")
     if result.get("reconcile"):
         lines.extend(reconciliation_lines(result["reconcile"]))
+    if result.get("read_paths"):
+        lines.extend(read_path_lines(result["read_paths"]))
     if result.get("spot_check"):
         lines.extend(spot_check_lines(result["spot_check"]))
     if result.get("sync"):
@@ -2209,6 +2292,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip bronze with 2 and 4 parallel source streams")
     parser.add_argument("--skip-dlt", action="store_true",
                         help="skip dlt's sql_database (connectorx and pyarrow backends)")
+    parser.add_argument("--skip-read-paths", action="store_true",
+                        help="skip the source read paths (ADBC, ODBC, SQLAlchemy) on the day")
     parser.add_argument("--skip-sync", action="store_true",
                         help="skip the incremental sync of a 1 %% change after the full load "
                              "(it changes the source, so it runs last)")
@@ -2241,7 +2326,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Internal: one measured child.
     parser.add_argument("--worker", choices=("floor", "bronze", "full", "reconcile", "sync",
                                              "history-full", "history-sync",
-                                             "dlt-connectorx", "dlt-pyarrow"),
+                                             "dlt-connectorx", "dlt-pyarrow",
+                                             *(f"read-{path}" for path in READ_PATHS)),
                         help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)

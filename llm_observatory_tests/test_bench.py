@@ -83,6 +83,14 @@ def test_quick_bench_writes_its_report(postgres_server, tmp_path):
         if not line["path"].startswith(("floor", "reconcile")):
             assert line["lake_to_source_bytes"] > 0
 
+    # The day through each read path of the source (SQL Server's ODBC one among them), beside
+    # the floor, every row read by each.
+    assert "source read paths" in completed.stdout
+    read_paths = result["read_paths"]["paths"]
+    assert set(read_paths) == {"floor", "adbc", "odbc", "sqlalchemy"}
+    assert all(path["rows"] == QUICK_ROWS for path in read_paths.values())
+    assert "odbc_share_of_adbc_rows_per_second" in result["aims"]
+
     assert result["floor"]["best"]["copy_bytes"] > 0
     assert result["bronze"]["best"]["lake_bytes_by_table"]["bronze"] > 0
     assert all(result["bronze"]["best"]["checks"].values())

@@ -14,6 +14,8 @@ import dagster as dg
 
 from llm_observatory.resources.source import READ_PATHS
 from llm_observatory.resources.source_load import (
+    DEFAULT_HOLD_SECONDS,
+    DEFAULT_LATENCY_LIMIT_MS,
     DEFAULT_MAX_QUERIES,
     check_source_load,
     configured_pool_limit,
@@ -77,6 +79,17 @@ def source_max_queries() -> int:
     """The most queries the migration may run against the source at once (agreed with the
     DBA): streams x the `llm_obs_source` pool limit must stay within it."""
     return _whole_number("LLM_OBS_SOURCE_MAX_QUERIES", DEFAULT_MAX_QUERIES)
+
+
+def source_latency_limit_ms() -> int:
+    """A copy waits before reading while the source's latency probe (the newest event time, an
+    index seek) takes longer than this many milliseconds."""
+    return _whole_number("LLM_OBS_SOURCE_LATENCY_LIMIT_MS", DEFAULT_LATENCY_LIMIT_MS)
+
+
+def source_hold_seconds() -> int:
+    """How long a copy waits for the source to recover before it fails, unread."""
+    return _whole_number("LLM_OBS_SOURCE_HOLD_SECONDS", DEFAULT_HOLD_SECONDS)
 
 
 def source_streams():

@@ -9,21 +9,31 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import mssql
 
 from llm_observatory import settings
 from llm_observatory.assets.bronze import bronze_asset
+from llm_observatory.assets.monitoring import source_health
 from llm_observatory.automation import source_changes_sensor
 from llm_observatory.checks.spot_check import sample_rows
 from llm_observatory.definitions import defs
 from llm_observatory.layout import bronze_location
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
-from llm_observatory.resources.source_load import SOURCE_POOL, configured_pool_limit
+from llm_observatory.resources.source_load import (
+    SOURCE_POOL,
+    activity_query,
+    configured_pool_limit,
+    probe_latency,
+    source_activity,
+)
 from llm_observatory.synthetic.generator import generate_source
 from llm_observatory.tables import LLM_INTERACTIONS, LOGS
 from llm_observatory_tests.helpers import control_beside
@@ -195,3 +205,116 @@ def test_the_spot_check_walk_reaches_every_row_and_those_sharing_an_instant(tmp_
     assert set(keys) <= drawn
     assert len(drawn) >= 0.9 * len(everyone)
     source.dispose()
+
+
+@pytest.fixture
+def locked_logs(postgres_url, tmp_path, monkeypatch):
+    """A PostgreSQL source with a day of rows, a lake, and a function that takes an ACCESS
+    EXCLUSIVE lock on `logs` from a second connection (what a DBA's long ALTER would hold)."""
+    generate_source(postgres_url, start_date=DAY, days=1, rows_per_day=300, seed=6)
+    monkeypatch.setenv("LLM_OBS_SOURCE_LATENCY_LIMIT_MS", "300")
+    lake = LakeResource(url=str(tmp_path / "lake"))
+    resources = {
+        "source": SourceDatabase(url=postgres_url),
+        "lake": lake,
+        "control": control_beside(lake),
+    }
+    locker = sa.create_engine(postgres_url)
+    connections = []
+
+    def lock():
+        connection = locker.connect()
+        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql("LOCK TABLE logs IN ACCESS EXCLUSIVE MODE")
+        connections.append(connection)
+        return connection
+
+    yield resources, lake, lock
+    for connection in connections:
+        connection.close()
+    locker.dispose()
+
+
+def _copy_logs(resources) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [bronze_asset(LOGS)],
+        partition_key=DAY.isoformat(),
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def test_a_partition_is_held_back_while_the_source_is_locked(locked_logs, monkeypatch):
+    resources, lake, lock = locked_logs
+    monkeypatch.setenv("LLM_OBS_SOURCE_HOLD_SECONDS", "120")
+    held = lock()
+    outcome: dict = {}
+    copying = threading.Thread(target=lambda: outcome.update(result=_copy_logs(resources)))
+    copying.start()
+    time.sleep(6)
+    # Held back while the lock stands: nothing read, nothing written.
+    assert copying.is_alive()
+    assert not (Path(bronze_location(lake, LOGS).uri) / "_delta_log").exists()
+    held.rollback()  # the lock is released
+    copying.join(timeout=120)
+    assert not copying.is_alive()
+    result = outcome["result"]
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("bronze__logs")
+    metadata = materialization.metadata
+    source = resources["source"]
+    start = dt.datetime.combine(DAY, dt.time(), tzinfo=dt.UTC)
+    day_rows = source.count_rows(source.describe_table(LOGS), start, start + dt.timedelta(days=1))
+    assert metadata["dagster/row_count"].value == day_rows > 0
+    assert metadata["held_back_seconds"].value >= 5
+    assert metadata["source_probe_ms"].value <= 300
+
+
+def test_a_partition_held_back_too_long_fails_in_one_line_unread(locked_logs, monkeypatch):
+    resources, lake, lock = locked_logs
+    monkeypatch.setenv("LLM_OBS_SOURCE_HOLD_SECONDS", "3")
+    lock()
+    result = _copy_logs(resources)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message
+    assert "bronze/logs 2026-11-01 held back" in message and "\n" not in message.strip()
+    assert "over LLM_OBS_SOURCE_LATENCY_LIMIT_MS=300" in message
+    assert not (Path(bronze_location(lake, LOGS).uri) / "_delta_log").exists()
+
+
+def test_the_health_of_the_source_names_the_migration_login_s_sessions(locked_logs):
+    resources, _, lock = locked_logs
+    source = resources["source"]
+    lock()
+    blocked = threading.Thread(
+        target=lambda: probe_latency(source, source.describe_table(LOGS), 3_000)
+    )
+    blocked.start()
+    time.sleep(1)
+    activity = source_activity(source)
+    blocked.join()
+    # The locker idles in its transaction; the probe waits on the lock.
+    states = {(row["state"], row["waiting_on"]) for row in activity}
+    assert ("idle in transaction", "Client") in states
+    assert ("active", "Lock") in states
+    assert all(row["sessions"] >= 1 for row in activity)
+    compiled = str(activity_query("mssql").compile(dialect=mssql.dialect()))
+    assert "sys.dm_exec_requests" in compiled and "suser_sname()" in compiled
+
+
+def test_the_source_health_asset_records_the_probe_and_the_sessions(locked_logs):
+    resources, _, lock = locked_logs
+    source = resources["source"]
+    healthy = dg.materialize([source_health], resources={"source": source})
+    assert healthy.success
+    [check] = healthy.get_asset_check_evaluations()
+    assert check.passed
+    lock().exec_driver_sql("LOCK TABLE llm_interactions IN ACCESS EXCLUSIVE MODE")
+    slow = dg.materialize([source_health], resources={"source": source})
+    [check] = slow.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    [materialization] = slow.asset_materializations_for_node("monitoring__source_health")
+    assert materialization.metadata["source_probe_ms"].value >= 300
+    assert materialization.metadata["migration_sessions"].value >= 1

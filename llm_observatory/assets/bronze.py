@@ -21,7 +21,9 @@ from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.resources.source_load import (
     SOURCE_POOL,
+    SourceSlowError,
     check_source_load,
+    hold_while_slow,
     pool_limit_in_force,
 )
 from llm_observatory.tables import TABLES, TableSpec
@@ -72,6 +74,19 @@ def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
             raise dg.Failure(str(error)) from None
         with day_lease(context, control, table.name, day):
             described = source.describe_table(table)
+            # A struggling source gets no new partition: the copy waits (bounded) while the
+            # latency probe is over its limit, before its first query on the table's rows.
+            try:
+                health = hold_while_slow(
+                    source,
+                    described,
+                    settings.source_latency_limit_ms(),
+                    settings.source_hold_seconds(),
+                    context.log,
+                    f"bronze/{table.name} {day}",
+                )
+            except SourceSlowError as error:
+                raise dg.Failure(str(error)) from None
             location = bronze_location(lake, table)
             # Read before the copy: every change after the copy began lies above it, so the first
             # incremental cycle starts from the oldest of these over the copied days.
@@ -119,6 +134,7 @@ def bronze_asset(table: TableSpec) -> dg.AssetsDefinition:
                     "dagster/row_count": summary.rows,
                     **progress.metadata(),
                     "source_bytes_read": progress.bytes,
+                    **health,
                     "lake_bytes": summary.bytes,
                     "files": len(summary.files),
                     "delta_version": summary.version,

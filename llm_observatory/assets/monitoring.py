@@ -20,16 +20,23 @@ import polars as pl
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from llm_observatory import settings
 from llm_observatory.assets.silver import silver_key
 from llm_observatory.io.delta_lake import current_files, open_table
 from llm_observatory.layout import silver_location
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase, SourceError, SourceTable
-from llm_observatory.resources.source_load import SOURCE_POOL
+from llm_observatory.resources.source_load import (
+    SOURCE_POOL,
+    probe_latency,
+    source_activity,
+)
 from llm_observatory.tables import LLM_INTERACTIONS
 
 QUERY_LATENCY_KEY = dg.AssetKey(["monitoring", "query_latency"])
 ANSWERED_CHECK = "every_query_answered_on_the_lake"
+SOURCE_HEALTH_KEY = dg.AssetKey(["monitoring", "source_health"])
+PROBE_WITHIN_LIMIT_CHECK = "source_probe_within_latency_limit"
 WEEK_DAYS = 7
 
 
@@ -348,4 +355,44 @@ def query_latency(
     )
 
 
-monitoring_assets = [query_latency]
+@dg.asset(
+    key=SOURCE_HEALTH_KEY,
+    group_name="monitoring",
+    pool=SOURCE_POOL,
+    description=(
+        "The source's own health while the migration reads it: the latency probe (newest event "
+        "time, an index seek) against LLM_OBS_SOURCE_LATENCY_LIMIT_MS, and what the migration "
+        "login's sessions are doing (pg_stat_activity; sys.dm_exec_requests on SQL Server) "
+        "grouped by state and wait. Materialize it during a backfill (e.g. every few minutes); "
+        "each bronze copy records its own probe and how long it was held back."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(
+            PROBE_WITHIN_LIMIT_CHECK,
+            asset=SOURCE_HEALTH_KEY,
+            description="WARN while the probe exceeds its limit: new partitions are held back.",
+        )
+    ],
+)
+def source_health(context: dg.AssetExecutionContext, source: SourceDatabase):
+    limit_ms = settings.source_latency_limit_ms()
+    probe_ms = probe_latency(source, source.describe_table(LLM_INTERACTIONS), limit_ms)
+    activity = source_activity(source)
+    yield dg.MaterializeResult(
+        metadata={
+            "source_probe_ms": dg.MetadataValue.float(round(probe_ms, 1)),
+            "latency_limit_ms": limit_ms,
+            "migration_sessions": sum(row["sessions"] for row in activity),
+            "waiting_sessions": sum(row["sessions"] for row in activity if row["waiting_on"]),
+            "activity": dg.MetadataValue.json(activity),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name=PROBE_WITHIN_LIMIT_CHECK,
+        passed=probe_ms <= limit_ms,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"source_probe_ms": round(probe_ms, 1), "latency_limit_ms": limit_ms},
+    )
+
+
+monitoring_assets = [query_latency, source_health]

@@ -11,10 +11,19 @@ instance's configured default limit and again by each copy against the limit in 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy as sa
 import yaml
+
+from llm_observatory.resources.source import (
+    SourceDatabase,
+    SourceError,
+    SourceTable,
+    describe_error,
+)
 
 SOURCE_POOL = "llm_obs_source"
 DEFAULT_MAX_QUERIES = 4
@@ -68,3 +77,156 @@ def pool_is_full(instance: dg.DagsterInstance) -> bool:
     (a sensor's query) waits for a later tick then, so it never adds a query beyond the cap."""
     info = instance.event_log_storage.get_concurrency_info(SOURCE_POOL)
     return info.limit is not None and len(info.claimed_slots) >= info.limit
+
+
+# --------------------------------------------------------------------------- the source's health
+
+DEFAULT_LATENCY_LIMIT_MS = 2_000
+DEFAULT_HOLD_SECONDS = 1_800
+
+
+class SourceSlowError(RuntimeError):
+    """The source stayed slower than its latency limit for longer than a copy may wait."""
+
+
+def probe_latency(source: SourceDatabase, described: SourceTable, limit_ms: int) -> float:
+    """Milliseconds the source takes for the newest event time of the table (an index seek
+    that takes no time on a healthy source). The probe never waits much past `limit_ms`:
+    PostgreSQL cancels it (statement_timeout, bound as a parameter), SQL Server's driver
+    abandons it (the connection's query timeout); a cancelled probe counts as its wait."""
+    query = sa.select(sa.func.max(described.event_time))
+    started = time.perf_counter()
+    try:
+        with source.engine.connect() as connection:
+            if source.dialect_name == "postgresql":
+                connection.execute(
+                    sa.select(
+                        sa.func.set_config(
+                            "statement_timeout", sa.bindparam("timeout", str(limit_ms)), True
+                        )
+                    )
+                )
+            elif source.dialect_name == "mssql":
+                connection.connection.driver_connection.timeout = max(1, -(-limit_ms // 1000))
+            connection.execute(query)
+            connection.rollback()
+    except sa.exc.OperationalError:
+        pass  # cancelled past the limit: its wait is the measure
+    except sa.exc.SQLAlchemyError as error:
+        raise SourceError(describe_error(source.sa_url, error)) from None
+    return (time.perf_counter() - started) * 1000
+
+
+def _pg_activity() -> sa.Select:
+    activity = sa.table(
+        "pg_stat_activity",
+        sa.column("usename"),
+        sa.column("pid"),
+        sa.column("state"),
+        sa.column("wait_event_type"),
+        sa.column("query_start", sa.DateTime(timezone=True)),
+    )
+    c = activity.c
+    return (
+        sa.select(
+            c.state,
+            c.wait_event_type.label("waiting_on"),
+            sa.func.count().label("sessions"),
+            sa.func.max(
+                sa.func.extract("epoch", sa.func.clock_timestamp() - c.query_start)
+            ).label("longest_seconds"),
+        )
+        .where(c.usename == sa.func.current_user(), c.pid != sa.func.pg_backend_pid())
+        .group_by(c.state, c.wait_event_type)
+    )
+
+
+def _mssql_activity() -> sa.Select:
+    requests = sa.table(
+        "dm_exec_requests",
+        sa.column("session_id"),
+        sa.column("status"),
+        sa.column("wait_type"),
+        sa.column("total_elapsed_time"),
+        sa.column("blocking_session_id"),
+        schema="sys",
+    )
+    sessions = sa.table(
+        "dm_exec_sessions", sa.column("session_id"), sa.column("login_name"), schema="sys"
+    )
+    r = requests.c
+    return (
+        sa.select(
+            r.status.label("state"),
+            r.wait_type.label("waiting_on"),
+            sa.func.count().label("sessions"),
+            (sa.func.max(r.total_elapsed_time) / 1000.0).label("longest_seconds"),
+        )
+        .select_from(requests.join(sessions, r.session_id == sessions.c.session_id))
+        .where(
+            sessions.c.login_name == sa.func.suser_sname(),
+            r.session_id != sa.literal_column("@@SPID"),
+        )
+        .group_by(r.status, r.wait_type)
+    )
+
+
+def activity_query(dialect_name: str) -> sa.Select | None:
+    """What the migration login's other sessions are doing on the source, grouped by state and
+    wait: `pg_stat_activity` on PostgreSQL, `sys.dm_exec_requests` on SQL Server (needs VIEW
+    SERVER STATE, or VIEW DATABASE STATE on Azure SQL); None where there is no such view."""
+    return {"postgresql": _pg_activity, "mssql": _mssql_activity}.get(dialect_name, lambda: None)()
+
+
+def source_activity(source: SourceDatabase) -> list[dict]:
+    query = activity_query(source.dialect_name)
+    if query is None:
+        return []
+    try:
+        with source.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+    except sa.exc.SQLAlchemyError as error:
+        raise SourceError(describe_error(source.sa_url, error)) from None
+    return [
+        {
+            "state": row["state"],
+            "waiting_on": row["waiting_on"],
+            "sessions": int(row["sessions"]),
+            "longest_seconds": None
+            if row["longest_seconds"] is None
+            else round(float(row["longest_seconds"]), 3),
+        }
+        for row in rows
+    ]
+
+
+def hold_while_slow(
+    source: SourceDatabase,
+    described: SourceTable,
+    limit_ms: int,
+    hold_seconds: float,
+    log,
+    what: str,
+) -> dict:
+    """Waits before `what` reads the source while the latency probe exceeds `limit_ms`,
+    probing again every few seconds; `SourceSlowError` (one line) once it has waited
+    `hold_seconds`. Returns the probe's last figure and how long it held back."""
+    started = time.monotonic()
+    every = max(0.5, min(10.0, hold_seconds / 10))
+    while True:
+        probe_ms = probe_latency(source, described, limit_ms)
+        held = time.monotonic() - started
+        if probe_ms <= limit_ms:
+            return {"source_probe_ms": round(probe_ms, 1), "held_back_seconds": round(held, 1)}
+        if held >= hold_seconds:
+            raise SourceSlowError(
+                f"{what} held back {held:,.0f} s and not read: the source's latency probe took "
+                f"{probe_ms:,.0f} ms, over LLM_OBS_SOURCE_LATENCY_LIMIT_MS={limit_ms} for "
+                f"longer than LLM_OBS_SOURCE_HOLD_SECONDS={hold_seconds:g}; run it again once "
+                "the source recovers"
+            )
+        log.warning(
+            f"{what} held back: the source's latency probe took {probe_ms:,.0f} ms, over "
+            f"{limit_ms} ms; probing again in {every:g} s"
+        )
+        time.sleep(every)

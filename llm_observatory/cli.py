@@ -727,7 +727,8 @@ def _sync_leases_held(tables) -> list[str]:
     from llm_observatory.resources.control import ControlDatabase
     from llm_observatory.resources.leases import current_holder, sync_resource
 
-    control = ControlDatabase(url=settings.control_url())
+    # The URL itself, not the EnvVar naming it (whose text is the variable's name).
+    control = ControlDatabase(url=settings.resolved(settings.control_url()))
     now = dt.datetime.now(dt.UTC)
     held = []
     try:

@@ -204,6 +204,7 @@ def _sql_server_table() -> SourceTable:
         sa.Column("prompt", mssql.NVARCHAR(None)),
         sa.Column("payload", mssql.VARBINARY(None)),
         sa.Column("seen_at", mssql.DATETIMEOFFSET(7)),
+        sa.Column("request_id", mssql.UNIQUEIDENTIFIER()),
         sa.Column("last_modified", mssql.DATETIME2(7)),
     )
     schema = pa.schema([pa.field(c.name, arrow_type_for(c.type)) for c in table.c])
@@ -224,6 +225,8 @@ def test_the_sql_server_statement_is_bounded_and_binds_every_value():
     assert f"AS {odbc.OVERSIZED}" in sql
     # datetimeoffset travels as its UTC datetime2.
     assert "CAST(switchoffset(llm_interactions.seen_at, '+00:00') AS DATETIME2(7))" in sql
+    # A uniqueidentifier as SQL Server spells it, which its fingerprint hashes.
+    assert "CAST(llm_interactions.request_id AS VARCHAR(36)) AS request_id" in sql
     # Bounds are `?` parameters, as ISO 8601 text SQL Server reads in any language; the
     # `datetime` column's at milliseconds, which is all `datetime` accepts.
     assert "2026" not in sql
@@ -299,3 +302,34 @@ def test_the_demo_and_its_sync_run_through_odbc_and_say_go(odbc_drivers, tmp_pat
     report = run_cli(["report"], tmp_path, LLM_OBS_SOURCE_READER="odbc")
     assert report.returncode == 0, report.stdout + report.stderr
     assert "Verdict: GO" in report.stdout
+
+
+def test_a_uuid_column_reads_as_the_same_text_on_every_path(odbc_drivers, postgres_url):
+    """PostgreSQL's `uuid` arrives from ADBC as 16 raw bytes, from psqlODBC as text and from
+    psycopg as `uuid.UUID`: the lake holds the same canonical text from each."""
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "CREATE TABLE llm_interactions (interaction_id uuid PRIMARY KEY, "
+                '"timestamp" timestamptz NOT NULL, session uuid, model_name text, '
+                "latency_ms integer, last_modified timestamptz NOT NULL)"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO llm_interactions SELECT gen_random_uuid(), :start + n * interval "
+                "'1 minute', CASE WHEN n % 3 = 0 THEN NULL ELSE gen_random_uuid() END, 'm', n, "
+                ":start "
+                "FROM generate_series(0, 99) AS n"
+            ),
+            {"start": START},
+        )
+        expected = connection.execute(
+            sa.text("SELECT interaction_id::text, session::text FROM llm_interactions")
+        ).all()
+    engine.dispose()
+    for reader in ("adbc", "odbc", "sqlalchemy"):
+        rows = _read_all(SourceDatabase(url=postgres_url, reader=reader), LLM_INTERACTIONS)
+        got = sorted(zip(rows["interaction_id"].to_pylist(), rows["session"].to_pylist()))
+        assert got == sorted(tuple(row) for row in expected), reader

@@ -197,7 +197,11 @@ def unbounded(column: sa.ColumnElement, value_bytes: int, dialect_name: str) -> 
 
 
 def _projected(column: sa.ColumnElement, dialect_name: str) -> sa.ColumnElement:
-    """A column as ODBC reads it: `datetimeoffset` becomes its UTC `datetime2`."""
+    """A column as ODBC reads it: `datetimeoffset` becomes its UTC `datetime2`; a UUID its
+    database's own text (ODBC's GUID is upper case, PostgreSQL's `uuid::text` lower case, and
+    the fingerprints hash each database's own spelling)."""
+    if isinstance(column.type, sa.Uuid):
+        return sa.cast(column, sa.String(36)).label(column.name)
     if dialect_name == "mssql" and isinstance(column.type, mssql.DATETIMEOFFSET):
         utc = sa.func.switchoffset(column, sa.literal_column("'+00:00'"))
         return sa.cast(utc, mssql.DATETIME2(7)).label(column.name)

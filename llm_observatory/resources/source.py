@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import arrow_odbc
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
@@ -602,8 +603,10 @@ def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     arrays = []
     for field in schema:
         column = batch.column(batch.schema.get_field_index(field.name))
-        if isinstance(column.type, pa.ExtensionType):
+        if isinstance(column.type, pa.BaseExtensionType):
             column = column.storage
+        if pa.types.is_string(field.type) and column.type == pa.binary(16):
+            column = uuid_text(column)  # PostgreSQL's uuid through ADBC: 16 raw bytes
         timestamps = pa.types.is_timestamp(field.type) and pa.types.is_timestamp(column.type)
         if timestamps and column.type.tz is None:
             column = pc.assume_timezone(column, "UTC")
@@ -611,6 +614,27 @@ def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
             column = pc.cast(column, field.type)
         arrays.append(column)
     return pa.record_batch(arrays, schema=schema)
+
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype="S1")
+# Where the dashes go in a UUID's 36 characters, and where each of its 32 hex digits goes.
+_UUID_DIGIT_POSITIONS = [n for n in range(36) if n not in (8, 13, 18, 23)]
+
+
+def uuid_text(raw: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """16-byte UUIDs as their canonical lower-case text (`8-4-4-4-12`), NULLs kept; vectorised,
+    no Python object per value."""
+    if isinstance(raw, pa.ChunkedArray):
+        raw = raw.combine_chunks()
+    data = np.frombuffer(raw.buffers()[1], dtype=np.uint8, count=16 * (raw.offset + len(raw)))
+    octets = data.reshape(-1, 16)[raw.offset :]
+    digits = np.empty((len(raw), 32), dtype="S1")
+    digits[:, 0::2] = _HEX_DIGITS[octets >> 4]
+    digits[:, 1::2] = _HEX_DIGITS[octets & 0x0F]
+    text = np.full((len(raw), 36), b"-", dtype="S1")
+    text[:, _UUID_DIGIT_POSITIONS] = digits
+    values = pa.array(text.view("S36").ravel(), type=pa.binary(36)).cast(pa.string())
+    return pc.if_else(pc.is_valid(raw), values, pa.scalar(None, pa.string()))
 
 
 # SQLite has no hash function; checks that order or fingerprint rows in SQL call this one.

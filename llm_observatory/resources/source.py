@@ -472,6 +472,7 @@ class SourceDatabase(dg.ConfigurableResource):
             batch_rows=self.batch_rows,
             value_bytes=self.odbc_value_bytes,
             fetch_bytes=self.odbc_fetch_bytes,
+            batch_bytes=self.adbc_batch_bytes,
         )
         key = source.table.c[source.spec.key]
         try:

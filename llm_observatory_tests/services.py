@@ -553,6 +553,13 @@ class AzuriteServer:
     def log_path(self) -> Path:
         return self.workdir / "azurite.log"
 
+    @property
+    def debug_log_path(self) -> Path:
+        """Azurite's debug log, written when started with ``request_log=True``: every request's
+        method, URL and headers (Content-Length of each upload) and every response's headers
+        (Content-Length of each download) and listing body, by request id."""
+        return self.workdir / "debug.log"
+
     def abfs_url(self, container: str, path: str = "") -> str:
         """``abfs://container@devstoreaccount1.dfs.core.windows.net/path`` (path without a
         leading slash); delta-rs sends its requests to ``blob_endpoint`` given storage_options."""
@@ -601,8 +608,12 @@ def _cleanup_stale_azurite() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def start_azurite(attempts: int = 3) -> AzuriteServer:
+def start_azurite(attempts: int = 3, *, request_log: bool = False) -> AzuriteServer:
     """Start Azurite's blob service on 127.0.0.1 and a free port; wait until the port answers.
+
+    ``request_log=True`` keeps the access log (each request in ``log_path``, a GET with its
+    response bytes) and writes the debug log (``debug_log_path``), from which the bytes moved
+    each way are counted; it grows by about 5 KB per request.
 
     Raises :class:`ServiceUnavailable` with the reason and Azurite's output.
     """
@@ -623,7 +634,7 @@ def start_azurite(attempts: int = 3) -> AzuriteServer:
             "--inMemoryPersistence",
             "--skipApiVersionCheck",  # the Python SDKs may be newer than the emulator
             "--loose",
-            "--silent",
+            *(["--debug", str(workdir / "debug.log")] if request_log else ["--silent"]),
             # Telemetry is on by default and would call out to the internet at every start.
             "--disableTelemetry",
         ]

@@ -6,7 +6,10 @@ The inventory comes from the database catalog where there is one (SQL Server's
 and `pg_total_relation_size`), with rows per UTC day from a grouped count over the event-time
 index. Speeds come from what runs in this Dagster instance measured (bronze materializations for
 the source side, silver for the workers, sync cycles for the daily load); where nothing ran yet,
-the figures measured on the reference machine stand in, and the plan says so.
+the figures measured on the reference machine stand in, and the plan says so. What crosses the
+link between the data centre and Azure, per topology, is modelled in `traffic.py` from bronze's
+bytes (this instance's bytes per row where its runs measured them), the source's bytes and the
+table-days.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sqlalchemy as sa
 from llm_observatory.resources.source import SourceDatabase, SourceError, describe_error
 from llm_observatory.resources.urls import display_url
 from llm_observatory.tables import TableSpec
+from llm_observatory.traffic import Topology, fastest, layer_bytes, topologies
 
 DEFAULT_BANDWIDTH_MBPS = 100.0
 DEFAULT_STREAMS = 4
@@ -57,6 +61,8 @@ class Speeds:
     compression_measured_runs: int
     sync_seconds_per_cycle: float | None
     sync_measured_cycles: int
+    # Bronze bytes per source row, by table (median of its bronze runs), where measured.
+    lake_bytes_per_row: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,6 +82,11 @@ class Plan:
     daily_rows: float
     daily_incremental_hours: float
     assumptions: list[str]
+    # What crosses the link between the data centre and Azure, per topology (traffic.py).
+    table_days: int = 0
+    bronze_bytes_estimate: int = 0
+    topologies: list[Topology] = field(default_factory=list)
+    fastest_topology: str = ""
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -120,8 +131,38 @@ class Plan:
             f"Daily incremental load: {self.daily_rows:,.0f} rows/day -> "
             f"{_duration(self.daily_incremental_hours)}",
         ]
+        lines += self._topology_lines()
         lines += [f"Assumption: {text}" for text in self.assumptions]
         return "\n".join(lines)
+
+    def _topology_lines(self) -> list[str]:
+        if not self.topologies:
+            return []
+        lines = [
+            "",
+            f"Across the link at {self.bandwidth_mbps:,.0f} Mbps each way (up: data centre -> "
+            f"Azure, down: Azure -> data centre), {self.table_days:,} table-days, about "
+            f"{_size(self.bronze_bytes_estimate)} of bronze:",
+            "",
+            "| topology | up | down | link time | whole migration |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for topology in self.topologies:
+            marker = " (fastest)" if topology.name == self.fastest_topology else ""
+            lines.append(
+                f"| {topology.name}{marker} | {_size(topology.up_bytes)} | "
+                f"{_size(topology.down_bytes)} | {_duration(topology.network_hours)} | "
+                f"{_duration(topology.hours)} ({topology.limited_by}) |"
+            )
+        on_premises = self.topologies[0]
+        lines += ["", f"What crosses with the {on_premises.name}:"]
+        lines += [
+            f"  {line.direction:>4} {_size(line.bytes):>10}  {line.name}"
+            for line in on_premises.lines
+            if line.crosses and line.bytes
+        ]
+        lines.append(f"Fastest: {self.fastest_topology}")
+        return lines
 
 
 def _duration(hours: float) -> str:
@@ -269,13 +310,19 @@ def _recent_metadata(instance, key, limit: int = RECENT_RUNS) -> list[dict]:
 
 def measured_speeds(instance, tables: tuple[TableSpec, ...]) -> Speeds:
     extract, workers, compression, sync = [], [], [], []
+    per_row: dict[str, float] = {}
     if instance is not None:
         for table in tables:
+            table_per_row = []
             for meta in _recent_metadata(instance, ["bronze", table.name]):
                 if meta.get("rows", 0) and meta.get("rows_per_second"):
                     extract.append(float(meta["rows_per_second"]))
                 if meta.get("source_bytes_read") and meta.get("lake_bytes"):
                     compression.append(meta["lake_bytes"] / meta["source_bytes_read"])
+                if meta.get("rows", 0) and meta.get("lake_bytes"):
+                    table_per_row.append(meta["lake_bytes"] / meta["rows"])
+            if table_per_row:
+                per_row[table.name] = statistics.median(table_per_row)
             for meta in _recent_metadata(instance, ["silver", table.name]):
                 if meta.get("rows", 0) and meta.get("rows_per_second"):
                     workers.append(float(meta["rows_per_second"]))
@@ -293,6 +340,7 @@ def measured_speeds(instance, tables: tuple[TableSpec, ...]) -> Speeds:
         compression_measured_runs=len(compression),
         sync_seconds_per_cycle=statistics.median(sync) if sync else None,
         sync_measured_cycles=len(sync),
+        lake_bytes_per_row=per_row,
     )
 
 
@@ -331,6 +379,20 @@ def build_plan(
         "workers (silver + gold)": total_rows / (streams * speeds.worker_rows_per_s) / 3600,
     }
     bottleneck = max(hours, key=hours.get)
+    bronze_bytes = 0.0
+    for item in items:
+        if item.table in speeds.lake_bytes_per_row:
+            bronze_bytes += item.rows * speeds.lake_bytes_per_row[item.table]
+        else:
+            table_bytes = item.bytes if item.bytes is not None else item.rows * 2_200
+            bronze_bytes += table_bytes * speeds.lake_to_source_bytes
+    table_days = sum(item.days for item in items)
+    found = topologies(
+        layer_bytes(total_bytes, bronze_bytes, table_days),
+        bandwidth_mbps,
+        hours["source (extraction streams)"],
+        hours["workers (silver + gold)"],
+    )
     # The three overlap (partitions flow through them), so the slowest sets the pace.
     migration_hours = hours[bottleneck]
     daily_rows = 0.0
@@ -360,4 +422,8 @@ def build_plan(
         daily_rows=daily_rows,
         daily_incremental_hours=daily_hours,
         assumptions=assumptions,
+        table_days=table_days,
+        bronze_bytes_estimate=int(bronze_bytes),
+        topologies=found,
+        fastest_topology=fastest(found).name,
     )

@@ -4,6 +4,7 @@ estimate's arithmetic and its bottleneck, and the command's table and JSON."""
 import datetime as dt
 import json
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
@@ -17,6 +18,18 @@ from llm_observatory.plan import (
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.synthetic.generator import DefectRates, generate_source
 from llm_observatory.tables import TABLES
+from llm_observatory.traffic import (
+    BRONZE,
+    DOWN,
+    IN_AZURE,
+    LAKE,
+    ON_PREMISES,
+    READ_BACK_READS,
+    SOURCE,
+    SPLIT,
+    TERMS,
+    UP,
+)
 from llm_observatory_tests.test_cli import run_cli
 
 START = dt.date(2026, 11, 1)
@@ -77,6 +90,57 @@ def test_a_thin_network_is_the_bottleneck(tmp_path):
     assert interactions.rows == 100 and interactions.rows_source == "count"
 
 
+def test_each_topology_counts_the_lines_that_cross_its_link(tmp_path):
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    generate_source(url, start_date=START, days=3, rows_per_day=200, seed=4)
+    source = SourceDatabase(url=url)
+    plan = build_plan(source, TABLES, None, streams=4, bandwidth_mbps=10)
+    source.dispose()
+    assert plan.table_days == 9  # 3 tables x 3 days
+    bronze = plan.total_source_bytes * REFERENCE_LAKE_TO_SOURCE
+    assert plan.bronze_bytes_estimate == pytest.approx(bronze, abs=1)
+    topologies = {topology.name: topology for topology in plan.topologies}
+    assert list(topologies) == [ON_PREMISES, IN_AZURE, SPLIT]
+    stage = {term.name: term.stage for term in TERMS}
+    assert len(stage) == len(TERMS)  # every line has a name of its own
+    far = {ON_PREMISES: {BRONZE, LAKE}, IN_AZURE: {SOURCE}, SPLIT: {BRONZE}}
+    for name, topology in topologies.items():
+        assert [line.name for line in topology.lines] == [term.name for term in TERMS]
+        for line in topology.lines:
+            assert line.crosses == (stage[line.name] in far[name])
+        for direction, total in ((UP, topology.up_bytes), (DOWN, topology.down_bytes)):
+            assert total == sum(
+                line.bytes
+                for line in topology.lines
+                if line.crosses and line.direction == direction
+            )
+        link = max(topology.up_bytes, topology.down_bytes) / (10e6 / 8) / 3600
+        assert topology.network_hours == pytest.approx(link)
+        assert topology.hours == max(
+            link, plan.hours["source (extraction streams)"], plan.hours["workers (silver + gold)"]
+        )
+    on_premises, in_azure, split = (topologies[name] for name in (ON_PREMISES, IN_AZURE, SPLIT))
+    # In Azure, the rows cross once as the source holds them; nothing comes back.
+    assert (in_azure.up_bytes, in_azure.down_bytes) == (plan.total_source_bytes, 0)
+    lines = {line.name: line.bytes for line in on_premises.lines}
+    assert lines["bronze upload"] == pytest.approx(bronze, abs=1)
+    assert lines["read-back verification (bronze)"] == pytest.approx(
+        READ_BACK_READS * bronze, abs=1
+    )
+    assert lines["silver from bronze"] == pytest.approx(2 * bronze, abs=1)
+    # On-premises everything but reading the rows crosses; split sends bronze alone.
+    assert on_premises.up_bytes > split.up_bytes >= lines["bronze upload"]
+    assert on_premises.down_bytes > split.down_bytes > 0
+    assert on_premises.down_bytes > on_premises.up_bytes
+    assert (
+        plan.fastest_topology == min(plan.topologies, key=lambda t: (t.hours, t.network_hours)).name
+    )
+    text = plan.to_text()
+    assert f"Fastest: {plan.fastest_topology}" in text
+    assert "  down" in text and "read-back verification (bronze)" in text
+    assert f"| {plan.fastest_topology} (fastest) |" in text
+
+
 def test_the_sql_server_inventory_is_the_guides_partition_stats_query():
     text = str(mssql_inventory_query("llm_interactions").compile(dialect=mssql.dialect()))
     assert "sys.dm_db_partition_stats" in text
@@ -98,3 +162,12 @@ def test_plan_command_prints_the_table_and_json_with_measured_speeds(tmp_path):
     assert data["speeds"]["extract_measured_runs"] == 6
     assert data["bottleneck"] in data["hours"]
     assert {item["table"] for item in data["inventory"]} == {t.name for t in TABLES}
+    assert [topology["name"] for topology in data["topologies"]] == [ON_PREMISES, IN_AZURE, SPLIT]
+    assert data["fastest_topology"] in {ON_PREMISES, IN_AZURE, SPLIT}
+    assert all(
+        {"up_bytes", "down_bytes", "network_hours", "hours", "lines"} <= set(topology)
+        for topology in data["topologies"]
+    )
+    # This instance measured its bronze bytes per row, table by table.
+    assert set(data["speeds"]["lake_bytes_per_row"]) == {t.name for t in TABLES}
+    assert "| worker on-premises" in text.stdout and "Fastest: " in text.stdout

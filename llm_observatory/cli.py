@@ -209,18 +209,24 @@ def _backfill_days(job, instance, backfill_id, leases, tables, days, selection, 
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def report(out=sys.stdout) -> int:
-    """Builds the cutover report through Dagster and prints it; 0 on GO, 1 on NO-GO."""
+def report(out=sys.stdout, full: bool = False) -> int:
+    """Builds the cutover report through Dagster and prints it; 0 on GO, 1 on NO-GO.
+
+    `full`: re-read every file of the lake, also on Azure (where by default each file's
+    properties and a seeded sample are checked)."""
     _prepare_environment()
     import dagster as dg
 
     from llm_observatory.assets.report import CUTOVER_REPORT_KEY
     from llm_observatory.definitions import CUTOVER_REPORT_JOB, defs
 
+    run_config = dict(QUIET_RUN_CONFIG)
+    if full:
+        run_config["ops"] = {CUTOVER_REPORT_KEY.to_python_identifier(): {"config": {"full": True}}}
     result = defs.resolve_job_def(CUTOVER_REPORT_JOB).execute_in_process(
         instance=dg.DagsterInstance.get(),
         raise_on_error=False,
-        run_config=QUIET_RUN_CONFIG,
+        run_config=run_config,
         tags={"llm_observatory/command": "report"},
     )
     if not result.success:
@@ -892,7 +898,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--table", action="append", dest="tables", help="a source table (repeatable)"
     )
 
-    commands.add_parser("report", help="build and print the cutover report (GO / NO-GO)")
+    report_parser = commands.add_parser(
+        "report", help="build and print the cutover report (GO / NO-GO)"
+    )
+    report_parser.add_argument(
+        "--full",
+        action="store_true",
+        help="re-read every lake file to check its SHA-256 (the default on a local lake; on "
+        "Azure the storage service's properties of each file and a seeded sample are checked)",
+    )
 
     verify_parser = commands.add_parser(
         "verify",
@@ -1035,7 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "backfill":
             return backfill(args.start, args.end, args.tables)
         if args.command == "report":
-            return report()
+            return report(full=args.full)
         if args.command == "sync":
             return sync(
                 args.tables,

@@ -23,6 +23,9 @@ from llm_observatory.tables import TableSpec
 GO, NO_GO = "GO", "NO-GO"
 # Days named in a reason before "... (N in all)".
 SHOWN_DAYS = 5
+# On Azure, the share of each lake table's files the report re-reads in full besides checking
+# every file's properties (at least one file per table).
+REPORT_SAMPLE_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,15 @@ class CutoverReport:
     checksum_failures: list[dict] = field(default_factory=list)
     quarantine_by_rule: dict[str, dict[str, int]] = field(default_factory=dict)
     files_verified: int = 0
+    # How the files were verified (checks/checksums.py): `full` re-reads every file, `metadata`
+    # asks the service for each file's properties and re-reads a seeded sample and any file
+    # whose properties differ from its upload's.
+    checksum_mode: str = "full"
+    files_by_metadata: int = 0
+    files_reread: int = 0
+    files_sampled: int = 0
+    bytes_reread: int = 0
+    sample_seed: str = ""
     # Per asset and check: partitions whose latest result passed / failed (fingerprints,
     # spot checks, checksums... as the UI shows them per partition).
     check_results: list[dict] = field(default_factory=list)
@@ -236,6 +248,12 @@ class CutoverReport:
                 "missing_checks": self.missing_checks,
                 "checksum_failures": self.checksum_failures,
                 "files_verified": self.files_verified,
+                "checksum_mode": self.checksum_mode,
+                "files_by_metadata": self.files_by_metadata,
+                "files_reread": self.files_reread,
+                "files_sampled": self.files_sampled,
+                "bytes_reread": self.bytes_reread,
+                "sample_seed": self.sample_seed,
                 "quarantine_by_rule": self.quarantine_by_rule,
                 "check_results": self.check_results,
                 "rotation_period_days": self.rotation_period_days,
@@ -279,7 +297,17 @@ class CutoverReport:
         for name, rules in self.quarantine_by_rule.items():
             for rule, count in sorted(rules.items()):
                 lines.append(f"- {name}: `{rule}` {count:,}")
-        lines += ["", f"## Checksums ({self.files_verified:,} files re-read now)", ""]
+        lines += ["", f"## Checksums ({self.files_verified:,} files verified now)", ""]
+        if self.checksum_mode == "metadata":
+            lines += [
+                f"{self.files_by_metadata:,} confirmed by the storage service's properties "
+                f"(size, Content-MD5 and ETag as uploaded), {self.files_reread:,} re-read in "
+                f"full ({self.bytes_reread:,} bytes; a sample of {self.files_sampled:,} seeded "
+                f"`{self.sample_seed}`). `llm-observatory report --full` re-reads every file.",
+                "",
+            ]
+        else:
+            lines += [f"Every file re-read in full ({self.bytes_reread:,} bytes).", ""]
         if not self.checksum_failures:
             lines.append("Every file matches the SHA-256 recorded when it was committed.")
         for failure in self.checksum_failures:
@@ -387,11 +415,34 @@ def last_source_day(source: SourceDatabase, tables: tuple[TableSpec, ...]) -> dt
     return latest.date() if latest else None
 
 
+@dataclass
+class LakeChecksums:
+    """The files of some days in every lake table, checked (see `verify_lake_checksums`)."""
+
+    failures: list[dict] = field(default_factory=list)
+    mode: str = "full"
+    files: int = 0
+    by_metadata: int = 0
+    reread: int = 0
+    sampled: int = 0
+    bytes_reread: int = 0
+
+
 def verify_lake_checksums(
-    lake: LakeResource, tables: tuple[TableSpec, ...], days: list[str]
-) -> tuple[list[dict], int]:
-    """Re-reads every current file of the given days in every lake table of the tables."""
-    from llm_observatory.checks.checksums import verify_checksums_by_day
+    lake: LakeResource,
+    tables: tuple[TableSpec, ...],
+    days: list[str],
+    *,
+    full: bool | None = None,
+    sample_fraction: float = REPORT_SAMPLE_FRACTION,
+    seed: str = "",
+) -> LakeChecksums:
+    """Checks every current file of the given days in every lake table of the tables.
+
+    `full`: re-read every file; by default only on a local lake. On Azure each file's
+    properties are compared with its upload's and `sample_fraction` of each table's files
+    (at least one; chosen by `seed`) are re-read (checks/checksums.py)."""
+    from llm_observatory.checks.checksums import FULL, METADATA, verify_checksums_by_day
     from llm_observatory.layout import daily_metrics_location
 
     locations = []
@@ -402,13 +453,27 @@ def verify_lake_checksums(
             (f"silver/_quarantine/{table.name}", quarantine_location(lake, table)),
         ]
     locations.append(("gold/daily_metrics", daily_metrics_location(lake)))
-    failures, files = [], 0
+    if full is None:
+        full = not lake.is_azure
+    mode = FULL if full else METADATA
+    result = LakeChecksums(mode=mode)
+    failures = result.failures
     wanted_days = set(days)
     for name, location in locations:
-        for day, verdict in sorted(verify_checksums_by_day(location, by_day=True).items()):
-            if day not in wanted_days:
-                continue
-            files += verdict.files_checked
+        verdicts = verify_checksums_by_day(
+            location,
+            by_day=True,
+            mode=mode,
+            sample_fraction=sample_fraction,
+            seed=seed,
+            days=wanted_days,
+        )
+        for day, verdict in sorted(verdicts.items()):
+            result.files += verdict.files_checked
+            result.by_metadata += verdict.files_by_metadata
+            result.reread += verdict.files_reread
+            result.sampled += verdict.files_sampled
+            result.bytes_reread += verdict.bytes_checked
             if not verdict.passed:
                 example = (
                     [m["path"] for m in verdict.mismatched] + verdict.missing + verdict.unrecorded
@@ -423,7 +488,7 @@ def verify_lake_checksums(
                         "example": example,
                     }
                 )
-    return failures, files
+    return result
 
 
 def quarantine_reasons(lake: LakeResource, tables: tuple[TableSpec, ...]) -> dict:

@@ -17,7 +17,6 @@ from llm_observatory.assets.bronze import bronze_assets
 from llm_observatory.assets.gold import gold_assets
 from llm_observatory.assets.silver import silver_assets
 from llm_observatory.checks.checksums import checksum_result
-from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.checks.quality import silver_rule_results
 from llm_observatory.checks.row_counts import bronze_matches_source
 from llm_observatory.checks.timestamps import timestamp_results
@@ -29,7 +28,7 @@ from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.synthetic.generator import DefectRates, generate_source
 from llm_observatory.tables import LLM_INTERACTIONS, TABLES
-from llm_observatory_tests.helpers import control_beside
+from llm_observatory_tests.helpers import control_beside, migrate_clean_day
 
 DAY = dt.date(2026, 11, 1)
 
@@ -37,25 +36,8 @@ DAY = dt.date(2026, 11, 1)
 @pytest.fixture
 def migrated_in_instance(postgres_url, tmp_path):
     """One clean day migrated with every check, in an instance that keeps the results."""
-    generate_source(
-        postgres_url,
-        start_date=DAY,
-        days=1,
-        rows_per_day=300,
-        seed=5,
-        defects=DefectRates(missing_hour=None),
-    )
-    source = SourceDatabase(url=postgres_url)
     lake = LakeResource(url=str(tmp_path / "lake"))
-    instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        [*bronze_assets, *silver_assets, *gold_assets, *integrity_checks],
-        partition_key=DAY.isoformat(),
-        resources={"source": source, "lake": lake, "control": control_beside(lake)},
-        instance=instance,
-    )
-    assert result.success
-    assert all(e.passed for e in result.get_asset_check_evaluations())
+    source, instance = migrate_clean_day(postgres_url, lake, control_beside(lake), DAY)
     return source, lake, instance
 
 
@@ -260,18 +242,22 @@ def test_the_spot_check_sample_is_seeded_and_drawn_in_the_source(migrated):
     assert sample("a") != sample("b")
     assert 15 <= len(set(sample("a"))) <= 25  # 25 instants; two may reach the same row
     positions = sample_positions(DAY, 25, "a")
-    compiled = str(sample_query(source, described, DAY, positions, "a").compile(
-        dialect=mssql.dialect()
-    ))
-    # Per instant: a seek for the first event time at or after it, then the lowest hash among
+    sql_server = SourceDatabase(url="mssql+pyodbc://migrator@sqlhost/prod")
+    compiled = str(
+        sample_query(sql_server, described, DAY, positions, "a").compile(dialect=mssql.dialect())
+    )
+    # One statement for every instant, from one parameter (a JSON array of the instants):
+    # per instant a seek for the first event time at or after it, then the lowest hash among
     # that instant's rows; the day itself is never ordered.
-    assert compiled.count("SELECT TOP ") == 25 and compiled.count("max(") == 0
-    assert compiled.count("HASHBYTES('MD5'") == 25 and compiled.count("min(") == 25
-    assert "UNION ALL" in compiled
+    assert compiled.count("SELECT TOP ") == 1 and compiled.count("max(") == 0
+    assert compiled.count("HASHBYTES('MD5'") == 1 and compiled.count("min(") == 1
+    assert "FROM openjson(:positions) AS instants" in compiled
+    assert "CAST(instants.value AS" in compiled
+    assert "UNION" not in compiled and "2026" not in compiled
 
 
 def test_the_spot_check_works_on_sqlite(tmp_path):
-    from llm_observatory.checks.spot_check import sample_positions, sample_query
+    from llm_observatory.checks.spot_check import sample_positions, sample_query, sample_rows
 
     url = f"sqlite:///{tmp_path / 'src.sqlite'}"
     generate_source(url, start_date=DAY, days=1, rows_per_day=50, seed=3)
@@ -279,11 +265,15 @@ def test_the_spot_check_works_on_sqlite(tmp_path):
     described = source.describe_table(LLM_INTERACTIONS)
     positions = sample_positions(DAY, 10, "seed")
     query = sample_query(source, described, DAY, positions, "seed")
-    rows = [r for b in source.stream_query(query, described.arrow_schema) for r in b.to_pylist()]
-    assert len(rows) == 10  # one per instant
-    assert rows == [
-        r for b in source.stream_query(query, described.arrow_schema) for r in b.to_pylist()
-    ]
+    key_schema = pa.schema([described.arrow_schema.field("interaction_id")])
+    picks = [r for b in source.stream_query(query, key_schema) for r in b.to_pylist()]
+    assert len(picks) == 10  # one per instant
+    assert all(pick["interaction_id"] is not None for pick in picks)
+    assert picks == [r for b in source.stream_query(query, key_schema) for r in b.to_pylist()]
+    sample = sample_rows(source, described, DAY, 10, "seed")
+    assert sample.column("interaction_id").to_pylist() == list(
+        dict.fromkeys(pick["interaction_id"] for pick in picks)
+    )
 
 
 def report_for(source, lake, instance):
@@ -301,6 +291,8 @@ def test_the_report_says_go_for_a_clean_lake_and_no_go_once_a_file_is_corrupted(
     clean = report_for(source, lake, instance)
     assert clean.verdict == "GO", clean.reasons()
     assert clean.files_verified > 0
+    # A local lake is re-read whole: reading it is cheap.
+    assert (clean.checksum_mode, clean.files_reread) == ("full", clean.files_verified)
     results = {(r["asset"], r["check"]): (r["passed"], r["failed"]) for r in clean.check_results}
     assert results[("silver/llm_interactions", "reconciles_with_source")] == (1, 0)
     assert results[("bronze/llm_interactions", "spot_check_matches_source")] == (1, 0)

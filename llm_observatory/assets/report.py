@@ -92,8 +92,10 @@ def build_cutover_report(
     control: ControlDatabase,
     *,
     rotation_period_days: int | None = None,
+    full: bool | None = None,
 ) -> CutoverReport:
-    """`rotation_period_days`: LLM_OBS_ROTATION_DAYS unless given."""
+    """`rotation_period_days`: LLM_OBS_ROTATION_DAYS unless given; `full`: re-read every file
+    (by default only on a local lake; on Azure the service's properties and a sample)."""
     if rotation_period_days is None:
         rotation_period_days = settings.rotation_days()
     now = dt.datetime.now(dt.UTC)
@@ -106,8 +108,9 @@ def build_cutover_report(
     accounts = account_days(source, lake, TABLES, first_day, last_day)
     days_with_rows = sorted({a.day for a in accounts if a.source_rows or a.bronze_rows})
     # Evidence that may have changed since the checks ran is taken again now: the counts
-    # above, and every file's SHA-256 below, so the report never says GO from stale results.
-    checksum_failures, files_verified = verify_lake_checksums(lake, TABLES, days_with_rows)
+    # above, and every file below, so the report never says GO from stale results.
+    seed = now.isoformat(timespec="seconds")
+    checksums = verify_lake_checksums(lake, TABLES, days_with_rows, full=full, seed=seed)
     return CutoverReport(
         generated_at=now.isoformat(timespec="seconds"),
         lake=lake.describe(),
@@ -117,8 +120,14 @@ def build_cutover_report(
         failed_checks=failed_error_checks(instance, check_keys) if instance else [],
         missing_checks=missing_check_results(instance, check_keys, accounts) if instance else [],
         check_results=check_result_counts(instance, check_keys) if instance else [],
-        checksum_failures=checksum_failures,
-        files_verified=files_verified,
+        checksum_failures=checksums.failures,
+        files_verified=checksums.files,
+        checksum_mode=checksums.mode,
+        files_by_metadata=checksums.by_metadata,
+        files_reread=checksums.reread,
+        files_sampled=checksums.sampled,
+        bytes_reread=checksums.bytes_reread,
+        sample_seed=seed if checksums.mode == "metadata" else "",
         quarantine_by_rule=quarantine_reasons(lake, TABLES),
         reconciliation=reconciliation_coverages(control, accounts, rotation_period_days, now),
         rotation_period_days=rotation_period_days,
@@ -174,6 +183,13 @@ def missing_check_results(
     return missing
 
 
+class CutoverReportConfig(dg.Config):
+    """`full`: re-read every file of the lake (`llm-observatory report --full`). Unset: only
+    on a local lake; on Azure each file's properties and a seeded sample are checked."""
+
+    full: bool | None = None
+
+
 def write_report(lake: LakeResource, report: CutoverReport) -> str:
     location = lake.location("gold", "cutover_report")
     filesystem = location.filesystem
@@ -204,11 +220,14 @@ def write_report(lake: LakeResource, report: CutoverReport) -> str:
 )
 def cutover_report(
     context: dg.AssetExecutionContext,
+    config: CutoverReportConfig,
     source: SourceDatabase,
     lake: LakeResource,
     control: ControlDatabase,
 ):
-    report = build_cutover_report(source, lake, context.instance, migration_check_keys(), control)
+    report = build_cutover_report(
+        source, lake, context.instance, migration_check_keys(), control, full=config.full
+    )
     where = write_report(lake, report)
     context.log.info(report.verdict_line())
     yield dg.MaterializeResult(
@@ -220,6 +239,9 @@ def cutover_report(
             "missing_check_results": len(report.missing_checks),
             "checksum_failures": len(report.checksum_failures),
             "files_verified": report.files_verified,
+            "checksum_mode": report.checksum_mode,
+            "files_reread": report.files_reread,
+            "bytes_reread": report.bytes_reread,
             "days_not_reconciled_in_rotation": sum(
                 len(c.overdue_days) for c in report.reconciliation
             ),

@@ -1,4 +1,5 @@
-"""Bounded retries of a partition write whose files do not read back as written."""
+"""Bounded retries of a partition write whose files do not read back as written, or whose
+upload the storage service refused (a block's bytes arrived with another MD5)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from llm_observatory.io.delta_lake import ReadBackMismatchError
+from llm_observatory.io.uploads import UploadRefusedError
 
 WRITE_ATTEMPTS = 3
 T = TypeVar("T")
@@ -17,7 +19,7 @@ def write_with_read_back_retries(write_once: Callable[[], T], log, what: str) ->
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             return write_once()
-        except ReadBackMismatchError as error:
+        except (ReadBackMismatchError, UploadRefusedError) as error:
             if attempt == WRITE_ATTEMPTS:
                 raise
             log.warning(f"{what}: attempt {attempt}/{WRITE_ATTEMPTS} did not read back: {error}")

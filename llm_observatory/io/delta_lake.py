@@ -33,6 +33,7 @@ from deltalake.transaction import AddAction
 
 from llm_observatory.io.evidence import read_evidence, record_evidence
 from llm_observatory.io.native_memory import release_large_blocks_eagerly
+from llm_observatory.io.uploads import StoredBlob, open_upload, stored_blob
 from llm_observatory.resources.lake import LakeLocation
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ class CommitOutcomeUnknownError(LakeWriteError):
 
 
 class ReadBackMismatchError(LakeWriteError):
-    """A file read back from storage does not hash to what was written; nothing was committed.
+    """A file read back from storage does not hash to what was written (on Azure: the service
+    reports another size, Content-MD5 or ETag than the upload got); nothing was committed.
 
     The assets retry on it (a bounded number of times, Dagster `RetryPolicy`) before the run
     fails.
@@ -103,6 +105,10 @@ class WrittenFile:
     rows: int
     bytes: int
     sha256: str
+    # On Azure, from the upload (io/uploads.py): the file's MD5 (hex), checked block by block
+    # by the service on receipt, and the ETag the service gave the blob; None on a local lake.
+    md5: str | None = None
+    etag: str | None = None
 
 
 @dataclass
@@ -128,9 +134,23 @@ class _HashingSink:
         self._digest = hashlib.sha256()
         self.bytes_written = 0
         self.closed = False
+        self.abandoned = False
+
+    @property
+    def handle(self):
+        return self._handle
+
+    def abandon(self) -> None:
+        """The failure path: later bytes are dropped and an upload is never committed."""
+        self.abandoned = True
+        abort = getattr(self._handle, "abort", None)
+        if abort is not None:
+            abort()
 
     def write(self, data) -> int:
         view = memoryview(data)
+        if self.abandoned:
+            return view.nbytes
         self._digest.update(view)
         self._handle.write(view)
         self.bytes_written += view.nbytes
@@ -338,7 +358,8 @@ class _PartitionFiles:
             self.writer.container_ready = True
         full_path = f"{location.fs_path.rstrip('/')}/{self._relative_path}"
         self.writer.started_paths.append(full_path)
-        handle = location.filesystem.open(full_path, "wb")
+        # On Azure each block carries its MD5 and the service checks it on receipt.
+        handle = open_upload(location, full_path)
         self._sink = _HashingSink(handle)
         self._parquet = pq.ParquetWriter(
             self._sink,
@@ -365,6 +386,8 @@ class _PartitionFiles:
                     rows=self._stats.rows,
                     bytes=self._sink.bytes_written,
                     sha256=self._sink.sha256,
+                    md5=getattr(self._sink.handle, "md5", None),
+                    etag=getattr(self._sink.handle, "etag", None),
                 ),
                 self._stats.to_json(),
             )
@@ -552,8 +575,16 @@ class DeltaPartitionWriter:
         return summary
 
     def _verify_read_back(self) -> None:
-        """Every file, read back from storage, must hash to what was streamed out."""
+        """Every file, read back from storage, must hash to what was streamed out.
+
+        An Azure upload is not read back: the service checked every block's MD5 on receipt
+        (io/uploads.py), so one properties request per file confirms it holds the blob the
+        upload created (size, Content-MD5 and ETag), at no download.
+        """
         for written, _ in self.finished:
+            if written.etag is not None:
+                self._verify_stored(written)
+                continue
             try:
                 actual, size = read_back_sha256(self.location, written.path)
             except FileNotFoundError:
@@ -563,6 +594,18 @@ class DeltaPartitionWriter:
                     f"{self.location.uri}/{written.path}: wrote {written.bytes} bytes with "
                     f"SHA-256 {written.sha256}, storage returns {size} bytes with {actual}"
                 )
+
+    def _verify_stored(self, written: WrittenFile) -> None:
+        try:
+            stored = stored_blob(self.location, f"{self.location.fs_path}/{written.path}")
+        except FileNotFoundError:
+            stored = StoredBlob(size=0, md5=None, etag="missing", last_modified="")
+        if (stored.size, stored.md5, stored.etag) != (written.bytes, written.md5, written.etag):
+            raise ReadBackMismatchError(
+                f"{self.location.uri}/{written.path}: uploaded {written.bytes} bytes with MD5 "
+                f"{written.md5} as ETag {written.etag}, the service reports {stored.size} bytes "
+                f"with MD5 {stored.md5} as ETag {stored.etag}"
+            )
 
     def _commit(self, custom_metadata: dict[str, str]) -> CommitSummary:
         now_ms = int(time.time() * 1000)
@@ -698,6 +741,7 @@ class DeltaPartitionWriter:
         for files in self._partitions.values():
             try:
                 if files._parquet is not None:
+                    files._sink.abandon()
                     files._parquet.close()
                     files._sink.close()
             except Exception as error:  # noqa: BLE001 - best effort on the failure path

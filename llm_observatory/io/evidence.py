@@ -30,8 +30,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import TableNotFoundError
+from deltalake.schema import Field
 from deltalake.transaction import AddAction, RemoveAction
 
+from llm_observatory.io.uploads import open_upload
 from llm_observatory.resources.lake import LakeLocation
 
 logger = logging.getLogger(__name__)
@@ -50,8 +52,16 @@ EVIDENCE_SCHEMA = pa.schema(
         ("write_id", pa.string()),
         ("change_high_water", pa.string()),
         ("recorded_at", pa.timestamp("us", tz="UTC")),
+        # Azure only (io/uploads.py): the file's MD5 (hex), which the service checked on
+        # receipt and keeps as Content-MD5, and the ETag its upload got. Any later rewrite of
+        # the blob changes the ETag, whatever Content-MD5 and size the rewriter sets.
+        ("md5", pa.string()),
+        ("etag", pa.string()),
     ]
 )
+# Columns added after evidence tables were first written: added to an older table (as null for
+# its rows) before the first append that carries them.
+ADDED_COLUMNS = ("md5", "etag")
 
 
 def evidence_location(location: LakeLocation) -> LakeLocation:
@@ -89,11 +99,14 @@ def record_evidence(
             "write_id": [write_id] * len(files),
             "change_high_water": [change_high_water or None] * len(files),
             "recorded_at": [now] * len(files),
+            "md5": [entry.get("md5") for entry in files],
+            "etag": [entry.get("etag") for entry in files],
         },
         schema=EVIDENCE_SCHEMA,
     )
     evidence = evidence_location(location)
     table = _open(evidence) or _create(evidence)
+    table = _with_added_columns(table, evidence)
     _commit(table, evidence, [_put_file(evidence, rows, write_id)])
     if table.version() % MAX_FILES == 0:
         _compact(evidence)
@@ -122,13 +135,30 @@ def _create(evidence: LakeLocation) -> DeltaTable:
         return table
 
 
+def _with_added_columns(table: DeltaTable, evidence: LakeLocation) -> DeltaTable:
+    """The table with every column of EVIDENCE_SCHEMA, adding the newer ones to an old table
+    (a writer racing to do the same is harmless: the table is read again)."""
+    present = set(table.schema().to_arrow().names)
+    missing = [name for name in ADDED_COLUMNS if name not in present]
+    if not missing:
+        return table
+    try:
+        table.alter.add_columns([Field(name, "string", nullable=True) for name in missing])
+    except Exception:
+        table = _open(evidence)
+        present = set(table.schema().to_arrow().names)
+        if any(name not in present for name in missing):
+            raise
+    return _open(evidence)
+
+
 def _put_file(evidence: LakeLocation, rows: pa.Table, label: str) -> AddAction:
     """Writes `rows` as one Parquet file of the evidence table; returns its Add action."""
     sink = pa.BufferOutputStream()
     pq.write_table(rows, sink, compression="zstd")
     data = sink.getvalue()
     name = f"evidence-{label}-{uuid.uuid4().hex[:12]}.zstd.parquet"
-    with evidence.filesystem.open(f"{evidence.fs_path}/{name}", "wb") as handle:
+    with open_upload(evidence, f"{evidence.fs_path}/{name}") as handle:
         handle.write(data)
     stats = {"numRecords": rows.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
     return AddAction(name, data.size, {}, int(time.time() * 1000), True, json.dumps(stats))

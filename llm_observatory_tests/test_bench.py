@@ -51,6 +51,9 @@ def test_quick_bench_writes_its_report(postgres_server, tmp_path):
     paths = [line["path"] for line in result["lines"]]
     assert paths[0].startswith("floor") and paths[1].startswith("bronze")
     assert any(path.startswith("bronze+silver+gold") for path in paths)
+    # The command a user runs for the day, every check included, timed as a whole.
+    assert "backfill command: bronze+silver+gold+every check" in paths
+    assert {"backfill_ratio_to_floor", "backfill_peak_rss_mib"} <= result["aims"].keys()
     # The same bronze with the day's hours spread over 2 and 4 concurrent source queries.
     assert [path for path in paths if "parallel streams" in path] == [
         "bronze: 2 parallel streams (hourly slices)",

@@ -105,7 +105,11 @@ def build_cutover_report(
     newest_source_day = last_source_day(source, TABLES)
     if newest_source_day and newest_source_day > last_day:
         last_day = newest_source_day
-    accounts = account_days(source, lake, TABLES, first_day, last_day)
+    if full is None:
+        full = not lake.is_azure
+    # Re-reading every file, the rows are counted from the footers too; otherwise from the log,
+    # as the files are then checked by their ETag (a file changed since its commit fails that).
+    accounts = account_days(source, lake, TABLES, first_day, last_day, from_footers=full)
     days_with_rows = sorted({a.day for a in accounts if a.source_rows or a.bronze_rows})
     # Evidence that may have changed since the checks ran is taken again now: the counts
     # above, and every file below, so the report never says GO from stale results.

@@ -994,20 +994,45 @@ def commit_files(table: DeltaTable) -> list[dict]:
     return recorded
 
 
-def rows_per_day(location: LakeLocation) -> dict[str, int]:
+def rows_per_day(location: LakeLocation, from_footers: bool = True) -> dict[str, int]:
     """Rows per `date` partition of the current version, read from the data files' footers.
 
     The footers, not the log's statistics: a file changed in storage after its commit shows
     its real row count here. A file that cannot be read counts nothing (its rows are lost).
+    `from_footers=False`: from the log's row count of each file (a footer only where the log
+    has none), downloading nothing else; for a caller that verifies every file otherwise (the
+    report on Azure, which compares each file's ETag with its upload's).
     """
     table = open_table(location)
     if table is None:
         return {}
+    if not from_footers:
+        return _logged_rows_per_day(location, table)
     totals: dict[str, int] = {}
     for relative_path, partition in current_files(table, None):
         day = partition.get("date")
         key = day.isoformat() if hasattr(day, "isoformat") else str(day)
         totals[key] = totals.get(key, 0) + _footer_rows(location, relative_path)
+    return totals
+
+
+def _logged_rows_per_day(location: LakeLocation, table: DeltaTable) -> dict[str, int]:
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return {}
+    days = (
+        actions.column("partition.date").to_pylist()
+        if "partition.date" in actions.column_names
+        else [None] * actions.num_rows
+    )
+    totals: dict[str, int] = {}
+    for path, day, rows in zip(
+        actions.column("path").to_pylist(), days, actions.column("num_records").to_pylist()
+    ):
+        key = day.isoformat() if hasattr(day, "isoformat") else str(day)
+        if rows is None:
+            rows = _footer_rows(location, unquote(path))
+        totals[key] = totals.get(key, 0) + rows
     return totals
 
 

@@ -69,6 +69,13 @@ def test_report_prints_the_verdict_and_exits_zero_on_go(demo_home):
     assert "| llm_interactions |" in completed.stdout
 
 
+def test_report_full_re_reads_every_file(demo_home):
+    home, _ = demo_home
+    completed = run_cli(["report", "--full"], home)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "Every file re-read in full" in completed.stdout
+
+
 def test_report_says_no_go_when_a_day_is_missing_from_the_lake(demo_home, tmp_path):
     home, _ = demo_home
     # A fresh lake over the same source: nothing migrated, so nothing is accounted for.

@@ -6,23 +6,32 @@ memory) and, from reconciliation, the keys to remove from some days. The merge:
 - keeps, per key, the latest captured version; a version the lake already holds (a re-delivery
   from the overlap window) or one older than the lake's is dropped, so re-running a cycle
   changes nothing;
-- rewrites exactly the affected days of silver and quarantine (every `model=`/`hour=` folder of
-  such a day), dropping the old copies of changed keys wherever those days hold them (a row
-  whose event time or model changed moves partition) and adding the new versions, validated;
-- appends the new versions to bronze inside their event day, and removes deleted keys from it;
+- rewrites, in the affected days of silver and quarantine, only the data files that hold a
+  changed or removed key, without those keys (a row whose event time or model changed moves
+  partition), and adds the new versions, validated; the days' other files stay as they are;
+- appends the new versions to bronze inside their event day, and removes deleted keys from it
+  (again rewriting only the files that hold them);
 - records deletions under `silver/_deleted/<table>`; rebuilds gold for exactly those days;
 - and, before returning, proves from the committed files' footers that every affected day
   holds what was meant (rows kept + rows added) and that gold counts silver's rows.
+
+Which files hold a key is found by reading only the key column of the day's files (one
+column, a few per cent of a day's bytes; a file whose logged min/max of the key excludes every
+key is not read at all): no index to keep in step with the lake. Each table's commit removes
+exactly the files rewritten and adds their rewritten versions with the new rows, in one Delta
+transaction made against the version read (a concurrent rewrite makes it fail, nothing lost).
 
 Every commit carries the cycle's id, so an interrupted cycle can be found and undone.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +43,13 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from llm_observatory.io.delta_lake import (
+    DataFile,
     DeltaPartitionWriter,
     count_partition_rows,
+    data_files,
+    file_rows,
     open_table,
-    scan_partition,
+    scan_file,
     table_schema,
 )
 from llm_observatory.layout import (
@@ -68,6 +80,10 @@ REWRITE_BATCH_ROWS = 4_096
 # The merge's three writers (bronze, quarantine, silver) are open together and receive kept rows
 # partition by partition: a small buffer each is enough.
 MERGE_WRITER_BUFFER_BYTES = 8 * 1024 * 1024
+# Files whose key column is read at once to find the ones holding changed keys (on ADLS each
+# read is a couple of requests: a few in flight hide their latency).
+KEY_READ_THREADS = 4
+KEY_READ_BATCH_ROWS = 65_536
 EPOCH_DAY = dt.date(1970, 1, 1)
 
 
@@ -182,6 +198,9 @@ class MergeOutcome:
     quarantined_rows_added: int = 0
     removed_keys: int = 0
     deleted_recorded: int = 0
+    # Data files replaced by a rewrite without the changed keys, and the rows carried over.
+    files_rewritten: int = 0
+    rows_carried: int = 0
     days: list[str] = field(default_factory=list)
     broken_counts: Counter = field(default_factory=Counter)
 
@@ -195,6 +214,8 @@ class MergeOutcome:
             "removed_keys": self.removed_keys,
             "deleted_recorded": self.deleted_recorded,
             "days_rewritten": len(self.days),
+            "files_rewritten": self.files_rewritten,
+            "rows_carried": self.rows_carried,
         }
 
 
@@ -206,6 +227,24 @@ class KeySet:
 
     def __post_init__(self) -> None:
         self.hashes = np.unique(key_hashes(pa.array(list(self.keys)))) if self.keys else None
+        self._ordered: list | None = None
+
+    def any_within(self, low, high) -> bool:
+        """False only when no key can lie in [low, high] (a file's logged min/max of the key);
+        True when the bounds are unknown or not comparable with the keys."""
+        if not self.keys:
+            return False
+        if low is None or high is None:
+            return True
+        try:
+            if self._ordered is None:
+                self._ordered = sorted(self.keys)
+            if not all(type(bound) is type(self._ordered[0]) for bound in (low, high)):
+                return True
+            position = bisect.bisect_left(self._ordered, low)
+            return position < len(self._ordered) and self._ordered[position] <= high
+        except TypeError:
+            return True
 
     def mask(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
         if self.hashes is None or len(keys) == 0:
@@ -225,32 +264,63 @@ class KeySet:
 
 
 def lake_versions_of(
-    table: TableSpec, lake: LakeResource, days: Iterable[dt.date], wanted: KeySet
+    table: TableSpec,
+    lake: LakeResource,
+    days: Iterable[dt.date],
+    wanted: KeySet,
+    *,
+    tables: dict[str, DeltaTable | None] | None = None,
+    found_in: dict[tuple[str, dt.date], dict[str, set]] | None = None,
 ) -> dict[object, list[tuple[dt.date, int]]]:
-    """Where (day, version µs) the lake's silver and quarantine hold any of the wanted keys."""
+    """Where (day, version µs) the lake's silver and quarantine hold any of the wanted keys.
+
+    `tables`: silver and quarantine already opened (at the merge's read version). `found_in`
+    receives, per (table URI, day), every file of the day with the wanted keys it holds: the
+    merge then knows which files to rewrite without reading their keys again."""
     found: dict[object, list[tuple[dt.date, int]]] = defaultdict(list)
     days = list(days)
     if not days:
         return found
     # Each table opened once (an opening reads the log), not once per day.
+    tables = tables or {}
     locations = [
-        (location, open_table(location))
-        for location in (silver_location(lake, table), quarantine_location(lake, table))
+        (location, tables[name] if name in tables else open_table(location))
+        for name, location in (
+            ("silver", silver_location(lake, table)),
+            ("quarantine", quarantine_location(lake, table)),
+        )
     ]
-    for day in days:
-        for location, delta in locations:
-            if delta is None:
-                continue
-            columns = [table.key, table.change_column]
-            for batch in scan_partition(location, day_filter(day), columns, table=delta):
+    columns = [table.key, table.change_column]
+    for location, delta in locations:
+        if delta is None:
+            continue
+        candidates, files_of_day = [], {}
+        for day in days:
+            files = files_of_day[day] = {}
+            for entry in data_files(delta, day_filter(day), bounds_of=table.key):
+                files[entry.path] = set()
+                if wanted.any_within(entry.minimum, entry.maximum):
+                    candidates.append((day, entry))
+
+        def versions_in(candidate: tuple[dt.date, DataFile], location=location) -> list:
+            held = []
+            for batch in scan_file(location, candidate[1].path, columns, KEY_READ_BATCH_ROWS):
                 hits = wanted.mask(batch.column(0))
-                if not hits.any():
-                    continue
-                chosen = batch.filter(pa.array(hits))
-                for key, version in zip(
-                    chosen.column(0).to_pylist(), version_micros(chosen.column(1)).tolist()
-                ):
+                if hits.any():
+                    chosen = batch.filter(pa.array(hits))
+                    held += zip(
+                        chosen.column(0).to_pylist(), version_micros(chosen.column(1)).tolist()
+                    )
+            return held
+
+        with ThreadPoolExecutor(KEY_READ_THREADS) as pool:
+            for (day, entry), held in zip(candidates, pool.map(versions_in, candidates)):
+                for key, version in held:
                     found[key].append((day, version))
+                    files_of_day[day][entry.path].add(key)
+        if found_in is not None:
+            for day, files in files_of_day.items():
+                found_in[(location.uri, day)] = files
     return found
 
 
@@ -267,25 +337,74 @@ def _route(batch: pa.RecordBatch, table: TableSpec, source_schema: pa.Schema):
     return passing, failed, verdict.broken_counts
 
 
-def _keep_rows(
+def files_holding(
     location: LakeLocation,
-    day: dt.date,
-    table: TableSpec,
-    drop: KeySet,
-    columns: list[str],
     delta: DeltaTable | None,
-) -> Iterator[pa.RecordBatch]:
-    """The day's rows of a table as `delta` (opened at the merge's read version) holds them,
-    without the dropped keys (file columns only); files are decoded in a thread ahead of the
-    consumer, which encodes (pyarrow releases the GIL)."""
+    drops: dict[dt.date, KeySet],
+    key: str,
+    known: dict[dt.date, dict[str, set]] | None = None,
+) -> tuple[list[tuple[dt.date, DataFile]], Counter]:
+    """The data files of `drops`' days (as `delta`, opened at the merge's read version, holds
+    them) that hold any of the day's keys to drop, found by reading only their key column;
+    and, per day, the rows of its other files, which stay as they are.
+
+    `known`: for some days, the keys each file holds among a set that includes every key to
+    drop that day (from `lake_versions_of`): those files are not read again."""
+    untouched: Counter = Counter()
     if delta is None:
-        return
-    batches = scan_partition(
-        location, day_filter(day), columns, batch_rows=REWRITE_BATCH_ROWS, table=delta
-    )
-    for batch in read_ahead(batches, depth=2):
-        dropped = drop.mask(batch.column(table.key))
-        yield batch.filter(pa.array(~dropped)) if dropped.any() else batch
+        return [], untouched
+    known = known or {}
+    candidates, hits = [], []
+    for day, drop in sorted(drops.items()):
+        for entry in data_files(delta, day_filter(day), bounds_of=key):
+            held = known.get(day, {}).get(entry.path)
+            if held is not None:
+                if any(found in drop.keys for found in held):
+                    hits.append((day, entry))
+                else:
+                    untouched[day] += _rows_of(location, entry)
+            elif drop.any_within(entry.minimum, entry.maximum):
+                candidates.append((day, entry))
+            else:
+                untouched[day] += _rows_of(location, entry)
+
+    def holds_any(candidate: tuple[dt.date, DataFile]) -> bool:
+        day, entry = candidate
+        for batch in scan_file(location, entry.path, [key], KEY_READ_BATCH_ROWS):
+            if drops[day].mask(batch.column(0)).any():
+                return True
+        return False
+
+    with ThreadPoolExecutor(KEY_READ_THREADS) as pool:
+        held = list(pool.map(holds_any, candidates))
+    for (day, entry), holds in zip(candidates, held):
+        if holds:
+            hits.append((day, entry))
+        else:
+            untouched[day] += _rows_of(location, entry)
+    return hits, untouched
+
+
+def _rows_of(location: LakeLocation, entry: DataFile) -> int:
+    return entry.rows if entry.rows is not None else file_rows(location, entry.path)
+
+
+def _kept_rows(
+    location: LakeLocation,
+    hits: list[tuple[dt.date, DataFile]],
+    table: TableSpec,
+    drops: dict[dt.date, KeySet],
+    columns: list[str],
+) -> Iterator[tuple[dt.date, pa.RecordBatch]]:
+    """The rows of the files to rewrite without the dropped keys (file columns only), with
+    their day; files are decoded in a thread ahead of the consumer, which encodes (pyarrow
+    releases the GIL)."""
+    for day, entry in hits:
+        drop = drops[day]
+        batches = scan_file(location, entry.path, columns, REWRITE_BATCH_ROWS)
+        for batch in read_ahead(batches, depth=2):
+            dropped = drop.mask(batch.column(table.key))
+            yield day, batch.filter(pa.array(~dropped)) if dropped.any() else batch
 
 
 def apply_changes(
@@ -330,7 +449,16 @@ def apply_changes(
         for row, key in zip(winner_rows.tolist(), winner_keys):
             upserts[key] = (int(captured.versions[row]), as_day(captured.days[row]))
     candidate_days = {day for _, day in upserts.values()}
-    in_lake = lake_versions_of(table, lake, sorted(candidate_days), KeySet(set(upserts)))
+    # Which files of those days hold the keys, from the same read: no second pass over them.
+    found_in: dict[tuple[str, dt.date], dict[str, set]] = {}
+    in_lake = lake_versions_of(
+        table,
+        lake,
+        sorted(candidate_days),
+        KeySet(set(upserts)),
+        tables={name: opened[name] for name in ("silver", "quarantine")},
+        found_in=found_in,
+    )
     stale_days: dict[dt.date, set] = defaultdict(set)
     for key, places in in_lake.items():
         version, day = upserts[key]
@@ -363,35 +491,57 @@ def apply_changes(
         "cycle_id": cycle_id,
         "days": json.dumps(outcome.days),
     }
-    day_set = [("date", "in", outcome.days)]
 
-    # 2. Bronze: new versions appended in their day; removed keys taken out of theirs.
+    # 2. The files holding a key to drop, per table: only they are rewritten (without it).
     bronze = bronze_location(lake, table)
+    silver = silver_location(lake, table)
+    quarantine = quarantine_location(lake, table)
     # Moved keys leave their old day in bronze too, or a rebuild of that day would bring
     # them back.
     bronze_removals: dict[dt.date, set] = defaultdict(set)
     for day, keys in [*removals.items(), *stale_days.items()]:
         bronze_removals[day] |= keys
+    bronze_drops = {day: KeySet(keys) for day, keys in bronze_removals.items()}
+    bronze_hits, _ = files_holding(bronze, opened["bronze"], bronze_drops, table.key)
+    changed = KeySet(set(upserts))
+    drops = {
+        day: KeySet(set(upserts) | removals[day]) if removals.get(day) else changed for day in days
+    }
+
+    def known(location: LakeLocation) -> dict[dt.date, dict[str, set]]:
+        # Only days with no removal: their keys to drop are all among those looked up.
+        return {
+            day: found_in[(location.uri, day)]
+            for day in days
+            if not removals.get(day) and (location.uri, day) in found_in
+        }
+
+    silver_hits, expected_rows = files_holding(
+        silver, opened["silver"], drops, table.key, known(silver)
+    )
+    quarantine_hits, quarantine_untouched = files_holding(
+        quarantine, opened["quarantine"], drops, table.key, known(quarantine)
+    )
+    expected_rows.update(quarantine_untouched)
+    outcome.files_rewritten = len(bronze_hits) + len(silver_hits) + len(quarantine_hits)
+
+    # 3. Bronze: new versions appended in their day; removed keys taken out of theirs.
     bronze_writer = DeltaPartitionWriter(
         bronze,
         bronze_schema(source_schema),
         ["date"],
-        replace=(
-            [("date", "in", sorted(d.isoformat() for d in bronze_removals))]
-            if bronze_removals
-            else None
-        ),
+        replace=None,
+        remove=[entry for _, entry in bronze_hits],
         file_prefix="sync",
         buffered_bytes_limit=MERGE_WRITER_BUFFER_BYTES,
         read_version=read_versions["bronze"],
     )
-    silver = silver_location(lake, table)
-    quarantine = quarantine_location(lake, table)
     silver_writer = DeltaPartitionWriter(
         silver,
         silver_schema(table, source_schema),
         table.silver_partition_by,
-        replace=day_set,
+        replace=None,
+        remove=[entry for _, entry in silver_hits],
         file_prefix="sync",
         buffered_bytes_limit=MERGE_WRITER_BUFFER_BYTES,
         read_version=read_versions["silver"],
@@ -400,20 +550,17 @@ def apply_changes(
         quarantine,
         quarantine_schema(source_schema),
         ["date"],
-        replace=day_set,
+        replace=None,
+        remove=[entry for _, entry in quarantine_hits],
         file_prefix="sync",
         buffered_bytes_limit=MERGE_WRITER_BUFFER_BYTES,
         read_version=read_versions["quarantine"],
     )
     writers = [bronze_writer, quarantine_writer, silver_writer]
-    expected_rows: Counter = Counter()
     try:
-        for day in sorted(bronze_removals):
-            drop = KeySet(bronze_removals[day])
-            for batch in _keep_rows(
-                bronze, day, table, drop, source_schema.names, opened["bronze"]
-            ):
-                bronze_writer.write(with_event_day(batch.cast(source_schema), table.event_time))
+        for _, batch in _kept_rows(bronze, bronze_hits, table, bronze_drops, source_schema.names):
+            bronze_writer.write(with_event_day(batch.cast(source_schema), table.event_time))
+            outcome.rows_carried += batch.num_rows
 
         if captured is not None:
             for offset, batch in captured.batches():
@@ -432,24 +579,20 @@ def apply_changes(
                     outcome.quarantined_rows_added += failed.num_rows
                     _count_by_day(failed, expected_rows)
 
+        for day, batch in _kept_rows(silver, silver_hits, table, drops, source_schema.names):
+            silver_writer.write(with_silver_partitions(batch.cast(source_schema), table))
+            expected_rows[day] += batch.num_rows
+            outcome.rows_carried += batch.num_rows
         quarantine_columns = _file_columns(quarantine)
-        changed_keys = set(upserts)
-        for day in days:
-            drop = KeySet(changed_keys | removals.get(day, set()))
-            for batch in _keep_rows(
-                silver, day, table, drop, source_schema.names, opened["silver"]
+        if quarantine_columns:
+            for day, batch in _kept_rows(
+                quarantine, quarantine_hits, table, drops, quarantine_columns
             ):
-                silver_writer.write(with_silver_partitions(batch.cast(source_schema), table))
+                quarantine_writer.write(with_event_day(batch, table.event_time))
                 expected_rows[day] += batch.num_rows
-            if quarantine_columns:
-                for batch in _keep_rows(
-                    quarantine, day, table, drop, quarantine_columns, opened["quarantine"]
-                ):
-                    rows = with_event_day(batch, table.event_time)
-                    quarantine_writer.write(rows)
-                    expected_rows[day] += batch.num_rows
+                outcome.rows_carried += batch.num_rows
 
-        # 3. Commits: bronze first (extra versions there are harmless), silver last.
+        # 4. Commits: bronze first (extra versions there are harmless), silver last.
         if leases is not None:
             leases.ensure_held()
         bronze_writer.commit({"layer": "bronze", **commit_metadata})

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, RemoveAction
 
 from llm_observatory.io.evidence import read_evidence, record_evidence
 from llm_observatory.io.native_memory import release_large_blocks_eagerly
@@ -400,8 +400,10 @@ class DeltaPartitionWriter:
     """Streams Arrow batches into a Delta table and replaces whole partitions in one commit.
 
     `replace` lists the partition filters whose current files the commit removes (e.g.
-    `[("date", "=", "2026-11-01")]`); every row written must fall inside them. Memory is bounded
-    by the row-group buffers, whatever the partition's size.
+    `[("date", "=", "2026-11-01")]`); every row written must fall inside them. Or `remove`
+    names the very files the commit removes (a merge rewriting only the files that hold
+    changed keys), the rest of their partitions untouched. Memory is bounded by the row-group
+    buffers, whatever the partition's size.
     """
 
     def __init__(
@@ -422,8 +424,14 @@ class DeltaPartitionWriter:
         sort_by: Sequence[str] = (),
         buffered_bytes_limit: int = BUFFERED_BYTES_LIMIT,
         max_open_files: int = MAX_OPEN_FILES,
+        remove: Sequence[DataFile] = (),
     ) -> None:
         release_large_blocks_eagerly()
+        if remove and replace is not None:
+            raise ValueError("a write removes either whole partitions or named files, not both")
+        # Files of the table (as of `read_version`) this write's commit removes, in the same
+        # transaction that adds its own.
+        self.remove = list(remove)
         # Each open file holds its Parquet writer's state (and, on ADLS, an upload buffer):
         # past this many, the least recently written is finished, and later rows of its
         # partition start a new file. A sync spreading over a month of days touches thousands
@@ -636,7 +644,7 @@ class DeltaPartitionWriter:
             self.write_id,
             custom_metadata.get("change_high_water"),
         )
-        if not actions and self.replace is None:
+        if not actions and self.replace is None and not self.remove:
             # Nothing to append: no empty commit.
             return CommitSummary(table_uri=self.location.uri, version=table.version(), files=[])
         if self.read_version is not None:
@@ -689,10 +697,23 @@ class DeltaPartitionWriter:
             return landed
 
     def _transact(self, table: DeltaTable, actions: list, metadata: dict) -> None:
-        """One Delta transaction: the new files, the removal of the `replace` partitions, and
-        this write's application transaction (`txn`), by which its outcome can be looked up."""
+        """One Delta transaction: the new files, the removal of the `replace` partitions (or
+        of the `remove` files), and this write's application transaction (`txn`), by which its
+        outcome can be looked up. Removing named files is an append with remove actions: Delta's
+        conflict check then refuses it when a concurrent commit removed any file it read."""
+        now_ms = int(time.time() * 1000)
+        removals = [
+            RemoveAction(
+                path=gone.path,
+                data_change=self.data_change,
+                deletion_timestamp=now_ms,
+                size=gone.size,
+                partition_values=gone.partition,
+            )
+            for gone in self.remove
+        ]
         table.create_write_transaction(
-            actions,
+            [*actions, *removals],
             mode="overwrite" if self.replace is not None else "append",
             schema=self.schema,
             partition_by=self.partition_by or None,
@@ -847,28 +868,38 @@ def scan_partition(
         return
     schema = pa.schema(table.schema().to_arrow()) if with_partition_values else None
     for relative_path, partition in current_files(table, filters):
-        with location.filesystem.open(f"{location.fs_path}/{relative_path}", "rb") as handle:
-            parquet = pq.ParquetFile(handle, pre_buffer=False)
-            wanted = list(columns) if columns else None
-            if wanted is not None:
-                present = set(parquet.schema_arrow.names)
-                missing = [name for name in wanted if name not in present]
-                if missing:
-                    raise LakeWriteError(
-                        f"{location.uri}/{relative_path} lacks column(s) {', '.join(missing)}"
+        for batch in scan_file(location, relative_path, columns, batch_rows):
+            if schema is not None:
+                for name, value in partition.items():
+                    field = schema.field(name)
+                    constant = (
+                        pa.scalar(None, field.type)
+                        if value is None
+                        else pa.scalar(value).cast(field.type)
                     )
-            rows = _batch_rows_within(parquet, wanted, batch_rows)
-            for batch in parquet.iter_batches(batch_size=rows, columns=wanted):
-                if schema is not None:
-                    for name, value in partition.items():
-                        field = schema.field(name)
-                        constant = (
-                            pa.scalar(None, field.type)
-                            if value is None
-                            else pa.scalar(value).cast(field.type)
-                        )
-                        batch = batch.append_column(field, pa.repeat(constant, batch.num_rows))
-                yield batch
+                    batch = batch.append_column(field, pa.repeat(constant, batch.num_rows))
+            yield batch
+
+
+def scan_file(
+    location: LakeLocation,
+    relative_path: str,
+    columns: Sequence[str] | None = None,
+    batch_rows: int = 16_384,
+) -> Iterator[pa.RecordBatch]:
+    """Streams the rows of one data file (its file columns), row group by row group."""
+    with location.filesystem.open(f"{location.fs_path}/{relative_path}", "rb") as handle:
+        parquet = pq.ParquetFile(handle, pre_buffer=False)
+        wanted = list(columns) if columns else None
+        if wanted is not None:
+            present = set(parquet.schema_arrow.names)
+            missing = [name for name in wanted if name not in present]
+            if missing:
+                raise LakeWriteError(
+                    f"{location.uri}/{relative_path} lacks column(s) {', '.join(missing)}"
+                )
+        rows = _batch_rows_within(parquet, wanted, batch_rows)
+        yield from parquet.iter_batches(batch_size=rows, columns=wanted)
 
 
 def _batch_rows_within(
@@ -923,6 +954,63 @@ def current_files(
     return sorted(files)
 
 
+@dataclass(frozen=True)
+class DataFile:
+    """A current data file as the log holds it: what a commit needs to remove it, its row
+    count and the min/max the log records for one column (None where it records none)."""
+
+    path: str
+    partition: dict[str, str | None]
+    size: int
+    rows: int | None
+    minimum: object = None
+    maximum: object = None
+
+
+def data_files(
+    table: DeltaTable,
+    filters: list[tuple[str, str, object]] | None,
+    bounds_of: str | None = None,
+) -> list[DataFile]:
+    """The current version's data files of the partitions matching `filters` (`=` only, as
+    `current_files`), with the log's min/max of the column `bounds_of`."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    names = set(actions.column_names)
+    partition_columns = [n for n in actions.column_names if n.startswith("partition.")]
+    wanted = {str(name): str(value) for name, operator, value in filters or []}
+    if any(operator != "=" for _, operator, _ in filters or []):
+        raise ValueError("only '=' partition filters are supported")
+
+    def text(value) -> str | None:
+        if value is None:
+            return None
+        return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+    def column(name: str) -> list:
+        return actions.column(name).to_pylist() if name in names else [None] * len(actions)
+
+    partitions = {n.removeprefix("partition."): column(n) for n in partition_columns}
+    minimums = column(f"min.{bounds_of}") if bounds_of else [None] * len(actions)
+    maximums = column(f"max.{bounds_of}") if bounds_of else [None] * len(actions)
+    files = []
+    for row, (raw_path, size, rows) in enumerate(
+        zip(column("path"), column("size_bytes"), column("num_records"))
+    ):
+        partition = {name: text(values[row]) for name, values in partitions.items()}
+        if all(partition.get(name) == value for name, value in wanted.items()):
+            files.append(
+                DataFile(
+                    path=unquote(raw_path),
+                    partition=partition,
+                    size=size,
+                    rows=rows,
+                    minimum=minimums[row],
+                    maximum=maximums[row],
+                )
+            )
+    return sorted(files, key=lambda entry: entry.path)
+
+
 def count_partition_rows(
     location: LakeLocation,
     filters: list[tuple[str, str, object]] | None,
@@ -937,6 +1025,11 @@ def count_partition_rows(
     return sum(
         _footer_rows(location, relative_path) for relative_path, _ in current_files(table, filters)
     )
+
+
+def file_rows(location: LakeLocation, relative_path: str) -> int:
+    """A data file's row count from its footer as storage holds it now (0 when unreadable)."""
+    return _footer_rows(location, relative_path)
 
 
 def _footer_rows(location: LakeLocation, relative_path: str) -> int:

@@ -474,7 +474,11 @@ def monitor(repeats: int, include_source: bool, out=sys.stdout) -> int:
     if not result.success:
         print(f"error: query monitoring failed: {_step_failure(result)}", file=sys.stderr)
         return EXIT_FAILED
-    [event] = result.get_asset_materialization_events()
+    [event] = [
+        event
+        for event in result.get_asset_materialization_events()
+        if event.asset_key == QUERY_LATENCY_KEY
+    ]
     metadata = event.step_materialization_data.materialization.metadata
     print(
         f"query latency over {metadata['repeats'].value} runs each, day {metadata['day'].value}:",

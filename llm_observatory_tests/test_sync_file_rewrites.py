@@ -29,7 +29,12 @@ from llm_observatory.io.delta_lake import (
     open_table,
     scan_file,
 )
-from llm_observatory.layout import bronze_location, quarantine_location, silver_location
+from llm_observatory.layout import (
+    bronze_location,
+    daily_metrics_location,
+    quarantine_location,
+    silver_location,
+)
 from llm_observatory.tables import LLM_INTERACTIONS
 from llm_observatory_tests.test_commit_faults import assert_readable, keys_of, land_then
 from llm_observatory_tests.test_delta_writer import PARTITION_BY, SCHEMA, lake, rows_for
@@ -295,4 +300,47 @@ def test_a_cycle_rewrites_only_the_files_holding_changed_keys(migration):
         assert not actions_between(quarantine, before["quarantine"], after["quarantine"])[1]
     for location in locations.values():
         assert_readable(location)
+    assert_lake_matches_source(migration)
+
+
+def test_gold_reads_again_only_the_touched_models_and_heals_a_day_missing_one(migration):
+    """Gold keeps the rows of the models whose silver files did not change; where gold lacks a
+    model silver has, the whole day is recomputed."""
+    migration.cycle()
+    interactions = migration.interactions()
+    gold = daily_metrics_location(migration.lake)
+    day = START + dt.timedelta(days=1)
+    keys = silver_keys_of_day(migration, day)
+    # Gold of the day loses one model's row (as if never built), then a row of another model
+    # of that day changes: the cycle must rebuild the whole day.
+    rows = open_table(gold).to_pyarrow_table(filters=[("date", "=", day)])
+    models = sorted(rows.column("model").to_pylist())
+    assert len(models) > 1
+    writer = DeltaPartitionWriter(
+        gold, rows.schema, ["date"], replace=[("date", "=", day.isoformat())]
+    )
+    writer.write(rows.filter(pc.not_equal(rows.column("model"), models[0])))
+    writer.commit()
+    with migration.engine.connect() as connection:
+        changed = connection.execute(
+            sa.select(interactions.c.interaction_id)
+            .where(interactions.c.interaction_id.in_(keys))
+            .where(interactions.c.model_name != models[0])
+            .limit(1)
+        ).scalar_one()
+    migration.execute(
+        sa.update(interactions)
+        .where(interactions.c.interaction_id == changed)
+        .values(latency_ms=4321, last_modified=migration.source_now())
+    )
+    migration.cycle()
+    assert_lake_matches_source(migration)
+
+    # A plain change: gold stays equal to metrics recomputed from the source.
+    migration.execute(
+        sa.update(interactions)
+        .where(interactions.c.interaction_id == keys[-1])
+        .values(latency_ms=17, last_modified=migration.source_now())
+    )
+    migration.cycle()
     assert_lake_matches_source(migration)

@@ -138,21 +138,31 @@ def _int_sum(column) -> int:
     return pc.sum(pc.cast(column, pa.int64())).as_py() or 0
 
 
-def day_metrics(
-    lake: LakeResource, day, silver_table: DeltaTable | None = None
-) -> tuple[pa.Table, int]:
-    """Gold's rows of one day and the silver rows they summarise, one model at a time (silver
-    is laid out by model), streamed: memory holds one model's latencies, not the day's rows.
-    `silver_table`: silver already opened (a rebuild of many days opens it once)."""
-    silver = silver_location(lake, LLM_INTERACTIONS)
-    table = silver_table if silver_table is not None else open_table(silver)
+def silver_models(table: DeltaTable | None, day) -> set[str]:
+    """The models silver holds on a day (from the log: its `model=` folders)."""
     models = set()
     if table is not None:
         for _, partition in current_files(table, day_filter(day)):
             if partition.get("model") is not None:  # silver never holds a NULL model
                 models.add(str(partition["model"]))
+    return models
+
+
+def day_metrics(
+    lake: LakeResource,
+    day,
+    silver_table: DeltaTable | None = None,
+    models: set[str] | None = None,
+) -> tuple[pa.Table, int]:
+    """Gold's rows of one day and the silver rows they summarise, one model at a time (silver
+    is laid out by model), streamed: memory holds one model's latencies, not the day's rows.
+    `silver_table`: silver already opened (a rebuild of many days opens it once); `models`:
+    only these models' rows (default: every model of the day)."""
+    silver = silver_location(lake, LLM_INTERACTIONS)
+    table = silver_table if silver_table is not None else open_table(silver)
+    found = silver_models(table, day)
     rows, total = [], 0
-    for model in sorted(models):
+    for model in sorted(found if models is None else found & set(models)):
         metrics = ModelDayMetrics(model)
         filters = [*day_filter(day), ("model", "=", model)]
         for batch in scan_partition(silver, filters, METRIC_INPUT_COLUMNS[1:], table=table):
@@ -163,12 +173,21 @@ def day_metrics(
     return pa.Table.from_pylist(rows, schema=DAILY_METRICS_SCHEMA), total
 
 
-def rebuild_daily_metrics(lake: LakeResource, days, commit_metadata: dict) -> int | None:
+def rebuild_daily_metrics(
+    lake: LakeResource, days, commit_metadata: dict, models_by_day: dict | None = None
+) -> int | None:
     """Recomputes gold for exactly these days from silver, in one commit; returns its version.
-    Silver is opened once for all of them, at the version the caller just committed."""
+    Silver is opened once for all of them, at the version the caller just committed.
+
+    `models_by_day`: for a day listed, only the models whose silver rows changed are read
+    again; the day's other gold rows are kept as they are, provided gold holds a row for every
+    other model silver has that day, and no other (else the whole day is recomputed)."""
     days = sorted(days)
     if not days:
         return None
+    models_by_day = models_by_day or {}
+    gold = daily_metrics_location(lake)
+    gold_table = open_table(gold) if models_by_day else None
     writer = DeltaPartitionWriter(
         daily_metrics_location(lake),
         DAILY_METRICS_SCHEMA,
@@ -179,11 +198,37 @@ def rebuild_daily_metrics(lake: LakeResource, days, commit_metadata: dict) -> in
     try:
         silver_table = open_table(silver_location(lake, LLM_INTERACTIONS))
         for day in days:
+            touched = models_by_day.get(day)
+            if touched is not None and gold_table is not None:
+                kept = _gold_rows_except(gold, gold_table, day, touched)
+                untouched = silver_models(silver_table, day) - set(touched)
+                if set(kept.column("model").to_pylist()) == untouched:
+                    writer.write(kept)
+                    writer.write(day_metrics(lake, day, silver_table, touched)[0])
+                    continue
             writer.write(day_metrics(lake, day, silver_table)[0])
     except BaseException:
         writer.abort()
         raise
     return writer.commit({"layer": "gold", **commit_metadata}).version
+
+
+def _gold_rows_except(gold, gold_table: DeltaTable, day, models) -> pa.Table:
+    """Gold's current rows of a day but those of `models`."""
+    batches = [
+        batch
+        for batch in scan_partition(
+            gold, day_filter(day), with_partition_values=True, table=gold_table
+        )
+        if batch.num_rows
+    ]
+    if not batches:
+        return DAILY_METRICS_SCHEMA.empty_table()
+    rows = pa.Table.from_batches(batches).select(DAILY_METRICS_SCHEMA.names)
+    rows = rows.filter(
+        pc.invert(pc.is_in(rows.column("model"), pa.array(sorted(models), pa.string())))
+    )
+    return rows.cast(DAILY_METRICS_SCHEMA)
 
 
 def gold_requests(lake: LakeResource, day, gold_table: DeltaTable | None = None) -> int:

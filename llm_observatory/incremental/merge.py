@@ -524,6 +524,11 @@ def apply_changes(
     )
     expected_rows.update(quarantine_untouched)
     outcome.files_rewritten = len(bronze_hits) + len(silver_hits) + len(quarantine_hits)
+    # Gold reads again only the models whose silver rows change: those of the files rewritten
+    # and of the rows added.
+    touched_models: dict[dt.date, set] = {day: set() for day in days}
+    for day, entry in silver_hits:
+        touched_models[day].add(entry.partition.get("model"))
 
     # 3. Bronze: new versions appended in their day; removed keys taken out of theirs.
     bronze_writer = DeltaPartitionWriter(
@@ -574,6 +579,8 @@ def apply_changes(
                 silver_writer.write(passing)
                 outcome.silver_rows_added += passing.num_rows
                 _count_by_day(passing, expected_rows)
+                if table.silver_model_column:
+                    _models_by_day(passing, touched_models)
                 if failed.num_rows:
                     quarantine_writer.write(failed)
                     outcome.quarantined_rows_added += failed.num_rows
@@ -611,10 +618,25 @@ def apply_changes(
     if table.silver_model_column and table.name == LLM_INTERACTIONS.name:
         from llm_observatory.assets.gold import rebuild_daily_metrics
 
-        rebuild_daily_metrics(lake, days, commit_metadata)
+        rebuild_daily_metrics(lake, days, commit_metadata, touched_models)
 
     _check_days(table, lake, days, expected_rows)
     return outcome
+
+
+def _models_by_day(rows: pa.RecordBatch | pa.Table, models: dict[dt.date, set]) -> None:
+    """Adds the `model` partition values of silver rows to `models`, per `date` partition."""
+    if not rows.num_rows:
+        return
+    pairs = (
+        pa.table({"day": pc.cast(rows.column("date"), pa.int32()), "model": rows.column("model")})
+        .group_by(["day", "model"])
+        .aggregate([])
+    )
+    for day_number, model in zip(
+        pairs.column("day").to_pylist(), pairs.column("model").to_pylist()
+    ):
+        models.setdefault(as_day(day_number), set()).add(model)
 
 
 def _count_by_day(rows: pa.RecordBatch | pa.Table, counts: Counter) -> None:

@@ -28,7 +28,9 @@ from llm_observatory.operate.jobs import (
     purge_source_departures,
     resume_migration,
     rollback_lake,
+    source_health_schedule,
     tier_old_partitions_job,
+    watch_source_health,
     weekly_compaction_schedule,
     weekly_departure_purge_schedule,
 )
@@ -96,6 +98,7 @@ defs = dg.Definitions(
         resume_migration,
         rollback_lake,
         purge_source_departures,
+        watch_source_health,
     ],
     schedules=[
         daily_sync_schedule,
@@ -103,6 +106,7 @@ defs = dg.Definitions(
         daily_tiering_schedule,
         daily_query_monitoring_schedule,
         weekly_departure_purge_schedule,
+        source_health_schedule,
     ],
     sensors=[source_changes_sensor],
     executor=selected_executor(),

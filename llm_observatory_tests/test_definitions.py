@@ -1,12 +1,15 @@
 """The code location loads without any service, exposes the CONTRACT's asset keys, and every
 asset carries checks."""
 
+import datetime as dt
 import subprocess
 import sys
 
 import dagster as dg
 
+from llm_observatory.assets.monitoring import QUERY_LATENCY_KEY, SOURCE_HEALTH_KEY
 from llm_observatory.definitions import CUTOVER_REPORT_JOB, MIGRATE_HISTORY_JOB, defs
+from llm_observatory.operate.jobs import MONITORING_JOB, SOURCE_HEALTH_JOB, SOURCE_HEALTH_SCHEDULE
 from llm_observatory.partitions import daily_partitions
 
 
@@ -65,3 +68,23 @@ def test_secrets_from_the_environment_are_not_in_the_resource_config(monkeypatch
     # Dagster resolves the EnvVar at run time; the UI and run config only see its name.
     assert isinstance(source.url, dg.EnvVar)
     assert source.url == "LLM_OBS_SOURCE_URL"
+
+
+def test_source_health_has_its_own_job_and_schedule_and_monitoring_stays_on_the_lake():
+    """`monitor --lake-only` must not query the source, and the source's health is recorded
+    every 10 minutes once its schedule is on, by a job that materializes nothing else."""
+    repository = defs.get_repository_def()
+    assert repository.get_job(SOURCE_HEALTH_JOB).asset_layer.executable_asset_keys == {
+        SOURCE_HEALTH_KEY
+    }
+    assert repository.get_job(MONITORING_JOB).asset_layer.executable_asset_keys == {
+        QUERY_LATENCY_KEY
+    }
+    schedule = defs.get_schedule_def(SOURCE_HEALTH_SCHEDULE)
+    assert schedule.cron_schedule == "*/10 * * * *"
+    assert schedule.job_name == SOURCE_HEALTH_JOB
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    moment = dt.datetime(2026, 12, 4, 17, 40, tzinfo=dt.UTC)
+    with dg.build_schedule_context(scheduled_execution_time=moment) as context:
+        [request] = list(schedule.evaluate_tick(context).run_requests)
+    assert request.run_key == "source-health-20261204T1740"

@@ -81,6 +81,7 @@ def test_pause_and_resume_switch_every_schedule_and_sensor_as_the_daemon_sees_th
         "schedule:daily_tiering_0400_utc": "RUNNING",
         "schedule:daily_query_monitoring_0600_utc": "RUNNING",
         "schedule:weekly_departure_purge_sunday_0500_utc": "RUNNING",
+        "schedule:source_health_every_10_minutes": "RUNNING",
         "sensor:source_changes": "RUNNING",
     }
 

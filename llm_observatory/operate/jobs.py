@@ -13,7 +13,7 @@ import datetime as dt
 import dagster as dg
 
 from llm_observatory import settings
-from llm_observatory.assets.monitoring import QUERY_LATENCY_KEY
+from llm_observatory.assets.monitoring import QUERY_LATENCY_KEY, SOURCE_HEALTH_KEY
 from llm_observatory.io.delta_lake import TARGET_FILE_BYTES
 from llm_observatory.operate.automation_state import LOCATION_NAME, set_automation
 from llm_observatory.operate.compaction import compact_tables
@@ -285,6 +285,29 @@ monitor_queries = dg.define_asset_job(
 )
 def daily_query_monitoring_schedule(context: dg.ScheduleEvaluationContext):
     return dg.RunRequest(run_key=f"monitoring-{context.scheduled_execution_time:%Y-%m-%d}")
+
+
+SOURCE_HEALTH_JOB = "watch_source_health"
+SOURCE_HEALTH_SCHEDULE = "source_health_every_10_minutes"
+
+watch_source_health = dg.define_asset_job(
+    SOURCE_HEALTH_JOB,
+    selection=dg.AssetSelection.assets(SOURCE_HEALTH_KEY),
+    description="Records the source's latency probe and the migration login's sessions.",
+)
+
+
+@dg.schedule(
+    name=SOURCE_HEALTH_SCHEDULE,
+    cron_schedule="*/10 * * * *",
+    execution_timezone="UTC",
+    job=watch_source_health,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every 10 minutes: the source's health over a backfill, plotted on its asset "
+    "page (the copies hold themselves back on the probe whether this runs or not).",
+)
+def source_health_schedule(context: dg.ScheduleEvaluationContext):
+    return dg.RunRequest(run_key=f"source-health-{context.scheduled_execution_time:%Y%m%dT%H%M}")
 
 
 ROLLBACK_JOB = "rollback_lake"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from llm_observatory.resources.source import READ_PATHS
+from llm_observatory.resources.source import checked_reader
 from llm_observatory.resources.source_load import (
     DEFAULT_HOLD_SECONDS,
     DEFAULT_LATENCY_LIMIT_MS,
@@ -62,10 +62,7 @@ def source_isolation_level():
 def source_reader() -> str:
     """How partitions and changes are read: auto (ADBC for PostgreSQL, ODBC for SQL Server,
     SQLAlchemy elsewhere), or adbc, odbc, sqlalchemy; refused at start-up in one line."""
-    reader = (os.environ.get("LLM_OBS_SOURCE_READER") or "auto").strip().lower()
-    if reader not in READ_PATHS:
-        raise ValueError(f"LLM_OBS_SOURCE_READER={reader!r} is not one of {', '.join(READ_PATHS)}")
-    return reader
+    return checked_reader(os.environ.get("LLM_OBS_SOURCE_READER"))
 
 
 def _whole_number(name: str, default: int) -> int:

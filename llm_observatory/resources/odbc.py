@@ -51,20 +51,22 @@ OVERSIZED_KEYS_PER_QUERY = 8
 _SESSION = {
     "postgresql": ("SET TIME ZONE 'UTC'",),
 }
-_ISOLATION = {
-    "mssql": {
-        level: "SET TRANSACTION ISOLATION LEVEL " + level
-        for level in (
-            "READ UNCOMMITTED",
-            "READ COMMITTED",
-            "REPEATABLE READ",
-            "SNAPSHOT",
-            "SERIALIZABLE",
-        )
-    },
+# One fixed statement per isolation level and dialect, no text ever formatted in (ADBC's
+# PostgreSQL reads run the same ones). SQL Server names; PostgreSQL runs SNAPSHOT as REPEATABLE
+# READ, which is its snapshot isolation, and SQLite always reads one consistent snapshot.
+ISOLATION_LEVELS = (
+    "READ UNCOMMITTED",
+    "READ COMMITTED",
+    "REPEATABLE READ",
+    "SNAPSHOT",
+    "SERIALIZABLE",
+)
+SET_ISOLATION = {
+    "mssql": {level: "SET TRANSACTION ISOLATION LEVEL " + level for level in ISOLATION_LEVELS},
     "postgresql": {
         level: "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL " + level
-        for level in ("READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
+        for level in ISOLATION_LEVELS
+        if level != "SNAPSHOT"
     },
 }
 # The dialects a statement is compiled with for ODBC: `?` placeholders for every driver.
@@ -154,8 +156,8 @@ def odbc_target(url: sa.URL, value_bytes: int = DEFAULT_VALUE_BYTES) -> OdbcTarg
 def session_statements(dialect_name: str, isolation_level: str | None) -> tuple[str, ...]:
     """Statements run once on a read's connection: UTC session time, the isolation level."""
     statements = _SESSION.get(dialect_name, ())
-    if isolation_level is not None and dialect_name in _ISOLATION:
-        statements = (*statements, _ISOLATION[dialect_name][isolation_level])
+    if isolation_level is not None and dialect_name in SET_ISOLATION:
+        statements = (*statements, SET_ISOLATION[dialect_name][isolation_level])
     return statements
 
 

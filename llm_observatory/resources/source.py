@@ -30,7 +30,9 @@ from llm_observatory.resources.departures import CaptureStatus, capture_status, 
 from llm_observatory.resources.odbc import (
     DEFAULT_FETCH_BYTES,
     DEFAULT_VALUE_BYTES,
+    ISOLATION_LEVELS,
     OVERSIZED_KEYS_PER_QUERY,
+    SET_ISOLATION,
     OdbcRead,
     odbc_target,
 )
@@ -40,24 +42,19 @@ from llm_observatory.resources.urls import display_url, redact
 from llm_observatory.tables import TableSpec
 
 DEFAULT_BATCH_ROWS = 16_384
-# Isolation levels an operator may choose for reads (SQL Server names; PostgreSQL runs SNAPSHOT
-# as REPEATABLE READ, which is its snapshot isolation; SQLite always reads a consistent snapshot).
-ISOLATION_LEVELS = (
-    "READ UNCOMMITTED",
-    "READ COMMITTED",
-    "REPEATABLE READ",
-    "SNAPSHOT",
-    "SERIALIZABLE",
-)
 # How partitions are read: "auto" picks ADBC for PostgreSQL, ODBC (arrow-odbc) for SQL Server and
 # SQLAlchemy for the rest; any of them may be forced (CI runs PostgreSQL and SQLite over ODBC).
 READ_PATHS = ("auto", "adbc", "odbc", "sqlalchemy")
 _AUTO_READ_PATHS = {"postgresql": "adbc", "mssql": "odbc"}
-# ADBC runs raw statements: one fixed statement per level, no text is ever formatted in.
-POSTGRESQL_SET_ISOLATION = {
-    level: "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL " + level
-    for level in ("READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
-}
+
+
+def checked_reader(reader: str | None) -> str:
+    """A read path's name as configured, or a one-line error naming LLM_OBS_SOURCE_READER."""
+    chosen = (reader or "auto").strip().lower()
+    if chosen not in READ_PATHS:
+        raise ValueError(f"LLM_OBS_SOURCE_READER={reader!r} is not one of {', '.join(READ_PATHS)}")
+    return chosen
+
 # Keys per lookup query: well below SQL Server's 2,100 parameters per statement.
 KEYS_PER_QUERY = 1_000
 # ADBC's PostgreSQL batches: big enough to amortise per-batch work, small enough that a few
@@ -282,7 +279,7 @@ class SourceDatabase(dg.ConfigurableResource):
             level = self.dialect_isolation_level()
             if level is not None:
                 with connection.cursor() as cursor:
-                    cursor.execute(POSTGRESQL_SET_ISOLATION[level])
+                    cursor.execute(SET_ISOLATION["postgresql"][level])
                 connection.commit()  # the level applies from the next transaction on
             for query in queries:
                 # PostgreSQL streams a result only through COPY, and COPY takes no server-side
@@ -436,11 +433,7 @@ class SourceDatabase(dg.ConfigurableResource):
 
     def read_path(self) -> str:
         """The reader partitions and changes go through: ADBC, ODBC or SQLAlchemy."""
-        chosen = (self.reader or "auto").strip().lower()
-        if chosen not in READ_PATHS:
-            raise ValueError(
-                f"LLM_OBS_SOURCE_READER={self.reader!r} is not one of {', '.join(READ_PATHS)}"
-            )
+        chosen = checked_reader(self.reader)
         if chosen == "auto":
             return _AUTO_READ_PATHS.get(self.dialect_name, "sqlalchemy")
         if chosen == "adbc" and self.dialect_name != "postgresql":

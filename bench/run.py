@@ -413,9 +413,10 @@ def worker_materialize(args: argparse.Namespace) -> dict:
     warnings.filterwarnings("ignore")
     import dagster as dg
 
-    from llm_observatory.assets.bronze import bronze_assets, bronze_key
-    from llm_observatory.assets.gold import gold_assets
-    from llm_observatory.assets.silver import silver_assets, silver_key
+    from llm_observatory.assets.bronze import bronze_key
+    from llm_observatory.assets.gold import DAILY_METRICS_KEY
+    from llm_observatory.assets.migration import migration_asset
+    from llm_observatory.assets.silver import silver_key
     from llm_observatory.layout import (
         bronze_location,
         daily_metrics_location,
@@ -427,10 +428,11 @@ def worker_materialize(args: argparse.Namespace) -> dict:
     from llm_observatory.resources.source import SourceDatabase
     from llm_observatory.tables import LLM_INTERACTIONS
 
-    assets = [a for a in bronze_assets if bronze_key(LLM_INTERACTIONS) in a.keys]
+    # One step reads the source once for the layers selected (assets/migration.py).
+    assets = [migration_asset(LLM_INTERACTIONS)]
+    selection = [bronze_key(LLM_INTERACTIONS)]
     if args.worker == "full":
-        assets += [a for a in silver_assets if silver_key(LLM_INTERACTIONS) in a.keys]
-        assets += list(gold_assets)
+        selection += [silver_key(LLM_INTERACTIONS), DAILY_METRICS_KEY]
     lake = LakeResource(url=args.lake)
     source_url = args.source_url or os.environ["BENCH_SOURCE_URL"]
     streams = int(os.environ.get("BENCH_STREAMS", "1"))
@@ -448,6 +450,7 @@ def worker_materialize(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         result = dg.materialize(
             assets,
+            selection=selection,
             partition_key=args.day,
             resources=resources,
             instance=instance,
@@ -801,9 +804,7 @@ def worker_history_full(args: argparse.Namespace) -> dict:
     import dagster as dg
     import pyarrow as pa
 
-    from llm_observatory.assets.bronze import bronze_assets
-    from llm_observatory.assets.gold import gold_assets
-    from llm_observatory.assets.silver import silver_assets
+    from llm_observatory.assets.migration import migration_assets
     from llm_observatory.layout import (
         bronze_location,
         daily_metrics_location,
@@ -822,7 +823,7 @@ def worker_history_full(args: argparse.Namespace) -> dict:
         "lake": lake,
         "control": ControlDatabase(url=f"sqlite:///{folder / 'control.sqlite'}"),
     }
-    assets = [*bronze_assets, *silver_assets, *gold_assets]
+    assets = migration_assets
     (folder / "dagster").mkdir(exist_ok=True)
     instance = dg.DagsterInstance.local_temp(str(folder / "dagster"))
     days: dict[str, dict] = {}

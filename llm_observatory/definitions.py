@@ -5,11 +5,9 @@ from __future__ import annotations
 import dagster as dg
 
 from llm_observatory import settings
-from llm_observatory.assets.bronze import bronze_assets
-from llm_observatory.assets.gold import gold_assets
+from llm_observatory.assets.migration import migration_assets
 from llm_observatory.assets.monitoring import monitoring_assets
 from llm_observatory.assets.report import report_assets
-from llm_observatory.assets.silver import silver_assets
 from llm_observatory.assets.sync import sync_assets
 from llm_observatory.automation import (
     daily_cycle,
@@ -78,9 +76,7 @@ def build_resources() -> dict:
 
 defs = dg.Definitions(
     assets=[
-        *bronze_assets,
-        *silver_assets,
-        *gold_assets,
+        *migration_assets,
         *report_assets,
         *sync_assets,
         *monitoring_assets,

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from llm_observatory.assets.bronze import bronze_assets
-from llm_observatory.assets.gold import gold_assets
-from llm_observatory.assets.silver import silver_assets
+from llm_observatory.assets.migration import migration_asset, migration_assets
+from llm_observatory.assets.silver import silver_key
 from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
@@ -40,7 +39,7 @@ def migrate_clean_day(
     source = SourceDatabase(url=source_url)
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
-        [*bronze_assets, *silver_assets, *gold_assets, *integrity_checks],
+        [*migration_assets, *integrity_checks],
         partition_key=day.isoformat(),
         resources={"source": source, "lake": lake, "control": control},
         instance=instance,
@@ -48,3 +47,17 @@ def migrate_clean_day(
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
     return source, instance
+
+
+def materialize_silver_alone(table, day: dt.date, lake: LakeResource, control: ControlDatabase):
+    """A repair of silver alone, as a UI backfill of only silver runs it: from bronze in the
+    lake. The source resource is declared by the table's step but never queried here (an
+    in-memory SQLite stands in, as any unreachable source would)."""
+    return dg.materialize(
+        [migration_asset(table)],
+        selection=[silver_key(table)],
+        partition_key=day.isoformat(),
+        resources={"source": SourceDatabase(url="sqlite://"), "lake": lake, "control": control},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )

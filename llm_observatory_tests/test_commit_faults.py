@@ -17,7 +17,6 @@ import pyarrow as pa
 import pytest
 from deltalake.exceptions import CommitFailedError
 
-from llm_observatory.assets.silver import silver_asset
 from llm_observatory.incremental import cycle as cycle_module
 from llm_observatory.incremental.cycle import lake_locations
 from llm_observatory.io import delta_lake
@@ -36,7 +35,7 @@ from llm_observatory.layout import (
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.synthetic.generator import generate_source
 from llm_observatory.tables import LLM_INTERACTIONS, METADATA
-from llm_observatory_tests.helpers import control_beside
+from llm_observatory_tests.helpers import control_beside, materialize_silver_alone
 from llm_observatory_tests.test_delta_writer import PARTITION_BY, SCHEMA, lake, rows_for
 from llm_observatory_tests.test_sync import (
     DAYS,
@@ -216,13 +215,7 @@ def _load_bronze(lake: LakeResource) -> None:
 
 
 def _materialize_silver(lake: LakeResource, folder) -> bool:
-    return dg.materialize(
-        [silver_asset(METADATA)],
-        partition_key=DAY.isoformat(),
-        resources={"lake": lake, "control": control_beside(lake, folder)},
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    ).success
+    return materialize_silver_alone(METADATA, DAY, lake, control_beside(lake, folder)).success
 
 
 def test_silver_failing_on_a_tables_first_run_leaves_quarantine_readable_and_as_before(
@@ -321,9 +314,8 @@ def test_a_failed_blocking_check_leaves_the_day_as_it_was(tmp_path, monkeypatch)
     converges to the source."""
     import sqlalchemy as sa
 
-    from llm_observatory.assets.bronze import bronze_assets
-    from llm_observatory.assets.gold import gold_assets
-    from llm_observatory.assets.silver import silver_assets
+    from llm_observatory.assets.bronze import bronze_key
+    from llm_observatory.assets.migration import migration_assets
     from llm_observatory.resources.source import SourceDatabase
 
     url = f"sqlite:///{tmp_path / 'source.sqlite'}"
@@ -331,7 +323,7 @@ def test_a_failed_blocking_check_leaves_the_day_as_it_was(tmp_path, monkeypatch)
     source = SourceDatabase(url=url)
     lake = LakeResource(url=str(tmp_path / "lake"))
     resources = {"source": source, "lake": lake, "control": control_beside(lake, tmp_path)}
-    assets = [*bronze_assets, *silver_assets, *gold_assets]
+    assets = migration_assets
 
     def run() -> dg.ExecuteInProcessResult:
         return dg.materialize(
@@ -366,9 +358,11 @@ def test_a_failed_blocking_check_leaves_the_day_as_it_was(tmp_path, monkeypatch)
     monkeypatch.setattr(SourceDatabase, "stream_range", late_rows_arrive)
     failed = run()
     assert not failed.success
+    bronze_check = (bronze_key(LLM_INTERACTIONS), "bronze_rows_match_source")
     [check] = [
-        e for e in failed.get_asset_check_evaluations()
-        if e.asset_key == bronze_assets[0].key and e.check_name == "bronze_rows_match_source"
+        e
+        for e in failed.get_asset_check_evaluations()
+        if (e.asset_key, e.check_name) == bronze_check
     ]
     assert not check.passed and check.metadata["day_put_back"].value is True
     assert sorted(assert_readable(bronze).column("interaction_id").to_pylist()) == before

@@ -18,10 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from llm_observatory.assets.bronze import bronze_assets
-from llm_observatory.assets.gold import gold_assets
+from llm_observatory.assets.migration import migration_assets
 from llm_observatory.assets.report import build_cutover_report, migration_check_keys
-from llm_observatory.assets.silver import silver_assets
 from llm_observatory.checks.checksums import verify_checksums_by_day
 from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.incremental.cycle import initial_watermark, lake_locations
@@ -82,7 +80,7 @@ def migrated(lake, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     for offset in range(DAYS):
         result = dg.materialize(
-            [*bronze_assets, *silver_assets, *gold_assets, *integrity_checks],
+            [*migration_assets, *integrity_checks],
             partition_key=(START + dt.timedelta(days=offset)).isoformat(),
             resources={"source": source, "lake": lake, "control": control},
             instance=instance,

@@ -11,9 +11,7 @@ import pytest
 import sqlalchemy as sa
 from deltalake import DeltaTable
 
-from llm_observatory.assets.bronze import bronze_assets
-from llm_observatory.assets.gold import gold_assets
-from llm_observatory.assets.silver import silver_assets
+from llm_observatory.assets.migration import migration_assets
 from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.layout import (
     bronze_location,
@@ -30,7 +28,7 @@ from llm_observatory_tests.helpers import control_beside
 START = dt.date(2026, 11, 1)
 DAYS = 3
 ROWS_PER_DAY = 400
-MIGRATION_ASSETS = [*bronze_assets, *silver_assets, *gold_assets, *integrity_checks]
+MIGRATION_ASSETS = [*migration_assets, *integrity_checks]
 # High enough that every defect occurs on every day even with a few hundred rows.
 DEFECTS = DefectRates(
     latency_null=0.02,
@@ -259,7 +257,7 @@ def test_an_unreachable_source_fails_the_run_and_changes_nothing(migrated_local)
         {"source": down, "lake": lake, "control": control_beside(lake)},
         instance,
         keys=[partition_keys()[0]],
-        assets=[bronze_assets[0]],
+        assets=[migration_assets[0]],
     )
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error
@@ -349,7 +347,10 @@ def test_query_monitoring_times_every_query_on_the_lake_and_the_source(migrated_
     assert "| model_latency_day |" in metadata["latencies"].value
 
     # After cutover the source may be gone: the lake is still timed, the run succeeds.
-    gone = {**resources, "source": SourceDatabase(url="postgresql+psycopg://u:secret@127.0.0.1:9/x")}
+    gone = {
+        **resources,
+        "source": SourceDatabase(url="postgresql+psycopg://u:secret@127.0.0.1:9/x"),
+    }
     lake_only = dg.materialize(
         [query_latency], resources=gone, instance=instance, run_config=run_config
     )

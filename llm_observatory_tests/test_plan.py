@@ -127,7 +127,8 @@ def test_each_topology_counts_the_lines_that_cross_its_link(tmp_path):
     assert lines["read-back verification (bronze)"] == pytest.approx(
         READ_BACK_READS * bronze, abs=1
     )
-    assert lines["silver from bronze"] == pytest.approx(2 * bronze, abs=1)
+    # One pass: silver and gold are written from the source stream, no layer is read back.
+    assert "silver from bronze" not in lines and "gold from silver" not in lines
     # On-premises everything but reading the rows crosses; split sends bronze alone.
     assert on_premises.up_bytes > split.up_bytes >= lines["bronze upload"]
     assert on_premises.down_bytes > split.down_bytes > 0

@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from deltalake import DeltaTable
 from sqlalchemy.dialects import mssql
 
-from llm_observatory.assets.bronze import bronze_assets
-from llm_observatory.assets.silver import silver_assets
+from llm_observatory.assets.migration import migration_assets
 from llm_observatory.io.delta_lake import current_files
 from llm_observatory.layout import day_filter, silver_location
 from llm_observatory.reconcile import (
@@ -36,7 +35,7 @@ def migrate(url: str, lake_root) -> tuple[SourceDatabase, LakeResource]:
     source = SourceDatabase(url=url)
     lake = LakeResource(url=str(lake_root))
     result = dg.materialize(
-        [*bronze_assets, *silver_assets],
+        migration_assets,
         partition_key=DAY.isoformat(),
         resources={"source": source, "lake": lake, "control": control_beside(lake)},
         instance=dg.DagsterInstance.ephemeral(),

@@ -14,10 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from llm_observatory import settings
-from llm_observatory.assets.bronze import bronze_assets
-from llm_observatory.assets.gold import gold_assets
+from llm_observatory.assets.migration import migration_assets
 from llm_observatory.assets.report import build_cutover_report, migration_check_keys
-from llm_observatory.assets.silver import silver_assets
 from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.io.delta_lake import open_table
 from llm_observatory.layout import quarantine_location, silver_location
@@ -137,7 +135,7 @@ def migrated_home(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     for offset in range(DAYS):
         result = dg.materialize(
-            [*bronze_assets, *silver_assets, *gold_assets, *integrity_checks],
+            [*migration_assets, *integrity_checks],
             partition_key=(DAY + dt.timedelta(days=offset)).isoformat(),
             resources={"source": source, "lake": lake, "control": control},
             instance=instance,
@@ -254,7 +252,7 @@ def test_verify_repair_removes_rows_deleted_in_the_source(dialect, tmp_path, req
     control = ControlDatabase(url=f"sqlite:///{home / 'control.sqlite'}")
     for offset in range(DAYS):
         result = dg.materialize(
-            [*bronze_assets, *silver_assets],
+            migration_assets,
             partition_key=(DAY + dt.timedelta(days=offset)).isoformat(),
             resources={"source": source, "lake": lake, "control": control},
             instance=dg.DagsterInstance.ephemeral(),

@@ -4,17 +4,16 @@ import datetime as dt
 import decimal
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from llm_observatory.assets.silver import LatestVersions, silver_asset
+from llm_observatory.assets.silver import LatestVersions
 from llm_observatory.io.delta_lake import DeltaPartitionWriter
 from llm_observatory.layout import bronze_location, bronze_schema, silver_location
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.tables import LOGS
-from llm_observatory_tests.helpers import control_beside
+from llm_observatory_tests.helpers import control_beside, materialize_silver_alone
 
 UTC = dt.timezone.utc
 DAY = dt.date(2026, 11, 3)
@@ -69,12 +68,7 @@ def test_latest_version_wins_and_redeliveries_count_once(tmp_path):
     assert (rows, distinct) == (8, 5)
     assert set(latest.winning_version) == {2, 3}
 
-    result = dg.materialize(
-        [silver_asset(LOGS)],
-        partition_key=DAY.isoformat(),
-        resources={"lake": lake, "control": control_beside(lake, tmp_path)},
-        instance=dg.DagsterInstance.ephemeral(),
-    )
+    result = materialize_silver_alone(LOGS, DAY, lake, control_beside(lake, tmp_path))
     assert result.success
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.passed
@@ -97,7 +91,6 @@ def test_a_day_without_repeated_keys_needs_no_second_pass(tmp_path):
 
 
 def test_a_failed_silver_commit_puts_the_quarantine_back(tmp_path, monkeypatch):
-    from llm_observatory.assets.silver import silver_asset
     from llm_observatory.io import delta_lake
     from llm_observatory.layout import quarantine_location
     from llm_observatory.tables import METADATA
@@ -138,13 +131,7 @@ def test_a_failed_silver_commit_puts_the_quarantine_back(tmp_path, monkeypatch):
         writer.commit()
 
     def materialize():
-        return dg.materialize(
-            [silver_asset(METADATA)],
-            partition_key=DAY.isoformat(),
-            resources={"lake": lake, "control": control_beside(lake, tmp_path)},
-            instance=dg.DagsterInstance.ephemeral(),
-            raise_on_error=False,
-        )
+        return materialize_silver_alone(METADATA, DAY, lake, control_beside(lake, tmp_path))
 
     load_bronze(['{"a": 1}', "{broken", "also broken"])
     assert materialize().success

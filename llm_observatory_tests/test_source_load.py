@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
 from llm_observatory import settings
-from llm_observatory.assets.bronze import bronze_asset
+from llm_observatory.assets.bronze import bronze_key
+from llm_observatory.assets.migration import migration_asset
 from llm_observatory.assets.monitoring import source_health
 from llm_observatory.automation import source_changes_sensor
 from llm_observatory.checks.spot_check import sample_rows
@@ -53,7 +54,7 @@ def test_every_step_that_queries_the_source_is_in_the_pool():
     # report's recount, query monitoring, the departure purge.
     names = " ".join(steps)
     for expected in (
-        "bronze__logs",
+        "migrate_logs",
         "sync__logs",
         "bronze_logs_integrity",
         "silver_logs_integrity",
@@ -139,7 +140,8 @@ def test_a_copy_refuses_a_pool_limit_raised_past_the_cap_since_start_up(tmp_path
 
         def copy() -> dg.ExecuteInProcessResult:
             return dg.materialize(
-                [bronze_asset(LOGS)],
+                [migration_asset(LOGS)],
+                selection=[bronze_key(LOGS)],
                 partition_key=DAY.isoformat(),
                 resources=resources,
                 instance=instance,
@@ -163,13 +165,13 @@ def test_a_copy_refuses_a_pool_limit_raised_past_the_cap_since_start_up(tmp_path
 def test_the_changes_sensor_does_not_query_while_the_pool_is_full():
     with dg.instance_for_test() as instance:
         instance.event_log_storage.set_concurrency_slots(SOURCE_POOL, 1)
-        instance.event_log_storage.claim_concurrency_slot(SOURCE_POOL, "run-a", "bronze__logs")
+        instance.event_log_storage.claim_concurrency_slot(SOURCE_POOL, "run-a", "migrate_logs")
         context = dg.build_sensor_context(
             instance=instance, resources={"source": SourceDatabase(url=DOWN_SOURCE)}
         )
         skipped = source_changes_sensor(context)
         assert "every llm_obs_source slot is taken" in skipped.skip_message
-        instance.event_log_storage.free_concurrency_slot_for_step("run-a", "bronze__logs")
+        instance.event_log_storage.free_concurrency_slot_for_step("run-a", "migrate_logs")
         context = dg.build_sensor_context(
             instance=instance, resources={"source": SourceDatabase(url=DOWN_SOURCE)}
         )
@@ -186,9 +188,13 @@ def test_the_spot_check_walk_reaches_every_row_and_those_sharing_an_instant(tmp_
     described = source.describe_table(LLM_INTERACTIONS)
     table = described.table
     with source.engine.begin() as connection:
-        keys = connection.execute(
-            sa.select(table.c.interaction_id).order_by(table.c.interaction_id).limit(5)
-        ).scalars().all()
+        keys = (
+            connection.execute(
+                sa.select(table.c.interaction_id).order_by(table.c.interaction_id).limit(5)
+            )
+            .scalars()
+            .all()
+        )
         instant = dt.datetime(2026, 11, 1, 12, 0, 0)
         connection.execute(
             sa.update(table).where(table.c.interaction_id.in_(keys)).values(timestamp=instant)
@@ -237,7 +243,8 @@ def locked_logs(postgres_url, tmp_path, monkeypatch):
 
 def _copy_logs(resources) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [bronze_asset(LOGS)],
+        [migration_asset(LOGS)],
+        selection=[bronze_key(LOGS)],
         partition_key=DAY.isoformat(),
         resources=resources,
         instance=dg.DagsterInstance.ephemeral(),
@@ -261,7 +268,7 @@ def test_a_partition_is_held_back_while_the_source_is_locked(locked_logs, monkey
     assert not copying.is_alive()
     result = outcome["result"]
     assert result.success
-    [materialization] = result.asset_materializations_for_node("bronze__logs")
+    [materialization] = result.asset_materializations_for_node("migrate_logs")
     metadata = materialization.metadata
     source = resources["source"]
     start = dt.datetime.combine(DAY, dt.time(), tzinfo=dt.UTC)

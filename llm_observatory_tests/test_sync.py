@@ -19,9 +19,9 @@ import pytest
 import sqlalchemy as sa
 from deltalake import DeltaTable
 
-from llm_observatory.assets.bronze import bronze_assets
-from llm_observatory.assets.gold import daily_metrics, gold_assets
-from llm_observatory.assets.silver import silver_assets
+from llm_observatory.assets.gold import daily_metrics
+from llm_observatory.assets.migration import migration_asset, migration_assets
+from llm_observatory.assets.silver import silver_key
 from llm_observatory.incremental import cycle as cycle_module
 from llm_observatory.incremental.cycle import SyncSettings, lake_locations, run_cycle
 from llm_observatory.io import delta_lake
@@ -42,7 +42,7 @@ from llm_observatory.tables import LLM_INTERACTIONS, TABLES
 START = dt.date(2026, 11, 1)
 DAYS = 3
 ROWS_PER_DAY = 150
-HISTORY_ASSETS = [*bronze_assets, *silver_assets, *gold_assets]
+HISTORY_ASSETS = migration_assets
 DEFECTS = DefectRates(
     latency_null=0.02,
     latency_out_of_range=0.02,
@@ -210,9 +210,13 @@ def test_changes_reach_silver_and_gold_and_rerunning_changes_nothing(migration):
     interactions = migration.interactions()
     now = migration.source_now()
     with migration.engine.connect() as connection:
-        keys = connection.execute(
-            sa.select(interactions.c.interaction_id).order_by(interactions.c.interaction_id)
-        ).scalars().all()
+        keys = (
+            connection.execute(
+                sa.select(interactions.c.interaction_id).order_by(interactions.c.interaction_id)
+            )
+            .scalars()
+            .all()
+        )
     # Old rows corrected: a latency, a model (moves model partition), an event time (moves day),
     # a row fixed so that it now passes the rules, and a row broken so that it is quarantined.
     migration.execute(
@@ -644,7 +648,8 @@ def test_a_concurrent_rewrite_makes_the_cycle_fail_safely_and_the_next_converge(
         if not rewritten:
             day = START.isoformat()
             result = dg.materialize(
-                [asset for asset in silver_assets if asset.key.path[-1] == "llm_interactions"],
+                [migration_asset(LLM_INTERACTIONS)],
+                selection=[silver_key(LLM_INTERACTIONS)],
                 partition_key=day,
                 resources={
                     "source": migration.source,
@@ -922,9 +927,9 @@ def test_two_instances_sharing_one_control_database_both_syncing(migration, tmp_
         for _, errors in outcomes:
             for error in errors:
                 assert "another sync cycle is running" in error, error
-        assert any(success for success, _ in outcomes) or all(
-            errors for _, errors in outcomes
-        ), outcomes
+        assert any(success for success, _ in outcomes) or all(errors for _, errors in outcomes), (
+            outcomes
+        )
         migration.cycle()  # the refused tables catch up
         for table in TABLES:
             assert not migration.control.open_cycles(table.name)

@@ -13,9 +13,8 @@ import sqlalchemy as sa
 from deltalake import DeltaTable
 from sqlalchemy.dialects import mssql
 
-from llm_observatory.assets.bronze import bronze_assets
-from llm_observatory.assets.gold import gold_assets
-from llm_observatory.assets.silver import silver_assets
+from llm_observatory.assets.bronze import bronze_key
+from llm_observatory.assets.migration import migration_assets
 from llm_observatory.checks.checksums import checksum_result
 from llm_observatory.checks.quality import silver_rule_results
 from llm_observatory.checks.row_counts import bronze_matches_source
@@ -184,7 +183,8 @@ def test_a_write_that_does_not_read_back_is_retried(migrated, monkeypatch):
     version = DeltaTable(location.uri).version()
     flaky_read_back(monkeypatch, bad_reads=1)
     result = dg.materialize(
-        [bronze_assets[0]],
+        [migration_assets[0]],
+        selection=[bronze_key(LLM_INTERACTIONS)],
         partition_key=DAY.isoformat(),
         resources={"source": source, "lake": lake, "control": control_beside(lake)},
         instance=dg.DagsterInstance.ephemeral(),
@@ -200,7 +200,8 @@ def test_a_write_that_never_reads_back_fails_and_commits_nothing(migrated, monke
     version = DeltaTable(location.uri).version()
     flaky_read_back(monkeypatch, bad_reads=10_000)
     result = dg.materialize(
-        [bronze_assets[0]],
+        [migration_assets[0]],
+        selection=[bronze_key(LLM_INTERACTIONS)],
         partition_key=DAY.isoformat(),
         resources={"source": source, "lake": lake, "control": control_beside(lake)},
         instance=dg.DagsterInstance.ephemeral(),
@@ -339,7 +340,7 @@ def test_a_partition_never_checked_is_a_no_go(postgres_url, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     # Assets without the integrity checks: their results are missing, not passed.
     dg.materialize(
-        [*bronze_assets, *silver_assets, *gold_assets],
+        migration_assets,
         partition_key=DAY.isoformat(),
         resources={"source": source, "lake": lake, "control": control_beside(lake)},
         instance=instance,

@@ -19,10 +19,20 @@ def put_back_if_failed(
     check: dg.AssetCheckResult,
     previous: list[PartitionSnapshot],
     log,
+    asset_key: dg.AssetKey,
 ) -> tuple[dg.AssetCheckResult, dict]:
-    """The check result (saying what was put back) and metadata for the materialization."""
+    """The check result of `asset_key` (saying what was put back) and metadata for the
+    materialization. The key is named because one step materializes several assets."""
     if check.passed:
-        return check, {}
+        passed = dg.AssetCheckResult(
+            asset_key=asset_key,
+            check_name=check.check_name,
+            passed=True,
+            severity=check.severity,
+            description=check.description,
+            metadata=check.metadata,
+        )
+        return passed, {}
     reason = f"blocking check {check.check_name} failed"
     restored = []
     for snapshot in previous:
@@ -35,6 +45,7 @@ def put_back_if_failed(
     )
     log.error(note)
     result = dg.AssetCheckResult(
+        asset_key=asset_key,
         check_name=check.check_name,
         passed=False,
         severity=check.severity,

@@ -9,9 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
-from llm_observatory.assets.partition_lease import day_lease
 from llm_observatory.assets.progress import Throughput
-from llm_observatory.assets.silver import silver_key
 from llm_observatory.io.delta_lake import (
     DeltaPartitionWriter,
     count_partition_rows,
@@ -20,8 +18,6 @@ from llm_observatory.io.delta_lake import (
     scan_partition,
 )
 from llm_observatory.layout import daily_metrics_location, day_filter, silver_location
-from llm_observatory.partitions import daily_partitions
-from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.tables import LLM_INTERACTIONS
 
@@ -241,56 +237,73 @@ def gold_requests(lake: LakeResource, day, gold_table: DeltaTable | None = None)
     return total
 
 
-@dg.asset(
-    key=DAILY_METRICS_KEY,
-    deps=[silver_key(LLM_INTERACTIONS)],
-    partitions_def=daily_partitions,
-    group_name="gold",
-    kinds={"delta", "parquet"},
-    description="Requests, outcomes, latency percentiles, tokens and cost per day and model.",
-    check_specs=[
-        dg.AssetCheckSpec(
-            GOLD_REQUESTS_CHECK,
-            asset=DAILY_METRICS_KEY,
-            partitions_def=daily_partitions,
-            description="The day's requests over all models equal its silver interactions.",
-        )
-    ],
-)
-def daily_metrics_asset(
-    context: dg.AssetExecutionContext, lake: LakeResource, control: ControlDatabase
-):
-    day = context.partition_time_window.start.date()
-    with day_lease(context, control, LLM_INTERACTIONS.name, day):
-        progress = Throughput(log=context.log, label=f"gold/daily_metrics {day}")
-        silver = silver_location(lake, LLM_INTERACTIONS)
-        metrics, interactions = day_metrics(lake, day)
-        progress.add(interactions, 0)
-        writer = DeltaPartitionWriter(
-            daily_metrics_location(lake), DAILY_METRICS_SCHEMA, ["date"], replace=day_filter(day)
-        )
-        writer.write(metrics)
-        summary = writer.commit(
-            {"layer": "gold", "partition": day.isoformat(), "run_id": context.run_id}
-        )
-        yield dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": metrics.num_rows,
-                **progress.metadata(),
-                "interactions": interactions,
-                "lake_bytes": summary.bytes,
-                "models": dg.MetadataValue.json(metrics.column("model").to_pylist()),
-                "delta_version": summary.version,
-                "table_uri": dg.MetadataValue.path(summary.table_uri),
-            }
-        )
-        silver_rows = count_partition_rows(silver, day_filter(day))
-        gold_requests_total = sum(metrics.column("requests").to_pylist())
-        yield dg.AssetCheckResult(
-            check_name=GOLD_REQUESTS_CHECK,
-            passed=gold_requests_total == silver_rows,
-            metadata={"silver_rows": silver_rows, "gold_requests": gold_requests_total},
-        )
+class DayMetrics:
+    """A day's metrics accumulated from the rows silver keeps, as they stream by (the one
+    pass): one `ModelDayMetrics` per model, so memory holds latencies, never rows."""
+
+    def __init__(self, day) -> None:
+        self.day = day
+        self.models: dict[str, ModelDayMetrics] = {}
+
+    def add(self, silver_rows: pa.RecordBatch) -> None:
+        if silver_rows.num_rows == 0:
+            return
+        # Silver's `model` partition is the model name as text: gold groups by the same value.
+        models = pc.cast(silver_rows.column(LLM_INTERACTIONS.silver_model_column), pa.string())
+        for model in pc.unique(models).to_pylist():
+            rows = silver_rows.filter(pc.equal(models, model))
+            metrics = self.models.get(model)
+            if metrics is None:
+                metrics = self.models[model] = ModelDayMetrics(model)
+            metrics.add(rows)
+
+    def table(self) -> tuple[pa.Table, int]:
+        """Gold's rows of the day (sorted by model) and the silver rows they summarise."""
+        rows = [self.models[model].row(self.day) for model in sorted(self.models)]
+        total = sum(metrics.requests for metrics in self.models.values())
+        return pa.Table.from_pylist(rows, schema=DAILY_METRICS_SCHEMA), total
 
 
-gold_assets = [daily_metrics_asset]
+def gold_day(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    day,
+    streamed: DayMetrics | None = None,
+) -> tuple[dg.MaterializeResult, dg.AssetCheckResult]:
+    """Replaces the day of gold: with the metrics accumulated while silver was written
+    (`streamed`, the one pass), or read from silver (a repair of gold, or a silver built
+    from bronze)."""
+    progress = Throughput(log=context.log, label=f"gold/daily_metrics {day}")
+    silver = silver_location(lake, LLM_INTERACTIONS)
+    metrics, interactions = streamed.table() if streamed is not None else day_metrics(lake, day)
+    progress.add(interactions, 0)
+    writer = DeltaPartitionWriter(
+        daily_metrics_location(lake), DAILY_METRICS_SCHEMA, ["date"], replace=day_filter(day)
+    )
+    writer.write(metrics)
+    summary = writer.commit(
+        {"layer": "gold", "partition": day.isoformat(), "run_id": context.run_id}
+    )
+    materialization = dg.MaterializeResult(
+        asset_key=DAILY_METRICS_KEY,
+        metadata={
+            "dagster/row_count": metrics.num_rows,
+            **progress.metadata(),
+            "interactions": interactions,
+            "computed_from": "the source stream" if streamed is not None else "silver",
+            "lake_bytes": summary.bytes,
+            "models": dg.MetadataValue.json(metrics.column("model").to_pylist()),
+            "delta_version": summary.version,
+            "table_uri": dg.MetadataValue.path(summary.table_uri),
+        },
+    )
+    # Counted from silver's log, not from the stream: the check compares two records.
+    silver_rows = count_partition_rows(silver, day_filter(day))
+    gold_requests_total = sum(metrics.column("requests").to_pylist())
+    check = dg.AssetCheckResult(
+        asset_key=DAILY_METRICS_KEY,
+        check_name=GOLD_REQUESTS_CHECK,
+        passed=gold_requests_total == silver_rows,
+        metadata={"silver_rows": silver_rows, "gold_requests": gold_requests_total},
+    )
+    return materialization, check

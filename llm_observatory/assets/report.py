@@ -5,9 +5,9 @@ import datetime as dt
 import dagster as dg
 
 from llm_observatory import settings
-from llm_observatory.assets.bronze import bronze_assets
-from llm_observatory.assets.gold import DAILY_METRICS_KEY, gold_assets
-from llm_observatory.assets.silver import silver_assets, silver_key
+from llm_observatory.assets.gold import DAILY_METRICS_KEY
+from llm_observatory.assets.migration import migration_assets
+from llm_observatory.assets.silver import silver_key
 from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.checks.quality import QUARANTINE_SHARE_CHECK
 from llm_observatory.partitions import daily_partitions
@@ -35,7 +35,7 @@ def migration_check_keys() -> list[dg.AssetCheckKey]:
     """Every partitioned check of the migration: those inside the assets and the integrity ones."""
     return [
         key
-        for definition in (*bronze_assets, *silver_assets, *gold_assets, *integrity_checks)
+        for definition in (*migration_assets, *integrity_checks)
         for key in definition.check_keys
     ]
 

@@ -19,11 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llm_observatory.assets.blocking_checks import put_back_if_failed
-from llm_observatory.assets.bronze import bronze_key
-from llm_observatory.assets.partition_lease import day_lease
 from llm_observatory.assets.progress import Throughput
 from llm_observatory.assets.retries import write_with_read_back_retries
-from llm_observatory.checks.row_counts import SILVER_ROWS_CHECK, silver_accounts_for_bronze
+from llm_observatory.checks.row_counts import silver_accounts_for_bronze
 from llm_observatory.io.delta_lake import (
     CommitSummary,
     DeltaPartitionWriter,
@@ -44,11 +42,9 @@ from llm_observatory.layout import (
     with_event_day,
     with_silver_partitions,
 )
-from llm_observatory.partitions import daily_partitions
 from llm_observatory.quality import evaluate
-from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
-from llm_observatory.tables import TABLES, TableSpec
+from llm_observatory.tables import TableSpec
 
 # Key hashes held in memory while finding a day's repeated keys, before spilling to disk.
 HASH_MEMORY_BYTES = 32 * 1024 * 1024
@@ -84,7 +80,7 @@ class LatestVersions:
         bronze = bronze_location(lake, table)
         counter = RepeatedHashes()
         for batch in scan_partition(bronze, day_filter(day), [table.key]):
-            counter.add(_key_hashes(batch.column(0)))
+            counter.add(key_hashes(batch.column(0)))
         rows, distinct, repeated_hashes = counter.result()
         if len(repeated_hashes) == 0:
             return cls(table, {}), rows, distinct
@@ -92,7 +88,7 @@ class LatestVersions:
         latest: dict[object, object] = {}
         copies: Counter = Counter()
         for batch in scan_partition(bronze, day_filter(day), [table.key, table.change_column]):
-            candidates = np.isin(_key_hashes(batch.column(0)), repeated_hashes)
+            candidates = np.isin(key_hashes(batch.column(0)), repeated_hashes)
             if not candidates.any():
                 continue
             chosen = batch.filter(pa.array(candidates))
@@ -201,7 +197,7 @@ def _repeated(hashes: np.ndarray) -> tuple[int, np.ndarray]:
     return len(unique), unique[counts > 1]
 
 
-def _key_hashes(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def key_hashes(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A stable 64-bit hash per key (NULL keys hash too), as a NumPy array."""
     return pl.Series(values=keys).hash(seed=0).to_numpy()
 
@@ -215,6 +211,96 @@ class ValidatedDay:
     broken_counts: Counter
 
 
+class DayValidator:
+    """Routes a day's rows through the table's rules into silver and quarantine, batch by batch.
+
+    The one home of the routing for a day's partition: fed from bronze read back from the lake
+    (a silver repair) or from the source stream bronze is being written from (the one pass of
+    `assets/migration.py`). `accept` is told which rows silver keeps (`LatestVersions`); rows
+    that break a rule go to quarantine with the first rule broken and every reason.
+    """
+
+    def __init__(
+        self,
+        table: TableSpec,
+        lake: LakeResource,
+        day: dt.date,
+        source_schema: pa.Schema,
+        progress: Throughput,
+    ) -> None:
+        self.table = table
+        self.lake = lake
+        self.day = day
+        self.source_schema = source_schema
+        self.progress = progress
+        self.silver_writer = DeltaPartitionWriter(
+            silver_location(lake, table),
+            silver_schema(table, source_schema),
+            table.silver_partition_by,
+            replace=day_filter(day),
+        )
+        self.quarantine_writer = DeltaPartitionWriter(
+            quarantine_location(lake, table),
+            quarantine_schema(source_schema),
+            ["date"],
+            replace=day_filter(day),
+        )
+        self.broken_counts: Counter = Counter()
+        self.silver_rows = self.quarantined_rows = 0
+
+    def add(self, batch: pa.RecordBatch, latest: LatestVersions | None = None) -> pa.RecordBatch:
+        """Routes one batch of source columns; returns the rows silver keeps."""
+        batch = batch.cast(self.source_schema)
+        self.progress.add(batch.num_rows, batch.nbytes)
+        if latest is not None:
+            batch = latest.keep(batch)
+        verdict = evaluate(batch, self.table.rules)
+        self.broken_counts.update(verdict.broken_counts)
+        passing = batch.filter(verdict.passed)
+        self.silver_rows += passing.num_rows
+        self.silver_writer.write(with_silver_partitions(passing, self.table))
+        if verdict.failed_rows.num_rows:
+            self.quarantined_rows += verdict.failed_rows.num_rows
+            failed = verdict.failed_rows
+            failed = with_event_day(failed.select(self.source_schema.names), self.table.event_time)
+            failed = failed.append_column(
+                "quarantine_rule", verdict.failed_rows.column("quarantine_rule")
+            ).append_column("quarantine_reason", verdict.failed_rows.column("quarantine_reason"))
+            self.quarantine_writer.write(failed)
+        return passing
+
+    def commit(self, run_id: str) -> ValidatedDay:
+        """Commits quarantine, then silver (quarantine put back if silver's commit fails)."""
+        commit_metadata = {"partition": self.day.isoformat(), "run_id": run_id}
+        try:
+            # Two tables cannot change in one Delta commit: quarantine goes first, and is put
+            # back as it was if the silver commit then fails, so a failed run changes nothing.
+            quarantine = quarantine_location(self.lake, self.table)
+            previous_quarantine = snapshot_partition(quarantine, day_filter(self.day))
+            if self.quarantined_rows or previous_quarantine.table_existed:
+                self.quarantine_writer.commit({"layer": "silver_quarantine", **commit_metadata})
+            else:
+                self.quarantine_writer.abort()
+            try:
+                summary = self.silver_writer.commit({"layer": "silver", **commit_metadata})
+            except BaseException as error:
+                # Put back the day's quarantine as it was: its files (a table created by this
+                # run has none) are re-committed; the new ones stay until a vacuum.
+                restore_partition(previous_quarantine, f"silver commit failed: {error}")
+                raise
+        except BaseException:
+            self.abort()
+            raise
+        return ValidatedDay(
+            self.progress, summary, self.silver_rows, self.quarantined_rows, self.broken_counts
+        )
+
+    def abort(self) -> None:
+        """Deletes the files written so far; nothing was committed."""
+        self.silver_writer.abort()
+        self.quarantine_writer.abort()
+
+
 def validate_day(
     context: dg.AssetExecutionContext,
     table: TableSpec,
@@ -226,144 +312,99 @@ def validate_day(
 ) -> ValidatedDay:
     """Streams the day's bronze rows through the rules into silver and quarantine, and commits
     both (quarantine first, put back if silver's commit fails)."""
-    bronze = bronze_location(lake, table)
-    silver_writer = DeltaPartitionWriter(
-        silver_location(lake, table),
-        silver_schema(table, source_schema),
-        table.silver_partition_by,
-        replace=day_filter(day),
-    )
-    quarantine_writer = DeltaPartitionWriter(
-        quarantine_location(lake, table),
-        quarantine_schema(source_schema),
-        ["date"],
-        replace=day_filter(day),
-    )
     progress = Throughput(
         log=context.log, label=f"silver/{table.name} {day}", expected_rows=bronze_rows
     )
-    broken_counts: Counter = Counter()
-    silver_rows = quarantined_rows = 0
+    validator = DayValidator(table, lake, day, source_schema, progress)
     try:
+        bronze = bronze_location(lake, table)
         for batch in scan_partition(bronze, day_filter(day), source_schema.names):
-            batch = batch.cast(source_schema)
-            progress.add(batch.num_rows, batch.nbytes)
-            batch = latest.keep(batch)
-            verdict = evaluate(batch, table.rules)
-            broken_counts.update(verdict.broken_counts)
-            passing = batch.filter(verdict.passed)
-            silver_rows += passing.num_rows
-            silver_writer.write(with_silver_partitions(passing, table))
-            if verdict.failed_rows.num_rows:
-                quarantined_rows += verdict.failed_rows.num_rows
-                failed = verdict.failed_rows
-                failed = with_event_day(failed.select(source_schema.names), table.event_time)
-                failed = failed.append_column(
-                    "quarantine_rule", verdict.failed_rows.column("quarantine_rule")
-                ).append_column(
-                    "quarantine_reason", verdict.failed_rows.column("quarantine_reason")
-                )
-                quarantine_writer.write(failed)
-        commit_metadata = {"partition": day.isoformat(), "run_id": context.run_id}
-        # Two tables cannot change in one Delta commit: quarantine goes first, and is put
-        # back as it was if the silver commit then fails, so a failed run changes nothing.
-        quarantine = quarantine_location(lake, table)
-        previous_quarantine = snapshot_partition(quarantine, day_filter(day))
-        if quarantined_rows or previous_quarantine.table_existed:
-            quarantine_writer.commit({"layer": "silver_quarantine", **commit_metadata})
-        else:
-            quarantine_writer.abort()
-        try:
-            summary = silver_writer.commit({"layer": "silver", **commit_metadata})
-        except BaseException as error:
-            # Put back the day's quarantine as it was: its files (a table created by this
-            # run has none) are re-committed; the new ones stay until a vacuum.
-            restore_partition(previous_quarantine, f"silver commit failed: {error}")
-            raise
+            validator.add(batch, latest)
     except BaseException:
-        silver_writer.abort()
-        quarantine_writer.abort()
+        validator.abort()
         raise
-    return ValidatedDay(progress, summary, silver_rows, quarantined_rows, broken_counts)
+    return validator.commit(context.run_id)
 
 
-def silver_asset(table: TableSpec) -> dg.AssetsDefinition:
-    key = silver_key(table)
-
-    @dg.asset(
-        key=key,
-        deps=[bronze_key(table)],
-        partitions_def=daily_partitions,
-        group_name="silver",
-        kinds={"delta", "parquet"},
-        description=(
-            f"Validated `{table.name}`: one row per `{table.key}`, latest version; rule breakers "
-            f"quarantined. Partitioned by {', '.join(table.silver_partition_by)}."
-        ),
-        check_specs=[
-            dg.AssetCheckSpec(
-                SILVER_ROWS_CHECK,
-                asset=key,
-                blocking=True,
-                partitions_def=daily_partitions,
-                description="Silver rows + quarantined rows == distinct bronze keys of the day.",
-            )
-        ],
+def silver_result(
+    table: TableSpec,
+    outcome: ValidatedDay,
+    bronze_rows: int,
+    bronze_keys: int,
+    check: dg.AssetCheckResult,
+    put_back: dict,
+) -> tuple[dg.MaterializeResult, dg.AssetCheckResult]:
+    """Silver's materialization of a day and its blocking check, however the day was built."""
+    summary = outcome.summary
+    materialization = dg.MaterializeResult(
+        asset_key=silver_key(table),
+        metadata={
+            "dagster/row_count": outcome.silver_rows,
+            **outcome.progress.metadata(),
+            "bronze_rows": bronze_rows,
+            "bronze_distinct_keys": bronze_keys,
+            "superseded_versions_dropped": bronze_rows - bronze_keys,
+            "silver_rows": outcome.silver_rows,
+            "quarantined_rows": outcome.quarantined_rows,
+            "quarantined_by_rule": dg.MetadataValue.json(dict(outcome.broken_counts)),
+            "lake_bytes": summary.bytes,
+            "files": len(summary.files),
+            "delta_version": summary.version,
+            "table_uri": dg.MetadataValue.path(summary.table_uri),
+            **put_back,
+        },
     )
-    def _silver(
-        context: dg.AssetExecutionContext, lake: LakeResource, control: ControlDatabase
-    ):
-        day = context.partition_time_window.start.date()
-        with day_lease(context, control, table.name, day):
-            bronze = bronze_location(lake, table)
-            bronze_table_schema = table_schema(bronze)
-            if bronze_table_schema is None:
-                raise LakeWriteError(
-                    f"bronze/{table.name} does not exist yet at {bronze.uri}: materialize "
-                    "bronze first"
-                )
-            source_schema = pa.schema(
-                [bronze_table_schema.field(name) for name in source_columns(bronze_table_schema)]
-            )
-            latest, bronze_rows, bronze_keys = LatestVersions.scan(table, lake, day)
-            previous = [
-                snapshot_partition(silver_location(lake, table), day_filter(day)),
-                snapshot_partition(quarantine_location(lake, table), day_filter(day)),
-            ]
-            outcome = write_with_read_back_retries(
-                lambda: validate_day(context, table, lake, day, source_schema, latest, bronze_rows),
-                context.log,
-                f"silver/{table.name} {day}",
-            )
-            progress, summary = outcome.progress, outcome.summary
-            silver_rows, quarantined_rows = outcome.silver_rows, outcome.quarantined_rows
-            broken_counts = outcome.broken_counts
-            context.log.info(progress.describe())
-            check, put_back = put_back_if_failed(
-                silver_accounts_for_bronze(table, lake, day, bronze_keys, bronze_rows),
-                previous,
-                context.log,
-            )
-            yield dg.MaterializeResult(
-                metadata={
-                    "dagster/row_count": silver_rows,
-                    **progress.metadata(),
-                    "bronze_rows": bronze_rows,
-                    "bronze_distinct_keys": bronze_keys,
-                    "superseded_versions_dropped": bronze_rows - bronze_keys,
-                    "silver_rows": silver_rows,
-                    "quarantined_rows": quarantined_rows,
-                    "quarantined_by_rule": dg.MetadataValue.json(dict(broken_counts)),
-                    "lake_bytes": summary.bytes,
-                    "files": len(summary.files),
-                    "delta_version": summary.version,
-                    "table_uri": dg.MetadataValue.path(summary.table_uri),
-                    **put_back,
-                }
-            )
-            yield check
-
-    return _silver
+    return materialization, check
 
 
-silver_assets = [silver_asset(table) for table in TABLES]
+def silver_snapshots(lake: LakeResource, table: TableSpec, day: dt.date) -> list:
+    """Silver's and quarantine's day as they are, to put back if silver's check fails."""
+    return [
+        snapshot_partition(silver_location(lake, table), day_filter(day)),
+        snapshot_partition(quarantine_location(lake, table), day_filter(day)),
+    ]
+
+
+def checked_silver(
+    context: dg.AssetExecutionContext,
+    table: TableSpec,
+    lake: LakeResource,
+    day: dt.date,
+    outcome: ValidatedDay,
+    bronze_rows: int,
+    bronze_keys: int,
+    previous: list,
+) -> tuple[dg.MaterializeResult, dg.AssetCheckResult]:
+    """Runs silver's blocking check on a committed day (putting the day back if it fails)."""
+    context.log.info(outcome.progress.describe())
+    check, put_back = put_back_if_failed(
+        silver_accounts_for_bronze(table, lake, day, bronze_keys, bronze_rows),
+        previous,
+        context.log,
+        silver_key(table),
+    )
+    return silver_result(table, outcome, bronze_rows, bronze_keys, check, put_back)
+
+
+def silver_from_bronze(
+    context: dg.AssetExecutionContext, table: TableSpec, lake: LakeResource, day: dt.date
+) -> tuple[dg.MaterializeResult, dg.AssetCheckResult]:
+    """Builds a day of silver from bronze read back from the lake: a repair of silver alone,
+    or a day whose bronze holds a key more than once (the latest version is chosen here)."""
+    bronze = bronze_location(lake, table)
+    bronze_table_schema = table_schema(bronze)
+    if bronze_table_schema is None:
+        raise LakeWriteError(
+            f"bronze/{table.name} does not exist yet at {bronze.uri}: materialize bronze first"
+        )
+    source_schema = pa.schema(
+        [bronze_table_schema.field(name) for name in source_columns(bronze_table_schema)]
+    )
+    latest, bronze_rows, bronze_keys = LatestVersions.scan(table, lake, day)
+    previous = silver_snapshots(lake, table, day)
+    outcome = write_with_read_back_retries(
+        lambda: validate_day(context, table, lake, day, source_schema, latest, bronze_rows),
+        context.log,
+        f"silver/{table.name} {day}",
+    )
+    return checked_silver(context, table, lake, day, outcome, bronze_rows, bronze_keys, previous)

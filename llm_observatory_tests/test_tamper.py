@@ -230,6 +230,33 @@ def test_the_spot_check_names_key_and_column_of_a_changed_value(migrated):
     assert (mismatch["key"], mismatch["column"]) == (key, "response")
 
 
+def test_the_spot_check_finds_a_value_made_null_a_changed_number_and_a_lost_row(migrated):
+    """Compared column by column in Arrow: a NULL where the source has a value, a number that
+    differs, and a row gone from bronze are each named; the rest of the day matches."""
+    from llm_observatory.checks.spot_check import spot_check_result
+
+    source, lake = migrated
+    path = one_file(bronze_location(lake, LLM_INTERACTIONS))
+    table = pq.read_table(path)
+    keys = table.column("interaction_id").to_pylist()
+    latencies = table.column("latency_ms").to_pylist()
+    nulled, changed = [i for i, value in enumerate(latencies) if value is not None][:2]
+    lost = next(i for i in range(len(keys)) if i not in (nulled, changed))
+
+    def tamper(t: pa.Table) -> pa.Table:
+        t = set_value(t, "model_name", nulled, None)
+        t = set_value(t, "latency_ms", changed, latencies[changed] + 1)
+        return t.filter(pa.array([i != lost for i in range(t.num_rows)]))
+
+    rewrite(path, tamper)
+    described = source.describe_table(LLM_INTERACTIONS)
+    result = spot_check_result(LLM_INTERACTIONS, source, described, lake, DAY, 10_000, "s")
+    assert not result.passed
+    found = {(m["key"], m["column"]) for m in result.metadata["mismatches"].value}
+    assert found == {(keys[nulled], "model_name"), (keys[changed], "latency_ms")}
+    assert result.metadata["missing_keys"].value == [str(keys[lost])]
+
+
 def test_the_spot_check_sample_is_seeded_and_drawn_in_the_source(migrated):
     from llm_observatory.checks.spot_check import sample_positions, sample_query, sample_rows
 

@@ -33,6 +33,15 @@ REFERENCE_EXTRACT_ROWS_PER_S = 100_000.0
 REFERENCE_WORKER_ROWS_PER_S = 60_000.0
 REFERENCE_LAKE_TO_SOURCE = 0.13
 RECENT_RUNS = 20
+# The window the source's change rate is measured over (`changed_rows_per_day`).
+CHANGE_WINDOW_DAYS = 7
+# Until this instance has sync cycles: the fixed cost of one cycle of one table (watermark,
+# leases, reconciliation of the recent days, commits), measured by `make bench` (month of
+# small days, 2026-12-04: 24.7 s for three tables with 0.1 % deletes, most of it fixed).
+REFERENCE_CYCLE_SECONDS = 8.0
+# Silver rows per file where no silver run measured it: silver/llm_interactions holds one file
+# per model and hour (about 10 models x 24 hours a day on the reference source).
+REFERENCE_SILVER_FILES_PER_DAY = 240
 
 
 @dataclass
@@ -45,6 +54,16 @@ class TableInventory:
     last_day: str | None = None
     days: int = 0
     rows_per_day: dict[str, int] = field(default_factory=dict)
+    # Rows whose change column moved in the last CHANGE_WINDOW_DAYS, per day of the window and
+    # by the UTC day of their event time (new rows and late updates alike: what a daily cycle
+    # reads, and which days it rewrites); None where there are no changes to count.
+    changed_rows_by_day: dict[str, float] | None = None
+
+    @property
+    def changed_rows_per_day(self) -> float | None:
+        if self.changed_rows_by_day is None:
+            return None
+        return sum(self.changed_rows_by_day.values())
 
     @property
     def mean_rows_per_day(self) -> float:
@@ -63,6 +82,8 @@ class Speeds:
     sync_measured_cycles: int
     # Bronze bytes per source row, by table (median of its bronze runs), where measured.
     lake_bytes_per_row: dict[str, float] = field(default_factory=dict)
+    # Silver files per day, by table (median of its silver runs), where measured.
+    silver_files_per_day: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,6 +108,8 @@ class Plan:
     bronze_bytes_estimate: int = 0
     topologies: list[Topology] = field(default_factory=list)
     fastest_topology: str = ""
+    # The daily incremental from the source's change rate, where it could be measured.
+    incremental: IncrementalEstimate | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -131,6 +154,15 @@ class Plan:
             f"Daily incremental load: {self.daily_rows:,.0f} rows/day -> "
             f"{_duration(self.daily_incremental_hours)}",
         ]
+        if self.incremental is not None:
+            estimate = self.incremental
+            lines.append(
+                f"  from the change rate: {estimate.changed_rows_per_day:,.0f} changed rows/day "
+                f"({estimate.late_changes_per_day:,.0f} on days before yesterday; the silver files "
+                f"holding them: {estimate.rows_rewritten_per_day:,.0f} rows rewritten); cycles "
+                f"{_duration(estimate.cycle_hours)}, source reads "
+                f"{_duration(estimate.read_hours)}, rewrites {_duration(estimate.rewrite_hours)}"
+            )
         lines += self._topology_lines()
         lines += [f"Assumption: {text}" for text in self.assumptions]
         return "\n".join(lines)
@@ -248,18 +280,36 @@ def mssql_inventory_query(table_name: str) -> sa.Select:
     ).where(stats.c.object_id == object_id)
 
 
+def _event_day(source: SourceDatabase, column) -> sa.ColumnElement:
+    """The UTC day of an event-time column, in the source's own SQL."""
+    if source.dialect_name == "postgresql":
+        return sa.cast(sa.func.timezone("UTC", column), sa.Date)
+    if source.dialect_name == "sqlite":
+        return sa.func.date(column)
+    return sa.cast(column, sa.Date)
+
+
 def rows_per_day_query(source: SourceDatabase, table: TableSpec) -> sa.Select:
     """Rows per UTC day of the event time (a grouped count the event-time index serves)."""
     described = source.describe_table(table)
-    column = described.event_time
-    if source.dialect_name == "postgresql":
-        day = sa.cast(sa.func.timezone("UTC", column), sa.Date)
-    elif source.dialect_name == "sqlite":
-        day = sa.func.date(column)
-    else:
-        day = sa.cast(column, sa.Date)
-    day = day.label("day")
+    day = _event_day(source, described.event_time).label("day")
     return sa.select(day, sa.func.count().label("rows")).group_by(day).order_by(day)
+
+
+def changed_rows_per_day_query(
+    source: SourceDatabase, table: TableSpec, since: dt.datetime
+) -> sa.Select:
+    """Rows changed since `since`, per UTC day of their event time: which days a cycle's
+    changes land on (a range on the change-column index, grouped)."""
+    described = source.describe_table(table)
+    changed = described.table.c[table.change_column]
+    day = _event_day(source, described.event_time).label("day")
+    return (
+        sa.select(day, sa.func.count().label("rows"))
+        .where(changed >= source.time_bound("changed_since", since, changed))
+        .group_by(day)
+        .order_by(day)
+    )
 
 
 def inventory(source: SourceDatabase, tables: tuple[TableSpec, ...]) -> list[TableInventory]:
@@ -275,6 +325,20 @@ def inventory(source: SourceDatabase, tables: tuple[TableSpec, ...]) -> list[Tab
                 }
             counted = sum(per_day.values())
             days = sorted(per_day)
+            latest = source.latest_change(source.describe_table(table))
+            changed = None
+            if latest is not None:
+                # Measured back from the source's newest change, not this machine's clock: a
+                # copy or a quiet source still shows the rate its changes came at.
+                since = latest - dt.timedelta(days=CHANGE_WINDOW_DAYS)
+                with source.engine.connect() as connection:
+                    changed = {
+                        str(day)[:10]: int(rows) / CHANGE_WINDOW_DAYS
+                        for day, rows in connection.execute(
+                            changed_rows_per_day_query(source, table, since)
+                        )
+                        if day is not None
+                    }
             items.append(
                 TableInventory(
                     table=table.name,
@@ -285,6 +349,7 @@ def inventory(source: SourceDatabase, tables: tuple[TableSpec, ...]) -> list[Tab
                     last_day=days[-1] if days else None,
                     days=len(days),
                     rows_per_day=per_day,
+                    changed_rows_by_day=changed,
                 )
             )
     except sa.exc.SQLAlchemyError as error:
@@ -311,6 +376,7 @@ def _recent_metadata(instance, key, limit: int = RECENT_RUNS) -> list[dict]:
 def measured_speeds(instance, tables: tuple[TableSpec, ...]) -> Speeds:
     extract, workers, compression, sync = [], [], [], []
     per_row: dict[str, float] = {}
+    files_per_day: dict[str, float] = {}
     if instance is not None:
         for table in tables:
             table_per_row = []
@@ -323,9 +389,14 @@ def measured_speeds(instance, tables: tuple[TableSpec, ...]) -> Speeds:
                     table_per_row.append(meta["lake_bytes"] / meta["rows"])
             if table_per_row:
                 per_row[table.name] = statistics.median(table_per_row)
+            table_files = []
             for meta in _recent_metadata(instance, ["silver", table.name]):
                 if meta.get("rows", 0) and meta.get("rows_per_second"):
                     workers.append(float(meta["rows_per_second"]))
+                if meta.get("files"):
+                    table_files.append(float(meta["files"]))
+            if table_files:
+                files_per_day[table.name] = statistics.median(table_files)
             for meta in _recent_metadata(instance, ["sync", table.name]):
                 if meta.get("seconds") is not None:
                     sync.append(float(meta["seconds"]))
@@ -341,6 +412,7 @@ def measured_speeds(instance, tables: tuple[TableSpec, ...]) -> Speeds:
         sync_seconds_per_cycle=statistics.median(sync) if sync else None,
         sync_measured_cycles=len(sync),
         lake_bytes_per_row=per_row,
+        silver_files_per_day=files_per_day,
     )
 
 
@@ -372,13 +444,8 @@ def build_plan(
         total_bytes = int(total_rows * 2_200)
         assumptions.append("source size estimated at 2.2 KB per row (no catalog sizes)")
     lake_bytes = int(total_bytes * speeds.lake_to_source_bytes)
-    network_bytes_per_s = bandwidth_mbps * 1_000_000 / 8
-    hours = {
-        "source (extraction streams)": total_rows / (streams * speeds.extract_rows_per_s) / 3600,
-        "network (compressed Parquet to ADLS)": lake_bytes / network_bytes_per_s / 3600,
-        "workers (silver + gold)": total_rows / (streams * speeds.worker_rows_per_s) / 3600,
-    }
-    bottleneck = max(hours, key=hours.get)
+    source_hours = total_rows / (streams * speeds.extract_rows_per_s) / 3600
+    worker_hours = total_rows / (streams * speeds.worker_rows_per_s) / 3600
     bronze_bytes = 0.0
     for item in items:
         if item.table in speeds.lake_bytes_per_row:
@@ -390,9 +457,19 @@ def build_plan(
     found = topologies(
         layer_bytes(total_bytes, bronze_bytes, table_days),
         bandwidth_mbps,
-        hours["source (extraction streams)"],
-        hours["workers (silver + gold)"],
+        source_hours,
+        worker_hours,
     )
+    chosen = fastest(found)
+    # The link's time is what crosses it in the fastest topology (every upload and read back,
+    # per traffic.py), not the bronze bytes alone.
+    busier = "up" if chosen.up_bytes >= chosen.down_bytes else "down"
+    hours = {
+        "source (extraction streams)": source_hours,
+        f"network ({chosen.name}, {busier})": chosen.network_hours,
+        "workers (silver + gold)": worker_hours,
+    }
+    bottleneck = max(hours, key=hours.get)
     # The three overlap (partitions flow through them), so the slowest sets the pace.
     migration_hours = hours[bottleneck]
     daily_rows = 0.0
@@ -400,12 +477,33 @@ def build_plan(
         recent = sorted(item.rows_per_day)[-recent_days:]
         if recent:
             daily_rows += sum(item.rows_per_day[day] for day in recent) / len(recent)
-    daily_share = daily_rows / total_rows if total_rows else 0.0
-    daily_hours = migration_hours * daily_share
-    if speeds.sync_seconds_per_cycle is not None:
-        daily_hours = max(daily_hours, speeds.sync_seconds_per_cycle * len(tables) / 3600)
+    tables_by_name = {table.name: table for table in tables}
+    incremental = None
+    if items and all(item.changed_rows_by_day is not None for item in items):
+        incremental = incremental_estimate(
+            [
+                TableChanges(
+                    table=item.table,
+                    changed_by_day=item.changed_rows_by_day,
+                    rows_per_day=item.rows_per_day,
+                    silver_files_per_day=speeds.silver_files_per_day.get(
+                        item.table, default_files_per_day(tables_by_name[item.table])
+                    ),
+                )
+                for item in items
+            ],
+            speeds,
+            streams,
+        )
+        daily_hours = incremental.hours
     else:
-        assumptions.append("daily incremental time scaled from the migration rate (no sync runs)")
+        daily_share = daily_rows / total_rows if total_rows else 0.0
+        daily_hours = migration_hours * daily_share
+        if speeds.sync_seconds_per_cycle is not None:
+            daily_hours = max(daily_hours, speeds.sync_seconds_per_cycle * len(tables) / 3600)
+        assumptions.append(
+            "daily incremental time scaled from the migration rate (no change rate measured)"
+        )
     return Plan(
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         source=display_url(source.sa_url),
@@ -425,5 +523,81 @@ def build_plan(
         table_days=table_days,
         bronze_bytes_estimate=int(bronze_bytes),
         topologies=found,
-        fastest_topology=fastest(found).name,
+        fastest_topology=chosen.name,
+        incremental=incremental,
+    )
+
+
+def _day_before(day: str) -> str:
+    return (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+
+
+def default_files_per_day(table: TableSpec) -> float:
+    """Silver files a day of the table holds where no run measured it: one per model and hour
+    when silver is laid out by model, else one."""
+    return REFERENCE_SILVER_FILES_PER_DAY if table.silver_model_column else 1.0
+
+
+@dataclass
+class TableChanges:
+    table: str
+    # Per cycle (a day), the rows changed by UTC day of their event time.
+    changed_by_day: dict[str, float]
+    rows_per_day: dict[str, int]
+    silver_files_per_day: float
+
+
+@dataclass
+class IncrementalEstimate:
+    """A day's incremental cycle: what it reads from the source and what it rewrites.
+
+    A sync rewrites only the silver files that hold changed keys (incremental/merge.py). A day
+    with `k` changes among its `F` files is taken to have them spread at random: it rewrites
+    F x (1 - (1 - 1/F)^k) files of rows_of_the_day / F rows each. So the newest day, where
+    nearly every row is new, is written whole, and a late update to an old day costs one file.
+    """
+
+    changed_rows_per_day: float
+    late_changes_per_day: float
+    rows_rewritten_per_day: float
+    cycle_hours: float
+    read_hours: float
+    rewrite_hours: float
+
+    @property
+    def hours(self) -> float:
+        return self.cycle_hours + self.read_hours + self.rewrite_hours
+
+
+def files_touched(changes: float, files: float) -> float:
+    """Expected files holding at least one of `changes` keys spread at random over `files`."""
+    files = max(files, 1.0)
+    return files * (1.0 - (1.0 - 1.0 / files) ** changes) if changes > 0 else 0.0
+
+
+def incremental_estimate(
+    changes: list[TableChanges], speeds: Speeds, streams: int
+) -> IncrementalEstimate:
+    changed = late = rewritten = 0.0
+    for table in changes:
+        newest = max(table.changed_by_day, default=None)
+        for day, count in table.changed_by_day.items():
+            day_rows = max(table.rows_per_day.get(day, 0), count)
+            files = table.silver_files_per_day
+            rewritten += files_touched(count, files) * day_rows / max(files, 1.0)
+            changed += count
+            if newest is not None and day < _day_before(newest):
+                late += count
+    cycle_seconds = (
+        speeds.sync_seconds_per_cycle
+        if speeds.sync_seconds_per_cycle is not None
+        else REFERENCE_CYCLE_SECONDS
+    )
+    return IncrementalEstimate(
+        changed_rows_per_day=changed,
+        late_changes_per_day=late,
+        rows_rewritten_per_day=rewritten,
+        cycle_hours=cycle_seconds * len(changes) / 3600,
+        read_hours=changed / (streams * speeds.extract_rows_per_s) / 3600,
+        rewrite_hours=rewritten / (streams * speeds.worker_rows_per_s) / 3600,
     )

@@ -193,11 +193,11 @@ class SourceDatabase(dg.ConfigurableResource):
         """All rows with `start <= event_time < end`, as a bound-parameter select."""
         selected = [source.table.c[name] for name in columns] if columns else list(source.table.c)
         return sa.select(*selected).where(
-            source.event_time >= self._bound("range_start", start, source.event_time),
-            source.event_time < self._bound("range_end", end, source.event_time),
+            source.event_time >= self.time_bound("range_start", start, source.event_time),
+            source.event_time < self.time_bound("range_end", end, source.event_time),
         )
 
-    def _bound(self, name: str, moment: dt.datetime, column: sa.Column) -> sa.BindParameter:
+    def time_bound(self, name: str, moment: dt.datetime, column: sa.Column) -> sa.BindParameter:
         """A time bound typed as the column it is compared with (ODBC binds text, and SQL
         Server's `datetime` takes it at millisecond precision only; see `odbc.py`)."""
         return sa.bindparam(name, self.bind_time(moment), type_=column.type)
@@ -389,9 +389,9 @@ class SourceDatabase(dg.ConfigurableResource):
     ) -> sa.Select:
         """Rows whose change column lies in `(after, up_to]` (all up to `up_to` without `after`)."""
         column = source.table.c[source.spec.change_column]
-        conditions = [column <= self._bound("changed_up_to", up_to, column)]
+        conditions = [column <= self.time_bound("changed_up_to", up_to, column)]
         if after is not None:
-            conditions.insert(0, column > self._bound("changed_after", after, column))
+            conditions.insert(0, column > self.time_bound("changed_after", after, column))
         return sa.select(*source.table.c).where(*conditions)
 
     def change_slices(

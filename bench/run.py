@@ -72,7 +72,9 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -305,13 +307,101 @@ def _tree_rss_bytes(root) -> int:
     return total
 
 
-def worker_backfill(args: argparse.Namespace) -> dict:
-    """`llm-observatory backfill --start D --end D --table llm_interactions`, run as a user runs
-    it: bronze, silver and gold with every check the backfill runs (spot check, reconciliation,
-    checksums, hour gaps, timestamps, quality), in its own process with its own home and
-    Dagster instance; peak memory is that of the whole process tree, steps included."""
+def run_backfill_command(args: argparse.Namespace, first: str, last: str,
+                         tables: list[str], home: Path | None = None) -> dict:
+    """`llm-observatory backfill --start first --end last [--table T ...]`, run as a user runs
+    it, in its own process with its own home (Dagster instance, control database): bronze,
+    silver and gold with every check a backfill runs. Peak memory is the whole process tree's;
+    each day's seconds and peak come from the moment its progress line arrived; the steps'
+    times (one pass per table, integrity checks) from the runs' event logs."""
     import psutil
 
+    keep_home = home is not None
+    home = home or Path(args.lake).with_name(Path(args.lake).name + "-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_OBS_", "DAGSTER_"))}
+    env.update(
+        LLM_OBS_HOME=str(home),
+        LLM_OBS_SOURCE_URL=args.source_url or os.environ["BENCH_SOURCE_URL"],
+        LLM_OBS_LAKE_URL=args.lake,
+        LLM_OBS_START_DATE=first,
+        DAGSTER_DISABLE_TELEMETRY="true",
+    )
+    command = [sys.executable, "-m", "llm_observatory.cli", "backfill", "--start", first,
+               "--end", last]
+    for table in tables:
+        command += ["--table", table]
+    cpu_before = os.times()
+    started = time.perf_counter()
+    peak = 0
+    lines: list[tuple[float, str]] = []
+    samples: list[tuple[float, int]] = []
+    with subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace") as child:
+        def read() -> None:
+            for line in child.stdout:
+                lines.append((time.perf_counter(), line))
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        root = psutil.Process(child.pid)
+        while child.poll() is None:
+            rss = _tree_rss_bytes(root)
+            samples.append((time.perf_counter(), rss))
+            peak = max(peak, rss)
+            time.sleep(TREE_SAMPLE_S)
+        reader.join()
+    wall = time.perf_counter() - started
+    cpu_after = os.times()
+    text = "".join(line for _, line in lines)
+    if child.returncode not in (0, 1):
+        raise RuntimeError(f"backfill exited {child.returncode}:\n{text[-3000:]}")
+    days: dict[str, dict] = {}
+    previous = started
+    for moment, line in lines:
+        match = re.match(r"\s+\[\d+/\d+\] (\d{4}-\d\d-\d\d) (\w+): ([\d,]+) rows", line)
+        if not match:
+            continue
+        peak_of_day = max((rss for at, rss in samples if previous <= at <= moment), default=0)
+        days[match.group(1)] = {"seconds": moment - previous, "status": match.group(2),
+                                "rows": int(match.group(3).replace(",", "")),
+                                "peak_rss_bytes_sampled": peak_of_day}
+        previous = moment
+    failed = [line.strip() for _, line in lines if "failing checks" in line or "run failed" in line]
+    step_seconds = backfill_step_seconds(home / "dagster")
+    if not keep_home:
+        shutil.rmtree(home, ignore_errors=True)
+    cpu = (cpu_after.children_user - cpu_before.children_user) + (
+        cpu_after.children_system - cpu_before.children_system
+    )
+    return {"seconds": wall, "cpu_seconds": cpu, "cpu_cores_used": cpu / wall if wall else 0.0,
+            "peak_rss_bytes": peak, "days": days, "failed_checks": failed,
+            "step_seconds": step_seconds, "exit_code": child.returncode,
+            "output_tail": text[-2000:]}
+
+
+def backfill_step_seconds(dagster_home: Path) -> dict[str, float]:
+    """Seconds the backfill's runs spent in each kind of step: the one pass per table
+    (`migrate_<table>`: source read, bronze, silver, gold, their blocking checks) and the
+    integrity checks (`<layer>_<table>_integrity`: checksums, timestamps, spot check,
+    rules, reconciliation), summed over the runs."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    totals: dict[str, float] = {}
+    try:
+        for run in instance.get_runs():
+            for step, times in _step_times(instance, run.run_id).items():
+                if "start" in times and "end" in times:
+                    kind = "checks" if step.endswith("_integrity") else "one pass"
+                    totals[kind] = totals.get(kind, 0.0) + times["end"] - times["start"]
+    finally:
+        instance.dispose()
+    return totals
+
+
+def worker_backfill(args: argparse.Namespace) -> dict:
+    """`llm-observatory backfill --start D --end D --table llm_interactions`, as a user runs
+    it (see run_backfill_command)."""
     from llm_observatory.io.delta_lake import open_table
     from llm_observatory.layout import (
         bronze_location,
@@ -322,35 +412,9 @@ def worker_backfill(args: argparse.Namespace) -> dict:
     from llm_observatory.resources.lake import LakeResource
     from llm_observatory.tables import LLM_INTERACTIONS
 
-    home = Path(args.lake).with_name(Path(args.lake).name + "-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_OBS_", "DAGSTER_"))}
-    env.update(
-        LLM_OBS_HOME=str(home),
-        LLM_OBS_SOURCE_URL=args.source_url or os.environ["BENCH_SOURCE_URL"],
-        LLM_OBS_LAKE_URL=args.lake,
-        LLM_OBS_START_DATE=args.day,
-        DAGSTER_DISABLE_TELEMETRY="true",
-    )
-    command = [sys.executable, "-m", "llm_observatory.cli", "backfill", "--start", args.day,
-               "--end", args.day, "--table", TABLE]
-    cpu_before = os.times()
-    started = time.perf_counter()
-    peak = 0
-    with subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT) as child:
-        output: list[bytes] = []
-        reader = threading.Thread(target=lambda: output.extend(child.stdout), daemon=True)
-        reader.start()
-        root = psutil.Process(child.pid)
-        while child.poll() is None:
-            peak = max(peak, _tree_rss_bytes(root))
-            time.sleep(TREE_SAMPLE_S)
-        reader.join()
-    wall = time.perf_counter() - started
-    cpu_after = os.times()
-    text = b"".join(output).decode(errors="replace")
-    if child.returncode != 0:
-        raise RuntimeError(f"backfill exited {child.returncode}:\n{text[-3000:]}")
+    ran = run_backfill_command(args, args.day, args.day, [TABLE])
+    if ran["exit_code"] != 0:
+        raise RuntimeError(f"backfill failed:\n{ran['output_tail']}")
     lake = LakeResource(url=args.lake)
     tables = {
         "bronze": bronze_location(lake, LLM_INTERACTIONS),
@@ -360,20 +424,13 @@ def worker_backfill(args: argparse.Namespace) -> dict:
     }
     lake_bytes = {name: _lake_files_bytes(location)[0] for name, location in tables.items()}
     rows = open_table(tables["bronze"]).to_pyarrow_dataset().count_rows()
-    shutil.rmtree(home, ignore_errors=True)
-    cpu = (cpu_after.children_user - cpu_before.children_user) + (
-        cpu_after.children_system - cpu_before.children_system
-    )
     return {
         "path": "backfill",
         "rows": rows,
-        "seconds": wall,
-        "cpu_seconds": cpu,
-        "cpu_cores_used": cpu / wall if wall > 0 else 0.0,
-        "peak_rss_bytes": peak,
         "lake_bytes": sum(lake_bytes.values()),
         "lake_bytes_by_table": lake_bytes,
-        "output_tail": text[-2000:],
+        **{name: ran[name] for name in ("seconds", "cpu_seconds", "cpu_cores_used",
+                                        "peak_rss_bytes", "step_seconds", "output_tail")},
     }
 
 
@@ -795,91 +852,41 @@ def history_days(args: argparse.Namespace) -> list[str]:
 
 
 def worker_history_full(args: argparse.Namespace) -> dict:
-    """The month's full load as a user runs it (`backfill`): every day's bronze and silver of
-    every table and gold, with their checks, one `dagster.materialize` per day on one instance
-    (on disk, like a deployment's), oldest day first."""
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    import dagster as dg
-    import pyarrow as pa
-
-    from llm_observatory.assets.migration import migration_assets
+    """The month's full load as a user runs it: `llm-observatory backfill` over every day of
+    every table, every check included (see run_backfill_command); its home is the lake's
+    folder, so the sync that follows continues from its control database."""
+    from llm_observatory.io.delta_lake import open_table
     from llm_observatory.layout import (
         bronze_location,
         daily_metrics_location,
         quarantine_location,
         silver_location,
     )
-    from llm_observatory.resources.control import ControlDatabase
     from llm_observatory.resources.lake import LakeResource
-    from llm_observatory.resources.source import SourceDatabase
     from llm_observatory.tables import TABLES
 
+    days = history_days(args)
+    # Home beside the lake: the sync that follows reads this load's control database there.
+    ran = run_backfill_command(args, days[0], days[-1], [table.name for table in TABLES],
+                               home=Path(args.lake).parent)
     lake = LakeResource(url=args.lake)
-    folder = Path(args.lake).parent
-    resources = {
-        "source": SourceDatabase(url=args.source_url or os.environ["BENCH_SOURCE_URL"]),
-        "lake": lake,
-        "control": ControlDatabase(url=f"sqlite:///{folder / 'control.sqlite'}"),
-    }
-    assets = migration_assets
-    (folder / "dagster").mkdir(exist_ok=True)
-    instance = dg.DagsterInstance.local_temp(str(folder / "dagster"))
-    days: dict[str, dict] = {}
-    failed_checks: list[str] = []
-    rows: dict[str, int] = {}
-    rss_before = _status_kib("VmRSS") * 1024
-    cpu_before = os.times()
-    with RssSampler() as sampler:
-        started = time.perf_counter()
-        for day in history_days(args):
-            begin = time.time()
-            result = dg.materialize(assets, partition_key=day, resources=resources,
-                                    instance=instance, raise_on_error=False)
-            end = time.time()
-            if not result.success:
-                failures = [
-                    str(event.step_failure_data.error.message
-                        if event.step_failure_data.error else event)
-                    for event in result.all_events
-                    if event.event_type_value == "STEP_FAILURE"
-                ]
-                raise RuntimeError(f"materialization of {day} failed: "
-                                   f"{' | '.join(failures) or 'see the log'}")
-            for evaluation in result.get_asset_check_evaluations():
-                if not evaluation.passed:
-                    failed_checks.append(
-                        f"{day} {'/'.join(evaluation.asset_key.path)}:{evaluation.check_name}")
-            for event in result.get_asset_materialization_events():
-                materialization = event.step_materialization_data.materialization
-                if materialization.asset_key.path[0] != "bronze":
-                    continue
-                value = materialization.metadata.get("dagster/row_count")
-                name = materialization.asset_key.path[-1]
-                rows[name] = rows.get(name, 0) + int(getattr(value, "value", value) or 0)
-            # Whether memory creeps from day to day, and whose: Arrow's pool or the rest.
-            days[day] = {"seconds": end - begin,
-                         "peak_rss_bytes_sampled": sampler.peak_between(begin, end),
-                         "rss_after_bytes": _status_kib("VmRSS") * 1024,
-                         "arrow_allocated_bytes": pa.total_allocated_bytes()}
-        wall = time.perf_counter() - started
-    figures = _process_figures(wall, cpu_before, rss_before)
-    lake_bytes = {}
+    lake_bytes, rows = {}, {}
     for table in TABLES:
         for layer, location in (("bronze", bronze_location(lake, table)),
                                 ("silver", silver_location(lake, table)),
                                 ("quarantine", quarantine_location(lake, table))):
             lake_bytes[f"{layer}/{table.name}"] = _lake_files_bytes(location)[0]
+        rows[table.name] = open_table(bronze_location(lake, table)).to_pyarrow_dataset(
+        ).count_rows()
     lake_bytes["gold/daily_metrics"] = _lake_files_bytes(daily_metrics_location(lake))[0]
     return {
         "path": "history-full",
         "rows": sum(rows.values()),
         "rows_by_table": rows,
-        "days": days,
-        "failed_checks": failed_checks,
         "lake_bytes_by_table": lake_bytes,
-        **figures,
+        **{name: ran[name] for name in ("seconds", "cpu_seconds", "cpu_cores_used",
+                                        "peak_rss_bytes", "days", "failed_checks",
+                                        "step_seconds")},
     }
 
 
@@ -1381,7 +1388,8 @@ def measure_history(sources: Sources, args: argparse.Namespace, workdir: Path) -
         "extra_env": {"LLM_OBS_START_DATE": first.isoformat()},
     }
     try:
-        say(f"full load of the {days} days (bronze, silver of every table, gold; one run a day)")
+        say(f"full load of the {days} days: llm-observatory backfill (every table, every check; "
+            "one run a day)")
         full = run_child("history-full", url, first.isoformat(), workdir, "history-full",
                          server_cpu, **options)
         say(f"full load: {full['seconds']:,.1f} s, peak RSS {full['peak_rss_bytes'] / MIB:,.0f} "
@@ -1586,12 +1594,21 @@ def history_lines(history: dict) -> list[str]:
     per_day = list(full["days"].values())
     if per_day:
         seconds = [figures["seconds"] for figures in per_day]
+        peaks = [figures["peak_rss_bytes_sampled"] for figures in per_day]
         lines.append(
-            f"  full load: {min(seconds):,.1f}..{max(seconds):,.1f} s a day; RSS after the "
-            f"first day {per_day[0]['rss_after_bytes'] / MIB:,.0f} MiB, after the last "
-            f"{per_day[-1]['rss_after_bytes'] / MIB:,.0f} MiB (Arrow's pool "
-            f"{per_day[0]['arrow_allocated_bytes'] / MIB:,.0f} -> "
-            f"{per_day[-1]['arrow_allocated_bytes'] / MIB:,.0f} MiB)"
+            f"  full load (`llm-observatory backfill`, every check): {min(seconds):,.1f}.."
+            f"{max(seconds):,.1f} s a day (median {statistics.median(seconds):,.1f} s); "
+            f"process tree peak on the first day {peaks[0] / MIB:,.0f} MiB, on the last "
+            f"{peaks[-1] / MIB:,.0f} MiB"
+        )
+    steps = full.get("step_seconds") or {}
+    if steps:
+        lines.append(
+            "  its steps: " + "; ".join(
+                f"{kind} {seconds:,.1f} s ({seconds / len(per_day or [1]):,.2f} s a day)"
+                for kind, seconds in sorted(steps.items()))
+            + f"; the rest (start-up, Dagster's runs and events, leases) "
+            f"{full['seconds'] - sum(steps.values()):,.1f} s"
         )
     for name, cycle in sync["cycles"].items():
         reconciled = cycle["days_reconciled"]
@@ -2192,6 +2209,7 @@ def summarize(
         "floor": {"runs": floors, "best": floor, "warmup": warmup},
         "bronze": {"runs": bronzes, "best": bronze},
         "full": {"runs": fulls, "best": best(fulls) if fulls else None},
+        "backfill": {"runs": backfills, "best": best(backfills)} if backfills else None,
         "dlt": dlts or None,
         "streams": streamed or None,
         "reconcile": {"runs": reconciles, "best": best(reconciles), **reconciliation}
@@ -2285,6 +2303,8 @@ def format_table(result: dict) -> str:
         value = aim["value"]
         shown = aim.get("shown") or (f"{value:.0%}" if "ratio" in name else f"{value:,.0f} MiB")
         lines.append(f"aim {name}: {aim['aim']}: {shown} -> {'met' if aim['met'] else 'MISSED'}")
+    if result.get("backfill"):
+        lines.extend(backfill_step_lines(result["backfill"]["best"]))
     if result.get("reconcile"):
         lines.extend(reconciliation_lines(result["reconcile"]))
     if result.get("read_paths"):
@@ -2296,6 +2316,20 @@ def format_table(result: dict) -> str:
     for label, summary in result.get("profiles", {}).items():
         lines.extend(profile_lines(label, summary))
     return "\n".join(lines)
+
+
+def backfill_step_lines(run: dict) -> list[str]:
+    """Where the backfill command's time went: its one pass, its integrity checks (what they
+    cost beside the copy), the rest (start-up, Dagster's run and events, leases)."""
+    steps = run.get("step_seconds") or {}
+    if not steps:
+        return []
+    rest = run["seconds"] - sum(steps.values())
+    return ["backfill command's time: " + "; ".join(
+        f"{kind} {seconds:,.2f} s ({seconds / run['seconds']:.0%})"
+        for kind, seconds in sorted(steps.items()))
+        + f"; the rest (start-up, Dagster's run and events, leases) {rest:,.2f} s "
+        f"({rest / run['seconds']:.0%})"]
 
 
 def _kb(value: int | None) -> str:

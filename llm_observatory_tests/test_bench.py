@@ -54,6 +54,9 @@ def test_quick_bench_writes_its_report(postgres_server, tmp_path):
     # The command a user runs for the day, every check included, timed as a whole.
     assert "backfill command: bronze+silver+gold+every check" in paths
     assert {"backfill_ratio_to_floor", "backfill_peak_rss_mib"} <= result["aims"].keys()
+    # ... and where its time went: the one pass, the integrity checks, the rest.
+    assert set(result["backfill"]["best"]["step_seconds"]) == {"one pass", "checks"}
+    assert "backfill command's time: checks " in completed.stdout
     # The same bronze with the day's hours spread over 2 and 4 concurrent source queries.
     assert [path for path in paths if "parallel streams" in path] == [
         "bronze: 2 parallel streams (hourly slices)",
@@ -130,6 +133,9 @@ def test_quick_bench_writes_its_report(postgres_server, tmp_path):
     assert full["seconds"] > 0 and full["peak_rss_bytes"] > 0
     assert full["rows"] == sum(history["generated_rows"].values())
     assert not full["failed_checks"]
+    # The full load is the backfill command: one line per day, each a whole run with checks.
+    assert len(full["days"]) == 3 and all(day["status"] == "ok" for day in full["days"].values())
+    assert set(full["step_seconds"]) == {"one pass", "checks"}
     deleted = history["deleted"]
     assert history["deleted_rows"] == sum(table["rows"] for table in deleted.values()) > 0
     sync = history["sync"]
@@ -200,8 +206,9 @@ def test_a_reconciliation_that_does_not_match_is_a_missed_aim_with_its_differenc
 
 def test_a_month_whose_lake_does_not_match_after_the_sync_says_so():
     bench = _bench_module()
-    full = _run(100.0, days={"2026-11-04": {"seconds": 3.0, "rss_after_bytes": 300 * 2**20,
-                                            "arrow_allocated_bytes": 0}}, failed_checks=[])
+    full = _run(100.0, days={"2026-11-04": {"seconds": 3.0, "status": "ok", "rows": 1000,
+                                            "peak_rss_bytes_sampled": 300 * 2**20}},
+                failed_checks=[], step_seconds={"one pass": 40.0, "checks": 30.0})
     cycle = {"seconds": 5.0, "peak_rss_bytes_sampled": 200 * 2**20, "rows_extracted": 0,
              "departure_capture": "on", "departures_read": 2, "deleted_keys": 1,
              "moved_keys": 0, "repaired_keys": 0, "days_rewritten": ["2026-11-04"],
@@ -226,6 +233,7 @@ def test_a_month_whose_lake_does_not_match_after_the_sync_says_so():
     assert "(2 rows deleted): 5.0 s (= 5.0 % of the full load)" in lines
     assert "MISMATCH after the sync: llm_interactions: 1 deleted key(s) still in silver" in lines
     assert "sync_peak_rss_mib 600 MiB (MISSED)" in lines
+    assert "checks 30.0 s (30.00 s a day); one pass 40.0 s" in lines
 
 
 def test_the_spot_check_s_source_cost_is_timed_beside_the_day_s_copy(postgres_url):

@@ -22,7 +22,7 @@ from llm_observatory.cli import build_parser
 from llm_observatory.io import delta_lake
 from llm_observatory.io.delta_lake import DeltaPartitionWriter, current_files
 from llm_observatory.io.evidence import read_evidence
-from llm_observatory.io.uploads import BlobUpload, UploadRefusedError, stored_blob
+from llm_observatory.io.uploads import BlobUpload, UploadBudget, UploadRefusedError, stored_blob
 from llm_observatory.layout import day_filter, silver_location
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.tables import LLM_INTERACTIONS
@@ -95,6 +95,42 @@ def test_a_block_whose_md5_does_not_match_is_refused_by_the_service(lake, blobs)
     upload.abort()
     with pytest.raises(FileNotFoundError):
         stored_blob(location, path)
+
+
+def test_many_open_uploads_hold_no_more_than_their_budget_and_arrive_whole(lake, blobs):
+    """A day of silver is hundreds of open files; each holding a 4 MiB block would make memory
+    grow with the day. Under a shared budget the fullest buffers go out early as smaller
+    blocks, and every file still arrives byte for byte with its MD5 checked."""
+    import hashlib
+
+    location = lake.location("silver", "budget")
+    delta_lake.ensure_container(location)
+    budget = UploadBudget(limit=2 * 1024 * 1024, min_block=64 * 1024)
+    uploads = [
+        BlobUpload(location.filesystem, f"{location.fs_path}/file-{n}.bin", budget=budget)
+        for n in range(24)
+    ]
+    contents = [bytearray() for _ in uploads]
+    chunk = 32 * 1024
+    for _ in range(32):  # 1 MiB a file, written round-robin as a partitioned writer does
+        for upload, content in zip(uploads, contents):
+            data = os.urandom(chunk)
+            upload.write(data)
+            content += data
+    assert budget.peak <= budget.limit + chunk
+    for upload in uploads:
+        upload.close()
+    assert budget.buffered == 0 and not budget.open
+    container, _, prefix = location.fs_path.partition("/")
+    blocks = []
+    for n, (upload, content) in enumerate(zip(uploads, contents)):
+        client = blobs.get_blob_client(container, f"{prefix}/file-{n}.bin")
+        assert client.download_blob().readall() == bytes(content)
+        stored = stored_blob(location, upload.path)
+        assert stored.md5 == hashlib.md5(content, usedforsecurity=False).hexdigest()
+        blocks.append(len(client.get_block_list("committed")[0]))
+    # Sent early in several smaller blocks, where 24 x 1 MiB would have fitted one each.
+    assert max(blocks) > 1
 
 
 def test_a_corrupted_upload_is_refused_and_nothing_is_committed(lake, blobs, monkeypatch):

@@ -18,6 +18,7 @@ On a local lake files are written as before through fsspec (there is no service 
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,42 @@ from llm_observatory.resources.lake import LakeLocation
 # Bytes per staged block: each is hashed and checked on its own, and is all an open file
 # buffers (adlfs would buffer 50 MiB per open file). 50,000 blocks make a blob: 195 GiB.
 BLOCK_BYTES = 4 * 1024 * 1024
+# What all open uploads of the process buffer together. Silver of a day is one open file per
+# model and hour (240 on the reference source, up to 256 open per writer): at 4 MiB each a big
+# day would buffer a gigabyte. Past this budget the fullest buffers go out early as smaller
+# blocks (never under MIN_BLOCK_BYTES, so a 256 MB file stays far below 50,000 blocks).
+BUFFER_BUDGET_BYTES = 64 * 1024 * 1024
+MIN_BLOCK_BYTES = 256 * 1024
+
+
+class UploadBudget:
+    """The bytes every open upload of the process holds, and the rule that keeps their sum
+    under `limit`: the write that crosses it sends the fullest buffers out first."""
+
+    def __init__(self, limit: int = BUFFER_BUDGET_BYTES, min_block: int = MIN_BLOCK_BYTES):
+        self.limit = limit
+        self.min_block = min_block
+        self.open: set[BlobUpload] = set()
+        self.lock = threading.RLock()
+        self.buffered = 0
+        self.peak = 0
+
+    def resize(self, change: int) -> None:
+        with self.lock:
+            self.buffered += change
+            self.peak = max(self.peak, self.buffered)
+
+    def enforce(self) -> None:
+        with self.lock:
+            if self.buffered <= self.limit:
+                return
+            for upload in sorted(self.open, key=lambda each: -len(each._buffer)):
+                if self.buffered <= self.limit or len(upload._buffer) < self.min_block:
+                    break
+                upload.send_buffer()
+
+
+BUDGET = UploadBudget()
 
 
 class UploadRefusedError(RuntimeError):
@@ -62,7 +99,13 @@ class BlobUpload:
     asynchronous service client (and credentials) it shares.
     """
 
-    def __init__(self, filesystem: Any, path: str, block_bytes: int = BLOCK_BYTES) -> None:
+    def __init__(
+        self,
+        filesystem: Any,
+        path: str,
+        block_bytes: int = BLOCK_BYTES,
+        budget: UploadBudget | None = None,
+    ) -> None:
         self.filesystem = filesystem
         self.path = path
         self.container, self.blob = _split(path)
@@ -75,17 +118,30 @@ class BlobUpload:
         self.etag: str | None = None
         self.last_modified: str | None = None
         self.closed = False
+        self.budget = budget if budget is not None else BUDGET
+        self.budget.open.add(self)
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
         self._md5.update(view)
         self._buffer += view
+        self.budget.resize(view.nbytes)
         self.size += view.nbytes
         while len(self._buffer) >= self.block_bytes:
             block = bytes(self._buffer[: self.block_bytes])
             del self._buffer[: self.block_bytes]
+            self.budget.resize(-len(block))
             self._stage(block)
+        self.budget.enforce()
         return view.nbytes
+
+    def send_buffer(self) -> None:
+        """Stages what the buffer holds as a block now (the budget asks for room)."""
+        block = bytes(self._buffer)
+        self._buffer = bytearray()
+        self.budget.resize(-len(block))
+        if block:
+            self._stage(block)
 
     def flush(self) -> None:
         """Blocks go out when full; a partial block waits for more bytes or `close`."""
@@ -127,6 +183,7 @@ class BlobUpload:
         if self._buffer or not self._blocks:
             block = bytes(self._buffer)
             self._buffer = bytearray()
+            self.budget.resize(-len(block))
             if block:
                 self._stage(block)
         digest = self._md5.digest()
@@ -135,6 +192,7 @@ class BlobUpload:
         self.etag = response["etag"]
         self.last_modified = response["last_modified"].isoformat()
         self.closed = True
+        self.budget.open.discard(self)
 
     async def _acommit(self, digest: bytes) -> dict:
         from azure.storage.blob import BlobBlock, ContentSettings
@@ -166,8 +224,10 @@ class BlobUpload:
     def abort(self) -> None:
         """Forgets the staged blocks: uncommitted blocks are no blob, and the service drops
         them after a week."""
+        self.budget.resize(-len(self._buffer))
         self._buffer = bytearray()
         self.closed = True
+        self.budget.open.discard(self)
 
 
 def open_upload(location: LakeLocation, full_path: str) -> Any:

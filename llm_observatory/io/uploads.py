@@ -40,7 +40,9 @@ MIN_BLOCK_BYTES = 256 * 1024
 
 class UploadBudget:
     """The bytes every open upload of the process holds, and the rule that keeps their sum
-    under `limit`: the write that crosses it sends the fullest buffers out first."""
+    under `limit`: the write that crosses it sends the fullest buffers out first. A thread only
+    ever sends the buffers of the uploads it opened (a day's pass writes bronze and silver on
+    two threads; an upload is never touched by two at once)."""
 
     def __init__(self, limit: int = BUFFER_BUDGET_BYTES, min_block: int = MIN_BLOCK_BYTES):
         self.limit = limit
@@ -50,19 +52,29 @@ class UploadBudget:
         self.buffered = 0
         self.peak = 0
 
+    def register(self, upload: BlobUpload) -> None:
+        with self.lock:
+            self.open.add(upload)
+
+    def release(self, upload: BlobUpload) -> None:
+        with self.lock:
+            self.open.discard(upload)
+
     def resize(self, change: int) -> None:
         with self.lock:
             self.buffered += change
             self.peak = max(self.peak, self.buffered)
 
     def enforce(self) -> None:
+        if self.buffered <= self.limit:
+            return
+        thread = threading.get_ident()
         with self.lock:
-            if self.buffered <= self.limit:
-                return
-            for upload in sorted(self.open, key=lambda each: -len(each._buffer)):
-                if self.buffered <= self.limit or len(upload._buffer) < self.min_block:
-                    break
-                upload.send_buffer()
+            own = [upload for upload in self.open if upload.owner == thread]
+        for upload in sorted(own, key=lambda each: -len(each._buffer)):
+            if self.buffered <= self.limit or len(upload._buffer) < self.min_block:
+                break
+            upload.send_buffer()
 
 
 BUDGET = UploadBudget()
@@ -119,7 +131,8 @@ class BlobUpload:
         self.last_modified: str | None = None
         self.closed = False
         self.budget = budget if budget is not None else BUDGET
-        self.budget.open.add(self)
+        self.owner = threading.get_ident()
+        self.budget.register(self)
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
@@ -192,7 +205,7 @@ class BlobUpload:
         self.etag = response["etag"]
         self.last_modified = response["last_modified"].isoformat()
         self.closed = True
-        self.budget.open.discard(self)
+        self.budget.release(self)
 
     async def _acommit(self, digest: bytes) -> dict:
         from azure.storage.blob import BlobBlock, ContentSettings
@@ -227,7 +240,7 @@ class BlobUpload:
         self.budget.resize(-len(self._buffer))
         self._buffer = bytearray()
         self.closed = True
-        self.budget.open.discard(self)
+        self.budget.release(self)
 
 
 def open_upload(location: LakeLocation, full_path: str) -> Any:

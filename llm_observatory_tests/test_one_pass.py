@@ -7,6 +7,7 @@ import decimal
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
@@ -262,9 +263,9 @@ def test_silver_alone_is_rebuilt_from_bronze_without_touching_the_source(source_
     assert materialized == {dg.AssetKey(["silver", "logs"])}
 
 
-def test_an_error_on_the_silver_leg_commits_nothing(source_url, tmp_path, monkeypatch):
-    """Silver is routed on a thread of its own beside bronze: its error fails the pass before
-    either layer is committed, and the files both legs wrote are deleted."""
+def test_an_error_routing_silver_commits_nothing(source_url, tmp_path, monkeypatch):
+    """An error while silver is routed in the pass fails it before either layer is committed,
+    and the files bronze and silver had written are deleted."""
     lake = LakeResource(url=str(tmp_path / "lake"))
     assert migrate(source_url, lake).success
     bronze, silver = (
@@ -286,3 +287,39 @@ def test_an_error_on_the_silver_leg_commits_nothing(source_url, tmp_path, monkey
     assert "simulated: the silver leg failed" in error.to_string()
     assert (DeltaTable(bronze.uri).version(), DeltaTable(silver.uri).version()) == versions
     assert unreferenced_files(bronze) == [] and unreferenced_files(silver) == []
+
+
+def test_streamed_metrics_spill_latencies_to_disk_and_stay_exact(monkeypatch):
+    """A model's latencies past the memory cap go to a temporary file; the percentiles and the
+    mean are those of every latency, as DuckDB's quantile_cont would give."""
+    import llm_observatory.assets.gold as gold_module
+    from llm_observatory.assets.gold import DayMetrics, daily_metrics
+
+    monkeypatch.setattr(gold_module, "LATENCY_MEMORY_BYTES", 1024)  # 128 latencies
+    rows = 5_000
+    batch = pa.record_batch(
+        {
+            "model_name": [("gpt-4o", "claude-3-5-sonnet")[i % 2] for i in range(rows)],
+            "status": [("success", "error", "timeout")[i % 3] for i in range(rows)],
+            "latency_ms": [None if i % 97 == 0 else (i * 7919) % 30_000 for i in range(rows)],
+            "prompt_tokens": [i % 500 for i in range(rows)],
+            "completion_tokens": [i % 300 for i in range(rows)],
+            "cost_usd": pa.array(
+                [decimal.Decimal(i % 1000) / 1000 for i in range(rows)], pa.decimal128(12, 6)
+            ),
+        }
+    )
+    streamed = DayMetrics(DAY)
+    for offset in range(0, rows, 250):
+        streamed.add(batch.slice(offset, 250))
+    assert all(metrics._spilled is not None for metrics in streamed.models.values())
+    table, total = streamed.table()
+    expected = daily_metrics(pl.from_arrow(pa.Table.from_batches([batch])), DAY)
+    assert total == rows
+    assert table.column("model").to_pylist() == expected.column("model").to_pylist()
+    for name in DAILY_METRICS_SCHEMA.names[2:]:
+        got, want = table.column(name).to_pylist(), expected.column(name).to_pylist()
+        if isinstance(want[0], float):
+            assert got == pytest.approx(want, rel=1e-12), name
+        else:
+            assert got == want, name

@@ -1,6 +1,7 @@
 """Gold: per day and model metrics over silver, rebuilt whole for each day it covers."""
 
 import decimal
+import tempfile
 
 import dagster as dg
 import numpy as np
@@ -77,9 +78,16 @@ def daily_metrics(interactions: pl.DataFrame, day) -> pa.Table:
     return grouped.select(DAILY_METRICS_SCHEMA.names).to_arrow().cast(DAILY_METRICS_SCHEMA)
 
 
+# Latencies a model holds in memory while its day streams by; past this they go to a temporary
+# file, so a day's metrics take the same memory at any day size (the one pass builds every
+# model at once; the percentiles then need one model's latencies at a time).
+LATENCY_MEMORY_BYTES = 4 * 1024 * 1024
+
+
 class ModelDayMetrics:
-    """One model's metrics over a day, accumulated batch by batch: memory holds the latencies
-    only (8 bytes a row, for the exact percentiles), never the day's rows."""
+    """One model's metrics over a day, accumulated batch by batch: never the day's rows, and
+    the latencies (8 bytes a row, for the exact percentiles) in memory up to
+    LATENCY_MEMORY_BYTES, on local disk past it."""
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -87,6 +95,8 @@ class ModelDayMetrics:
         self.prompt_tokens = self.completion_tokens = 0
         self.cost = decimal.Decimal(0)
         self.latencies: list[np.ndarray] = []
+        self.held_bytes = 0
+        self._spilled = None  # a temporary file of float64 latencies, once memory is full
 
     def add(self, batch: pa.RecordBatch) -> None:
         self.requests += batch.num_rows
@@ -102,13 +112,29 @@ class ModelDayMetrics:
         self.completion_tokens += _int_sum(batch.column("completion_tokens"))
         self.cost += pc.sum(batch.column("cost_usd")).as_py() or decimal.Decimal(0)
         latency = pc.drop_null(batch.column("latency_ms"))
-        self.latencies.append(pc.cast(latency, pa.float64()).to_numpy(zero_copy_only=False))
+        values = pc.cast(latency, pa.float64()).to_numpy(zero_copy_only=False)
+        self.latencies.append(values)
+        self.held_bytes += values.nbytes
+        if self.held_bytes > LATENCY_MEMORY_BYTES:
+            if self._spilled is None:
+                self._spilled = tempfile.TemporaryFile(prefix="llm-obs-latencies-")  # noqa: SIM115
+            for held in self.latencies:
+                held.tofile(self._spilled)
+            self.latencies, self.held_bytes = [], 0
+
+    def _all_latencies(self) -> np.ndarray:
+        parts = []
+        if self._spilled is not None:
+            self._spilled.seek(0)
+            parts.append(np.fromfile(self._spilled, dtype=np.float64))
+            self._spilled.close()
+            self._spilled = None
+        parts.extend(self.latencies)
+        self.latencies, self.held_bytes = [], 0
+        return np.concatenate(parts) if parts else np.empty(0, np.float64)
 
     def row(self, day) -> dict:
-        latencies = pl.Series(
-            "latency_ms", np.concatenate(self.latencies) if self.latencies else [], pl.Float64
-        )
-        self.latencies = []
+        latencies = pl.Series("latency_ms", self._all_latencies(), pl.Float64)
 
         def quantile(q: float):
             return latencies.quantile(q, interpolation="linear") if len(latencies) else None

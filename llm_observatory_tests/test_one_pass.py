@@ -323,3 +323,23 @@ def test_streamed_metrics_spill_latencies_to_disk_and_stay_exact(monkeypatch):
             assert got == pytest.approx(want, rel=1e-12), name
         else:
             assert got == want, name
+
+
+def test_bronze_and_gold_without_silver_build_gold_from_silver_as_it_is(source_url, tmp_path):
+    lake = LakeResource(url=str(tmp_path / "lake"))
+    assert migrate(source_url, lake).success
+    result = migrate(
+        source_url,
+        lake,
+        [migration_asset(LLM_INTERACTIONS)],
+        selection=[dg.AssetKey(["bronze", "llm_interactions"]), DAILY_METRICS_KEY],
+    )
+    assert result.success, result.get_step_failure_events()
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert materialized == {dg.AssetKey(["bronze", "llm_interactions"]), DAILY_METRICS_KEY}
+    [gold] = [
+        e.step_materialization_data.materialization
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == DAILY_METRICS_KEY
+    ]
+    assert gold.metadata["computed_from"].value == "silver"

@@ -228,7 +228,11 @@ def _after_bronze_commit(
     )
     yield bronze_result(table, summary, day_pass.progress, health, put_back)
     yield check
-    if not check.passed or not with_silver:
+    if not check.passed:
+        return
+    if not with_silver:
+        if with_gold:  # bronze and gold selected without silver: gold of silver as it is
+            yield from gold_day(context, lake, day)
         return
 
     rows, distinct, repeated = day_pass.keys.result()

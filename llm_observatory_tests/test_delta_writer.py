@@ -16,6 +16,10 @@ from llm_observatory.io.delta_lake import (
     DeltaPartitionWriter,
     commit_files,
     count_partition_rows,
+    count_rows_by_partition,
+    current_files,
+    data_files,
+    open_table,
     rows_per_day,
 )
 from llm_observatory.resources.lake import LakeResource
@@ -266,3 +270,35 @@ def test_a_writer_touching_many_partitions_keeps_only_a_few_files_open(lake):
     for written in summary.files:
         with location.filesystem.open(f"{location.fs_path}/{written.path}", "rb") as handle:
             assert hashlib.sha256(handle.read()).hexdigest() == written.sha256
+
+
+def test_an_opened_table_lists_its_files_as_of_its_own_version(tmp_path):
+    """The file list is parsed once per opened table and version (the sync walks a month of
+    days on one opened table); an object brought to a newer version lists the new files, and
+    one still at the old version keeps listing the old ones."""
+    location = LakeResource(url=str(tmp_path / "lake")).location("silver", "t")
+    write_day(location, 1, rows_for(1, 40))
+    write_day(location, 2, rows_for(2, 30))
+    kept, moved = open_table(location), open_table(location)
+    day_one = [("date", "=", "2026-11-01")]
+    before = current_files(kept, day_one)
+    assert before == current_files(moved, day_one) and before
+    assert {entry.path for entry in data_files(kept, day_one)} == {p for p, _ in before}
+    assert count_rows_by_partition(location, "date", ["2026-11-01", "2026-11-02"], kept) == {
+        "2026-11-01": rows_for(1, 40).num_rows,
+        "2026-11-02": 30,
+    }
+
+    write_day(location, 1, rows_for(1, 10, tag="v2"))
+    moved.update_incremental()
+    after = current_files(moved, day_one)
+    assert not {p for p, _ in after} & {p for p, _ in before}
+    assert {entry.path for entry in data_files(moved, day_one)} == {p for p, _ in after}
+    assert current_files(kept, day_one) == before
+    assert count_rows_by_partition(location, "date", ["2026-11-01", "2026-11-03"], moved) == {
+        "2026-11-01": 10,
+        "2026-11-03": 0,
+    }
+    # A partition dict handed out is the caller's own: changing it changes no later answer.
+    after[0][1]["date"] = "changed"
+    assert current_files(moved, day_one) == current_files(open_table(location), day_one)

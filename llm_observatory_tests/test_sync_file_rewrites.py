@@ -20,7 +20,9 @@ import pytest
 import sqlalchemy as sa
 from deltalake import DeltaTable
 
+from llm_observatory.assets.sync import rewritten_days_match_bronze
 from llm_observatory.incremental.cycle import lake_locations
+from llm_observatory.io import delta_lake
 from llm_observatory.io.delta_lake import (
     DeltaPartitionWriter,
     LakeWriteError,
@@ -39,6 +41,7 @@ from llm_observatory.tables import LLM_INTERACTIONS
 from llm_observatory_tests.test_commit_faults import assert_readable, keys_of, land_then
 from llm_observatory_tests.test_delta_writer import PARTITION_BY, SCHEMA, lake, rows_for
 from llm_observatory_tests.test_sync import (
+    DAYS,
     START,
     assert_lake_matches_source,
     migration,
@@ -344,3 +347,34 @@ def test_gold_reads_again_only_the_touched_models_and_heals_a_day_missing_one(mi
     )
     migration.cycle()
     assert_lake_matches_source(migration)
+
+
+def test_the_sync_check_reads_each_log_once_and_names_a_short_day(migration, monkeypatch):
+    """`rewritten_days_match_bronze` opens bronze, silver and quarantine once whatever the number
+    of days (each opening replays the log: a month of days opened them per day), and still
+    names the one day whose silver lost a row."""
+    days = [(START + dt.timedelta(days=n)).isoformat() for n in range(DAYS)]
+    opened = []
+    real = delta_lake.DeltaTable
+
+    def counting(uri, *args, **kwargs):
+        opened.append(uri)
+        return real(uri, *args, **kwargs)
+
+    monkeypatch.setattr(delta_lake, "DeltaTable", counting)
+    result = rewritten_days_match_bronze(LLM_INTERACTIONS, migration.lake, days)
+    assert result.passed, result.metadata
+    assert result.metadata["days_checked"].value == DAYS
+    assert len(opened) == len(set(opened)) == 3
+    monkeypatch.setattr(delta_lake, "DeltaTable", real)
+
+    second_day = START + dt.timedelta(days=1)
+    lost = silver_keys_of_day(migration, second_day)[0]
+    silver = silver_location(migration.lake, LLM_INTERACTIONS)
+    DeltaTable(silver.uri).delete(f"interaction_id = '{lost}'")
+    result = rewritten_days_match_bronze(LLM_INTERACTIONS, migration.lake, days)
+    assert not result.passed
+    mismatches = result.metadata["mismatches"].value
+    assert list(mismatches) == [second_day.isoformat()]
+    shown = mismatches[second_day.isoformat()]
+    assert shown["silver_plus_quarantine"] == shown["bronze_distinct_keys"] - 1

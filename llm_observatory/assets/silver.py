@@ -69,17 +69,18 @@ class LatestVersions:
 
     @classmethod
     def scan(
-        cls, table: TableSpec, lake: LakeResource, day: dt.date
+        cls, table: TableSpec, lake: LakeResource, day: dt.date, bronze_table=None
     ) -> tuple["LatestVersions", int, int]:
         """Finds the keys that occur more than once in the day, in memory that stays small.
 
         A first pass keeps only a 64-bit hash per row (8 bytes, not the key); a second pass
         collects the exact keys and versions of the few rows whose hash repeats. Two different
         keys that happen to share a hash are told apart there, so the distinct count is exact.
+        `bronze_table`: bronze already opened (a caller scanning many days reads its log once).
         """
         bronze = bronze_location(lake, table)
         counter = RepeatedHashes()
-        for batch in scan_partition(bronze, day_filter(day), [table.key]):
+        for batch in scan_partition(bronze, day_filter(day), [table.key], table=bronze_table):
             counter.add(key_hashes(batch.column(0)))
         rows, distinct, repeated_hashes = counter.result()
         if len(repeated_hashes) == 0:
@@ -87,7 +88,9 @@ class LatestVersions:
 
         latest: dict[object, object] = {}
         copies: Counter = Counter()
-        for batch in scan_partition(bronze, day_filter(day), [table.key, table.change_column]):
+        for batch in scan_partition(
+            bronze, day_filter(day), [table.key, table.change_column], table=bronze_table
+        ):
             candidates = np.isin(key_hashes(batch.column(0)), repeated_hashes)
             if not candidates.any():
                 continue

@@ -161,6 +161,7 @@ def test_a_log_that_cannot_be_read_after_the_request_keeps_the_files(lake, monke
     def request_then_network_down(self, table, actions, metadata):
         written.extend(_paths(self))
         monkeypatch.setattr(delta_lake, "open_table", log_unreadable)
+        monkeypatch.setattr(delta_lake, "open_table_now", log_unreadable)
         raise OSError("network unreachable")
 
     monkeypatch.setattr(DeltaPartitionWriter, "_transact", request_then_network_down)

@@ -20,7 +20,10 @@ from llm_observatory.io.delta_lake import (
     current_files,
     data_files,
     open_table,
+    open_table_now,
+    reusing_opened_tables,
     rows_per_day,
+    table_version,
 )
 from llm_observatory.resources.lake import LakeResource
 
@@ -302,3 +305,22 @@ def test_an_opened_table_lists_its_files_as_of_its_own_version(tmp_path):
     # A partition dict handed out is the caller's own: changing it changes no later answer.
     after[0][1]["date"] = "changed"
     assert current_files(moved, day_one) == current_files(open_table(location), day_one)
+
+
+def test_reused_tables_are_opened_once_and_still_show_the_latest_commit(tmp_path):
+    """Inside `reusing_opened_tables()` a table is opened once and brought up to date on each
+    later request, so a reader still sees a commit made in between; writers and snapshots get
+    objects of their own, and outside the block every request opens the table again."""
+    location = LakeResource(url=str(tmp_path / "lake")).location("silver", "t")
+    write_day(location, 1, rows_for(1, 40))
+    day_two = [("date", "=", "2026-11-02")]
+    with reusing_opened_tables():
+        first = open_table(location)
+        assert open_table(location) is first
+        assert open_table_now(location) is not first
+        write_day(location, 2, rows_for(2, 30))
+        again = open_table(location)
+        assert again is first and again.version() == table_version(location)
+        assert count_partition_rows(location, day_two) == 30
+    assert open_table(location) is not open_table(location)
+    assert open_table(location).version() == first.version()

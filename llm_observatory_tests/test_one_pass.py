@@ -5,6 +5,7 @@ a repair of silver alone, are built from bronze, where the latest version is cho
 import datetime as dt
 import decimal
 from pathlib import Path
+from traceback import extract_stack
 
 import dagster as dg
 import polars as pl
@@ -16,6 +17,7 @@ from deltalake import DeltaTable
 from llm_observatory.assets import silver as silver_module
 from llm_observatory.assets.gold import DAILY_METRICS_KEY, DAILY_METRICS_SCHEMA, day_metrics
 from llm_observatory.assets.migration import migration_asset, migration_assets
+from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.io import delta_lake
 from llm_observatory.layout import (
     bronze_location,
@@ -343,3 +345,39 @@ def test_bronze_and_gold_without_silver_build_gold_from_silver_as_it_is(source_u
         if e.asset_key == DAILY_METRICS_KEY
     ]
     assert gold.metadata["computed_from"].value == "silver"
+
+
+def test_each_check_step_reads_each_tables_log_once(source_url, tmp_path, monkeypatch):
+    """The integrity checks of a day (checksums, timestamps, spot check, rules, reconciliation)
+    share one opening of each table per step: every opening replays the log, which on ADLS is
+    a listing, the last checkpoint and every commit since."""
+    lake = LakeResource(url=str(tmp_path / "lake"))
+    by_checks: dict[str, int] = {}
+
+    class Counting(delta_lake.DeltaTable):
+        def __init__(self, uri, *args, **kwargs):
+            # Only the openings made by the check steps (the one pass opens its own to write).
+            if any(frame.filename.endswith("checks/factory.py") for frame in extract_stack()):
+                by_checks[uri] = by_checks.get(uri, 0) + 1
+            super().__init__(uri, *args, **kwargs)
+
+    monkeypatch.setattr(delta_lake, "DeltaTable", Counting)
+    checks = [c for c in integrity_checks if "llm_interactions" in str(c.node_def.name)]
+    result = dg.materialize(
+        [migration_asset(LLM_INTERACTIONS), *checks],
+        partition_key=DAY.isoformat(),
+        resources={
+            "source": SourceDatabase(url=source_url),
+            "lake": lake,
+            "control": control_beside(lake),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) >= 9
+    assert all(e.passed for e in evaluations if e.severity == dg.AssetCheckSeverity.ERROR)
+    bronze = bronze_location(lake, LLM_INTERACTIONS).uri
+    silver = silver_location(lake, LLM_INTERACTIONS).uri
+    # Two steps (bronze's checks, silver's): one opening of a table in each that reads it.
+    assert by_checks[bronze] == 1 and by_checks[silver] == 1, by_checks
+    assert max(by_checks.values()) == 1, by_checks

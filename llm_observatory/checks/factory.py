@@ -1,9 +1,10 @@
 """The partitioned asset checks of the validation layers, made per table from `tables.py`.
 
 Each runs after its asset in the same run (one result per partition, shown in the UI), reads
-the lake as it is now, and can be evaluated again later by the cutover report. A day that
-reconciles with the source is recorded in the control database (`migration_reconciliation`),
-where the cutover report checks that no day goes unproven longer than the rotation period.
+the lake as it is now (each table's log read once per step, not once per check), and can be
+evaluated again later by the cutover report. A day that reconciles with the source is recorded
+in the control database (`migration_reconciliation`), where the cutover report checks that no
+day goes unproven longer than the rotation period.
 """
 
 import dagster as dg
@@ -22,6 +23,7 @@ from llm_observatory.checks.timestamps import (
     IN_PARTITION_CHECK,
     timestamp_results,
 )
+from llm_observatory.io.delta_lake import reusing_opened_tables
 from llm_observatory.layout import bronze_location, day_filter, silver_location
 from llm_observatory.partitions import daily_partitions
 from llm_observatory.reconcile import RECONCILED_CHECK, reconcile_day, reconciliation_result
@@ -75,12 +77,16 @@ def bronze_checks(table: TableSpec) -> dg.AssetChecksDefinition:
     def _checks(context: dg.AssetCheckExecutionContext, source: SourceDatabase, lake: LakeResource):
         day = _day(context)
         location = bronze_location(lake, table)
-        yield checksum_result(location, day_filter(day), day.isoformat())
-        described = source.describe_table(table)
-        yield from timestamp_results(table, location, day, source, described)
         # A new sample every run; the seed in the metadata draws the same one again.
         seed = f"{day.isoformat()}:{context.run.run_id}"
-        yield spot_check_result(table, source, described, lake, day, table.spot_check_rows, seed)
+        described = source.describe_table(table)
+        with reusing_opened_tables():
+            results = [
+                checksum_result(location, day_filter(day), day.isoformat()),
+                *timestamp_results(table, location, day, source, described),
+                spot_check_result(table, source, described, lake, day, table.spot_check_rows, seed),
+            ]
+        yield from results
 
     return _checks
 
@@ -107,10 +113,14 @@ def silver_checks(table: TableSpec) -> dg.AssetChecksDefinition:
     ):
         day = _day(context)
         location = silver_location(lake, table)
-        yield checksum_result(location, day_filter(day), day.isoformat())
-        yield from silver_rule_results(table, lake, day)
-        yield from timestamp_results(table, location, day)
-        reconciliation = reconcile_day(table, source, lake, day)
+        with reusing_opened_tables():
+            results = [
+                checksum_result(location, day_filter(day), day.isoformat()),
+                *silver_rule_results(table, lake, day),
+                *timestamp_results(table, location, day),
+            ]
+            reconciliation = reconcile_day(table, source, lake, day)
+        yield from results
         yield reconciliation_result(reconciliation)
         if reconciliation.matches:
             control.record_reconciled(

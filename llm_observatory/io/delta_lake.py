@@ -10,6 +10,8 @@ before the commit leaves only unreferenced files behind (and deletes them when i
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import decimal
 import hashlib
@@ -740,7 +742,7 @@ class DeltaPartitionWriter:
         nobody can say whether the files are referenced, and they are kept.
         """
         try:
-            table = open_table(self.location)
+            table = open_table_now(self.location)
             if table is None or table.transaction_version(self.app_id) is None:
                 return None
             for entry in table.history(limit=LANDED_SEARCH_COMMITS):
@@ -793,7 +795,26 @@ class DeltaPartitionWriter:
 
 
 def open_table(location: LakeLocation) -> DeltaTable | None:
-    """The Delta table at `location`, or None when nothing was committed there yet."""
+    """The Delta table at `location` as its log stands now, or None when nothing was
+    committed there yet. Inside `reusing_opened_tables()` a table opened before is brought up
+    to date instead of opened again."""
+    opened = _OPENED_TABLES.get()
+    if opened is None:
+        return open_table_now(location)
+    key = (location.uri, tuple(sorted((location.storage_options or {}).items())))
+    table = opened.get(key)
+    if table is not None:
+        table.update_incremental()
+        return table
+    table = open_table_now(location)
+    if table is not None:
+        opened[key] = table
+    return table
+
+
+def open_table_now(location: LakeLocation) -> DeltaTable | None:
+    """A table object of its own (a writer's read version, a snapshot it moves to an older
+    version), never one shared through `reusing_opened_tables()`."""
     try:
         return DeltaTable(location.uri, storage_options=location.storage_options or None)
     except TableNotFoundError:
@@ -803,6 +824,27 @@ def open_table(location: LakeLocation) -> DeltaTable | None:
         if location.is_azure and not location.filesystem.exists(location.fs_path.split("/")[0]):
             return None
         raise
+
+
+# Tables opened by read-only work that asks for the same tables many times (a check step
+# verifies a day of bronze, silver and quarantine in five or six checks). Opening replays the
+# log: 30-115 ms on a local lake with a month of commits, and on ADLS a listing, the last
+# checkpoint (megabytes for a table of thousands of files) and every commit since; bringing an
+# opened table up to date reads only the commits since (3-6 ms locally).
+_OPENED_TABLES: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "llm_observatory_opened_tables", default=None
+)
+
+
+@contextlib.contextmanager
+def reusing_opened_tables() -> Iterator[None]:
+    """Within the block, `open_table` opens each table once and reuses it. Only for code that
+    reads: writers and snapshots open their own objects (`open_table_now`)."""
+    token = _OPENED_TABLES.set({})
+    try:
+        yield
+    finally:
+        _OPENED_TABLES.reset(token)
 
 
 def ensure_container(location: LakeLocation) -> None:
@@ -823,7 +865,7 @@ def ensure_table(
     location: LakeLocation, schema: pa.Schema, partition_by: Sequence[str]
 ) -> DeltaTable:
     """Opens the table, creating it empty first; safe when parallel runs race to create it."""
-    existing = open_table(location)
+    existing = open_table_now(location)
     if existing is not None:
         return existing
     ensure_container(location)
@@ -837,7 +879,7 @@ def ensure_table(
             configuration=retention_properties(location.retention_days),
         )
     except Exception:
-        table = open_table(location)
+        table = open_table_now(location)
         if table is None:
             raise
         return table
@@ -1209,7 +1251,7 @@ def snapshot_partition(
     location: LakeLocation, filters: list[tuple[str, str, object]], version: int | None = None
 ) -> PartitionSnapshot:
     """The files of the partitions matching `filters` (`=` or `in`), now or at `version`."""
-    table = open_table(location)
+    table = open_table_now(location)
     if table is None or (version is not None and version < 0):
         return PartitionSnapshot(location, filters, [], table_existed=table is not None)
     if version is not None:
@@ -1266,7 +1308,7 @@ def restore_partition(snapshot: PartitionSnapshot, reason: str) -> int | None:
 
     Refused, with nothing changed, when a file it would re-add is gone (vacuumed, deleted in
     storage): committing it would leave the table pointing at nothing."""
-    table = open_table(snapshot.location)
+    table = open_table_now(snapshot.location)
     if table is None:
         return None
     root = snapshot.location.fs_path.rstrip("/")

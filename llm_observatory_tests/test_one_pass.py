@@ -363,16 +363,8 @@ def test_each_check_step_reads_each_tables_log_once(source_url, tmp_path, monkey
 
     monkeypatch.setattr(delta_lake, "DeltaTable", Counting)
     checks = [c for c in integrity_checks if "llm_interactions" in str(c.node_def.name)]
-    result = dg.materialize(
-        [migration_asset(LLM_INTERACTIONS), *checks],
-        partition_key=DAY.isoformat(),
-        resources={
-            "source": SourceDatabase(url=source_url),
-            "lake": lake,
-            "control": control_beside(lake),
-        },
-        instance=dg.DagsterInstance.ephemeral(),
-    )
+    result = migrate(source_url, lake, assets=[migration_asset(LLM_INTERACTIONS), *checks])
+    assert result.success
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) >= 9
     assert all(e.passed for e in evaluations if e.severity == dg.AssetCheckSeverity.ERROR)

@@ -593,27 +593,55 @@ def lake_versions_by_hour(
     return by_hour
 
 
+class HourlyFingerprints:
+    """Per-hour sums of the `key|micros` MD5 halves, added batch by batch (from the lake's
+    files, or from silver's and quarantine's rows as the one pass writes them)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+
+    def add(self, keys: pa.Array, times: pa.Array, changes: pa.Array) -> None:
+        """`key|micros` texts built by Arrow; Python only runs MD5 on them."""
+        hours, change_micros = _hours_and_micros(times, changes)
+        texts = pc.binary_join_element_wise(
+            pc.fill_null(pc.cast(keys, pa.string()), ""),
+            pc.fill_null(pc.cast(change_micros, pa.string()), ""),
+            "|",
+        )
+        md5 = hashlib.md5
+        sums = self.sums
+        for hour, text in zip(hours.to_pylist(), texts.to_pylist()):
+            first_eight = int.from_bytes(md5(text.encode()).digest()[:8], "big")
+            total = sums[hour]
+            total[0] += 1
+            total[1] += first_eight >> 32
+            total[2] += first_eight & 0xFFFFFFFF
+
+    def result(self) -> dict[int, Fingerprint]:
+        return {hour: Fingerprint(*total) for hour, total in self.sums.items()}
+
+
+def _hours_and_micros(times: pa.Array, changes: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """The UTC hour of each event time and the change column in epoch microseconds."""
+    if times.type.tz is None:
+        times = pc.assume_timezone(times, "UTC")
+    hours = pc.hour(pc.cast(times, pa.timestamp("us", tz="UTC")))
+    changes = pc.cast(changes, pa.timestamp("us", tz="UTC"))
+    return hours, pc.cast(changes, pa.int64())
+
+
 def lake_hourly_fingerprints(
     table: TableSpec, lake: LakeResource, day: dt.date, deep_schema: pa.Schema | None = None
 ) -> dict[int, Fingerprint]:
     """Per-hour fingerprints of the lake's day in one streaming pass, keeping only the sums."""
-    sums: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     if deep_schema is None:
-        # `key|micros` texts built by Arrow; Python only runs MD5 on them.
-        md5 = hashlib.md5
-        for hours, change_micros, batch in _lake_batches(table, lake, day, None):
-            texts = pc.binary_join_element_wise(
-                pc.fill_null(pc.cast(batch.column(0), pa.string()), ""),
-                pc.fill_null(pc.cast(change_micros, pa.string()), ""),
-                "|",
-            )
-            for hour, text in zip(hours.to_pylist(), texts.to_pylist()):
-                first_eight = int.from_bytes(md5(text.encode()).digest()[:8], "big")
-                total = sums[hour]
-                total[0] += 1
-                total[1] += first_eight >> 32
-                total[2] += first_eight & 0xFFFFFFFF
-        return {hour: Fingerprint(*total) for hour, total in sums.items()}
+        fingerprints = HourlyFingerprints()
+        columns = [table.key, table.event_time, table.change_column]
+        for location in (silver_location(lake, table), quarantine_location(lake, table)):
+            for batch in scan_partition(location, day_filter(day), columns):
+                fingerprints.add(batch.column(0), batch.column(1), batch.column(2))
+        return fingerprints.result()
+    sums: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     for hour, key, version in _lake_rows(table, lake, day, deep_schema):
         if isinstance(version, tuple):
             _, low, high = version
@@ -648,9 +676,12 @@ def reconcile_day(
     lake: LakeResource,
     day: dt.date,
     deep: bool = False,
+    recorded: dict[int, Fingerprint] | None = None,
 ) -> DayReconciliation:
     """Compares the day hour by hour; `deep` fingerprints every column, not only key and
-    version, so a value changed in transit is found too."""
+    version, so a value changed in transit is found too. `recorded`: the lake side's
+    fingerprints as the one pass recorded them with the commit of the day's current files
+    (checks/day_profile.py); the files are read only to narrow down an hour that differs."""
     described = source.describe_table(table)
     side = SourceSide(source, described, deep)
     deep_schema = described.arrow_schema if deep else None
@@ -658,7 +689,11 @@ def reconcile_day(
     # The source aggregates while the lake side reads and hashes: the two overlap.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-fingerprints") as pool:
         source_future = pool.submit(side.hourly, day)
-        lake_fingerprints = lake_hourly_fingerprints(table, lake, day, deep_schema)
+        lake_fingerprints = (
+            recorded
+            if recorded is not None and not deep
+            else lake_hourly_fingerprints(table, lake, day, deep_schema)
+        )
         source_hours = source_future.result()
     result.source_rows = sum(fp.rows for fp in source_hours.values())
     result.lake_rows = sum(fp.rows for fp in lake_fingerprints.values())

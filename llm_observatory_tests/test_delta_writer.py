@@ -4,21 +4,25 @@ bounded statistics, and no trace of a failed write."""
 import datetime as dt
 import decimal
 import hashlib
+import io
 import json
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
 from llm_observatory.io.delta_lake import (
     COMMIT_METADATA_PREFIX,
+    FOOTER_READ_BYTES,
     DeltaPartitionWriter,
     commit_files,
     count_partition_rows,
     count_rows_by_partition,
     current_files,
     data_files,
+    footer_metadata,
     open_table,
     open_table_now,
     reusing_opened_tables,
@@ -324,3 +328,30 @@ def test_reused_tables_are_opened_once_and_still_show_the_latest_commit(tmp_path
         assert count_partition_rows(location, day_two) == 30
     assert open_table(location) is not open_table(location)
     assert open_table(location).version() == first.version()
+
+
+@pytest.mark.parametrize("columns", [3, 400])
+def test_a_footer_is_read_from_the_files_last_bytes_only(tmp_path, columns):
+    """Row counts come from the footer alone (a few KiB; Parquet's reader fetched the last
+    64 KiB, all of a small file, on every count), also when the footer is longer than the
+    first read; a file cut short is not Parquet, not a count."""
+    path = tmp_path / "file.parquet"
+    rows = pa.table({f"c{n}": list(range(1000)) for n in range(columns)})
+    pq.write_table(rows, path, row_group_size=300)
+    reads = []
+
+    class Counted(io.FileIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            reads.append(len(data))
+            return data
+
+    with Counted(path, "rb") as handle:
+        metadata = footer_metadata(handle)
+    assert metadata.num_rows == 1000 and metadata.num_row_groups == 4
+    assert len(reads) == (1 if metadata.serialized_size + 8 <= FOOTER_READ_BYTES else 2)
+    assert sum(reads) < path.stat().st_size or columns == 3
+    assert sum(reads) <= FOOTER_READ_BYTES + metadata.serialized_size + 8
+    path.write_bytes(path.read_bytes()[:-100])
+    with open(path, "rb") as handle, pytest.raises(pa.ArrowInvalid):
+        footer_metadata(handle)

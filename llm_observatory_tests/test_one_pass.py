@@ -14,10 +14,16 @@ import pytest
 import sqlalchemy as sa
 from deltalake import DeltaTable
 
+from llm_observatory import reconcile as reconcile_module
 from llm_observatory.assets import silver as silver_module
 from llm_observatory.assets.gold import DAILY_METRICS_KEY, DAILY_METRICS_SCHEMA, day_metrics
 from llm_observatory.assets.migration import migration_asset, migration_assets
+from llm_observatory.checks import quality as quality_module
+from llm_observatory.checks import timestamps as timestamps_module
+from llm_observatory.checks.day_profile import recorded_profile
 from llm_observatory.checks.factory import integrity_checks
+from llm_observatory.checks.quality import lake_rule_tally
+from llm_observatory.checks.timestamps import lake_event_profile
 from llm_observatory.io import delta_lake
 from llm_observatory.layout import (
     bronze_location,
@@ -25,6 +31,7 @@ from llm_observatory.layout import (
     quarantine_location,
     silver_location,
 )
+from llm_observatory.reconcile import lake_hourly_fingerprints, reconcile_day
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.synthetic.generator import DefectRates, generate_source
@@ -373,3 +380,59 @@ def test_each_check_step_reads_each_tables_log_once(source_url, tmp_path, monkey
     # Two steps (bronze's checks, silver's): one opening of a table in each that reads it.
     assert by_checks[bronze] == 1 and by_checks[silver] == 1, by_checks
     assert max(by_checks.values()) == 1, by_checks
+
+
+def test_checks_use_the_profile_recorded_with_the_commit_while_the_files_are_those_it_wrote(
+    source_url, tmp_path, monkeypatch
+):
+    """The one pass records, with each commit, the hours, rows outside the day and (silver)
+    the fingerprints of silver and quarantine; the checks use it instead of downloading the
+    day again, and it equals what reading the files gives. Once the day's files change (here a
+    row deleted from silver, then from quarantine), the profile is no longer used: the checks
+    read the files and the reconciliation finds the row that is gone."""
+    lake = LakeResource(url=str(tmp_path / "lake"))
+    assert migrate(source_url, lake).success
+    table = LLM_INTERACTIONS
+    bronze, silver = bronze_location(lake, table), silver_location(lake, table)
+    quarantine = quarantine_location(lake, table)
+    for location in (bronze, silver):
+        recorded = recorded_profile(table, location, DAY, quarantine)
+        assert recorded is not None
+        assert recorded.events == lake_event_profile(location, table, DAY)
+    recorded = recorded_profile(table, silver, DAY, quarantine)
+    assert sum(recorded.events[0]) == DeltaTable(silver.uri).to_pyarrow_table().num_rows
+    assert recorded.fingerprints == lake_hourly_fingerprints(table, lake, DAY)
+    assert recorded.rules.to_json() == lake_rule_tally(table, lake, DAY).to_json()
+    assert recorded.rules.quarantined == quarantined_rows(lake, table) > 0
+    assert sum(f.rows for f in recorded.fingerprints.values()) == 600
+    # Silver's fingerprints need quarantine's day as the same pass committed it.
+    assert recorded_profile(table, silver, DAY) is None
+
+    def no_reading(location, *args, **kwargs):
+        raise AssertionError(f"{location.uri} was read although its profile was recorded")
+
+    checks = [c for c in integrity_checks if table.name in str(c.node_def.name)]
+    monkeypatch.setattr(timestamps_module, "scan_partition", no_reading)
+    monkeypatch.setattr(reconcile_module, "scan_partition", no_reading)
+    monkeypatch.setattr(quality_module, "scan_partition", no_reading)
+    result = migrate(source_url, lake, assets=[migration_asset(table), *checks])
+    assert result.success
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["reconciles_with_source"].passed
+    assert evaluations["event_times_inside_partition_day"].passed
+    assert evaluations["silver_rows_pass_every_rule"].passed
+    monkeypatch.undo()
+
+    gone = DeltaTable(silver.uri).to_pyarrow_table(columns=[table.key]).column(0)[0].as_py()
+    DeltaTable(silver.uri).delete(f"{table.key} = '{gone}'")
+    assert recorded_profile(table, silver, DAY, quarantine) is None
+    assert recorded_profile(table, bronze, DAY) is not None
+    reconciliation = reconcile_day(table, SourceDatabase(url=source_url), lake, DAY)
+    assert not reconciliation.matches
+    assert [d.key for d in reconciliation.differences] == [gone]
+
+    assert migrate(source_url, lake).success  # the day written again, profile and all
+    assert recorded_profile(table, silver, DAY, quarantine) is not None
+    quarantined_keys = DeltaTable(quarantine.uri).to_pyarrow_table(columns=[table.key])
+    DeltaTable(quarantine.uri).delete(f"{table.key} = '{quarantined_keys.column(0)[0]}'")
+    assert recorded_profile(table, silver, DAY, quarantine) is None

@@ -81,8 +81,8 @@ def test_the_plan_counts_the_bytes_a_backfill_and_the_report_moved(logged_azurit
     assert up == pytest.approx(on_premises["up_bytes"], rel=0.10), measured
     assert down <= 1.15 * on_premises["down_bytes"], measured
     assert down >= 0.85 * (on_premises["down_bytes"] - verification), measured
-    # Today's pipeline downloads several times what it stores, so the link's busy way is down.
-    assert down > 3 * up, measured
+    # The model's busier direction is the one that was busier.
+    assert (down > up) == (on_premises["down_bytes"] > on_premises["up_bytes"]), measured
     assert on_premises["network_hours"] == pytest.approx(
         on_premises["down_bytes"] / (100e6 / 8) / 3600
     )

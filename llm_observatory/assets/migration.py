@@ -50,6 +50,7 @@ from llm_observatory.assets.silver import (
     silver_key,
     silver_snapshots,
 )
+from llm_observatory.checks.day_profile import DayProfile
 from llm_observatory.checks.row_counts import (
     BRONZE_ROWS_CHECK,
     SILVER_ROWS_CHECK,
@@ -93,6 +94,7 @@ class DayPass:
         self.table = table
         self.progress = Throughput(log=context.log, label=f"bronze/{table.name} {day}")
         self.bronze = bronze_writer(lake, table, described, day)
+        self.bronze_profile = DayProfile(table, day, silver=False)
         self.validator = (
             DayValidator(
                 table,
@@ -108,7 +110,9 @@ class DayPass:
         self.metrics = DayMetrics(day) if with_silver and with_gold else None
 
     def add(self, batch) -> None:
-        self.bronze.write(bronze_rows(batch, self.table))
+        rows = bronze_rows(batch, self.table)
+        self.bronze.write(rows)
+        self.bronze_profile.add_written(rows)
         self.progress.add(batch.num_rows, batch.nbytes)
         if self.validator is None:
             return
@@ -142,7 +146,10 @@ def copy_day(
         for batch in source.stream_range(described, window.start, window.end):
             day_pass.add(batch)
         return day_pass.bronze.commit(
-            bronze_commit_metadata(day, context.run_id, change_high_water)
+            {
+                **bronze_commit_metadata(day, context.run_id, change_high_water),
+                **day_pass.bronze_profile.metadata(),
+            }
         )
     except BaseException:
         day_pass.abort()

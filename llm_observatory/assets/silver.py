@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from llm_observatory.assets.blocking_checks import put_back_if_failed
 from llm_observatory.assets.progress import Throughput
 from llm_observatory.assets.retries import write_with_read_back_retries
+from llm_observatory.checks.day_profile import DayProfile
 from llm_observatory.checks.row_counts import silver_accounts_for_bronze
 from llm_observatory.io.delta_lake import (
     CommitSummary,
@@ -250,6 +251,7 @@ class DayValidator:
         )
         self.broken_counts: Counter = Counter()
         self.silver_rows = self.quarantined_rows = 0
+        self.profile = DayProfile(table, day, silver=True)
 
     def add(self, batch: pa.RecordBatch, latest: LatestVersions | None = None) -> pa.RecordBatch:
         """Routes one batch of source columns; returns the rows silver keeps."""
@@ -264,6 +266,7 @@ class DayValidator:
         passing = batch.filter(verdict.passed) if failed else batch
         self.silver_rows += passing.num_rows
         self.silver_writer.write(with_silver_partitions(passing, self.table))
+        self.profile.add_written(passing)
         if verdict.failed_rows.num_rows:
             self.quarantined_rows += verdict.failed_rows.num_rows
             failed = verdict.failed_rows
@@ -272,6 +275,7 @@ class DayValidator:
                 "quarantine_rule", verdict.failed_rows.column("quarantine_rule")
             ).append_column("quarantine_reason", verdict.failed_rows.column("quarantine_reason"))
             self.quarantine_writer.write(failed)
+            self.profile.add_quarantined(failed)
         return passing
 
     def commit(self, run_id: str) -> ValidatedDay:
@@ -284,10 +288,15 @@ class DayValidator:
             previous_quarantine = snapshot_partition(quarantine, day_filter(self.day))
             if self.quarantined_rows or previous_quarantine.table_existed:
                 self.quarantine_writer.commit({"layer": "silver_quarantine", **commit_metadata})
+                self.profile.quarantine_files = [
+                    written.path for written, _ in self.quarantine_writer.finished
+                ]
             else:
                 self.quarantine_writer.abort()
             try:
-                summary = self.silver_writer.commit({"layer": "silver", **commit_metadata})
+                summary = self.silver_writer.commit(
+                    {"layer": "silver", **commit_metadata, **self.profile.metadata()}
+                )
             except BaseException as error:
                 # Put back the day's quarantine as it was: its files (a table created by this
                 # run has none) are re-committed; the new ones stay until a vacuum.

@@ -12,6 +12,7 @@ import dagster as dg
 from llm_observatory.assets.bronze import bronze_key
 from llm_observatory.assets.silver import silver_key
 from llm_observatory.checks.checksums import CHECKSUM_CHECK, checksum_result
+from llm_observatory.checks.day_profile import recorded_profile
 from llm_observatory.checks.quality import (
     QUARANTINE_SHARE_CHECK,
     SILVER_RULES_CHECK,
@@ -24,7 +25,12 @@ from llm_observatory.checks.timestamps import (
     timestamp_results,
 )
 from llm_observatory.io.delta_lake import reusing_opened_tables
-from llm_observatory.layout import bronze_location, day_filter, silver_location
+from llm_observatory.layout import (
+    bronze_location,
+    day_filter,
+    quarantine_location,
+    silver_location,
+)
 from llm_observatory.partitions import daily_partitions
 from llm_observatory.reconcile import RECONCILED_CHECK, reconcile_day, reconciliation_result
 from llm_observatory.resources.control import ControlDatabase
@@ -81,9 +87,12 @@ def bronze_checks(table: TableSpec) -> dg.AssetChecksDefinition:
         seed = f"{day.isoformat()}:{context.run.run_id}"
         described = source.describe_table(table)
         with reusing_opened_tables():
+            recorded = recorded_profile(table, location, day)
             results = [
                 checksum_result(location, day_filter(day), day.isoformat()),
-                *timestamp_results(table, location, day, source, described),
+                *timestamp_results(
+                    table, location, day, source, described, recorded and recorded.events
+                ),
                 spot_check_result(table, source, described, lake, day, table.spot_check_rows, seed),
             ]
         yield from results
@@ -114,12 +123,15 @@ def silver_checks(table: TableSpec) -> dg.AssetChecksDefinition:
         day = _day(context)
         location = silver_location(lake, table)
         with reusing_opened_tables():
+            recorded = recorded_profile(table, location, day, quarantine_location(lake, table))
             results = [
                 checksum_result(location, day_filter(day), day.isoformat()),
-                *silver_rule_results(table, lake, day),
-                *timestamp_results(table, location, day),
+                *silver_rule_results(table, lake, day, recorded and recorded.rules),
+                *timestamp_results(table, location, day, recorded=recorded and recorded.events),
             ]
-            reconciliation = reconcile_day(table, source, lake, day)
+            reconciliation = reconcile_day(
+                table, source, lake, day, recorded=recorded and recorded.fingerprints
+            )
         yield from results
         yield reconciliation_result(reconciliation)
         if reconciliation.matches:

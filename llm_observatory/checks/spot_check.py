@@ -106,7 +106,10 @@ def instants_table(
 
 
 def sample_query(
-    source: SourceDatabase, described: SourceTable, day: dt.date, positions: list[dt.datetime],
+    source: SourceDatabase,
+    described: SourceTable,
+    day: dt.date,
+    positions: list[dt.datetime],
     seed: str,
 ) -> sa.Select:
     """One statement for all `positions`, one row each: the key of the row at the first event

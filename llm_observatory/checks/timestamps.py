@@ -25,34 +25,47 @@ HOUR_GAPS_CHECK = "hour_gaps_explained_by_source"
 SHOWN_KEYS = 20
 
 
-def lake_event_profile(
-    location: LakeLocation, table: TableSpec, day: dt.date
-) -> tuple[list[int], list, int]:
-    """Rows per UTC hour inside the day, keys of rows outside it, and their count."""
-    start, end = day_window(day)
-    per_hour = [0] * 24
-    outside_keys: list = []
-    outside = 0
-    start_scalar = pa.scalar(start, pa.timestamp("us", tz="UTC"))
-    end_scalar = pa.scalar(end, pa.timestamp("us", tz="UTC"))
-    for batch in scan_partition(location, day_filter(day), [table.key, table.event_time]):
-        times = batch.column(1)
+class EventTimes:
+    """Rows per UTC hour inside a day, and the rows outside it (their count, the first keys),
+    accumulated batch by batch: from the lake's files, or from the rows as they are written."""
+
+    def __init__(self, day: dt.date) -> None:
+        start, end = day_window(day)
+        self.start = pa.scalar(start, pa.timestamp("us", tz="UTC"))
+        self.end = pa.scalar(end, pa.timestamp("us", tz="UTC"))
+        self.per_hour = [0] * 24
+        self.outside_keys: list = []
+        self.outside = 0
+
+    def add(self, keys: pa.Array, times: pa.Array) -> None:
         if times.type.tz is None:
             times = pc.assume_timezone(times, "UTC")
         times = pc.cast(times, pa.timestamp("us", tz="UTC"))
-        inside = pc.and_(pc.greater_equal(times, start_scalar), pc.less(times, end_scalar))
+        inside = pc.and_(pc.greater_equal(times, self.start), pc.less(times, self.end))
         inside = pc.fill_null(inside, False)
         outside_mask = pc.invert(inside)
         count_outside = pc.sum(outside_mask).as_py() or 0
         if count_outside:
-            outside += count_outside
-            if len(outside_keys) < SHOWN_KEYS:
-                keys = batch.column(0).filter(outside_mask).to_pylist()
-                outside_keys.extend(keys[: SHOWN_KEYS - len(outside_keys)])
+            self.outside += count_outside
+            if len(self.outside_keys) < SHOWN_KEYS:
+                shown = keys.filter(outside_mask).to_pylist()
+                self.outside_keys.extend(shown[: SHOWN_KEYS - len(self.outside_keys)])
         hours = pc.hour(times.filter(inside))
         for hour, count in zip(*pc.value_counts(hours).flatten()):
-            per_hour[hour.as_py()] += count.as_py()
-    return per_hour, outside_keys, outside
+            self.per_hour[hour.as_py()] += count.as_py()
+
+    def result(self) -> tuple[list[int], list, int]:
+        return self.per_hour, self.outside_keys, self.outside
+
+
+def lake_event_profile(
+    location: LakeLocation, table: TableSpec, day: dt.date
+) -> tuple[list[int], list, int]:
+    """Rows per UTC hour inside the day, keys of rows outside it, and their count."""
+    profile = EventTimes(day)
+    for batch in scan_partition(location, day_filter(day), [table.key, table.event_time]):
+        profile.add(batch.column(0), batch.column(1))
+    return profile.result()
 
 
 def source_rows_per_hour(source: SourceDatabase, described: SourceTable, day: dt.date) -> list[int]:
@@ -72,8 +85,11 @@ def timestamp_results(
     day: dt.date,
     source: SourceDatabase | None = None,
     described: SourceTable | None = None,
+    recorded: tuple[list[int], list, int] | None = None,
 ) -> list[dg.AssetCheckResult]:
-    per_hour, outside_keys, outside = lake_event_profile(location, table, day)
+    """`recorded`: the profile the one pass recorded with the commit of the day's current
+    files (checks/day_profile.py), else the files are read."""
+    per_hour, outside_keys, outside = recorded or lake_event_profile(location, table, day)
     results = [
         dg.AssetCheckResult(
             check_name=IN_PARTITION_CHECK,

@@ -24,6 +24,7 @@ import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from urllib.parse import quote, unquote
 
@@ -942,7 +943,21 @@ def scan_file(
                     f"{location.uri}/{relative_path} lacks column(s) {', '.join(missing)}"
                 )
         rows = _batch_rows_within(parquet, wanted, batch_rows)
-        yield from parquet.iter_batches(batch_size=rows, columns=wanted)
+        views = any(field.type in _PLAIN_TYPES for field in parquet.schema_arrow)
+        for batch in parquet.iter_batches(batch_size=rows, columns=wanted):
+            yield _without_view_types(batch) if views else batch
+
+
+# Files written by other engines (delta-rs' own delete and optimize, Spark) may declare text
+# and bytes as Arrow's view types, which many compute kernels do not take (a reconciliation
+# failed with "array_take has no kernel for string_view"); read back, they are plain again.
+_PLAIN_TYPES = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
+
+
+def _without_view_types(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with its view-typed columns made plain."""
+    fields = [field.with_type(_PLAIN_TYPES.get(field.type, field.type)) for field in batch.schema]
+    return batch.cast(pa.schema(fields))
 
 
 def _batch_rows_within(
@@ -1108,9 +1123,7 @@ def count_partition_rows(
         table = open_table(location)
     if table is None:
         return 0
-    return sum(
-        _footer_rows(location, relative_path) for relative_path, _ in current_files(table, filters)
-    )
+    return sum(_footers_rows(location, [path for path, _ in current_files(table, filters)]))
 
 
 def count_rows_by_partition(
@@ -1123,10 +1136,13 @@ def count_rows_by_partition(
         table = open_table(location)
     if table is None:
         return counts
-    for relative_path, _, shown in _indexed_files(table):
-        value = shown.get(column)
-        if value in counts:
-            counts[value] += _footer_rows(location, relative_path)
+    wanted = [
+        (relative_path, shown.get(column))
+        for relative_path, _, shown in _indexed_files(table)
+        if shown.get(column) in counts
+    ]
+    for (_, value), rows in zip(wanted, _footers_rows(location, [path for path, _ in wanted])):
+        counts[value] += rows
     return counts
 
 
@@ -1139,10 +1155,44 @@ def _footer_rows(location: LakeLocation, relative_path: str) -> int:
     """A data file's row count as storage holds it now; an unreadable file holds none."""
     try:
         with location.filesystem.open(f"{location.fs_path}/{relative_path}", "rb") as handle:
-            return pq.ParquetFile(handle).metadata.num_rows
+            return footer_metadata(handle).num_rows
     except (OSError, pa.ArrowInvalid):
         logger.warning("cannot read %s/%s: its rows count as lost", location.uri, relative_path)
         return 0
+
+
+# Parquet's reader fetches the last 64 KiB of a file to find its footer: all of a silver file
+# of a small day, downloaded again for each count (4.2 MB of 72 files a day on Azurite). The
+# footer of the lake's files is a few KiB.
+FOOTER_READ_BYTES = 16 * 1024
+PARQUET_MAGIC = b"PAR1"
+FOOTER_READERS = 8
+
+
+def footer_metadata(handle) -> pq.FileMetaData:
+    """A Parquet file's footer from its last bytes only: one ranged read, a second one when
+    the footer is longer than FOOTER_READ_BYTES."""
+    size = handle.seek(0, 2)
+    handle.seek(max(size - FOOTER_READ_BYTES, 0))
+    tail = handle.read()
+    if len(tail) < 12 or tail[-4:] != PARQUET_MAGIC:
+        raise pa.ArrowInvalid("not a Parquet file (no footer)")
+    footer_bytes = int.from_bytes(tail[-8:-4], "little") + 8
+    if footer_bytes + 4 > size:
+        raise pa.ArrowInvalid("not a Parquet file (footer longer than the file)")
+    if footer_bytes > len(tail):
+        handle.seek(size - footer_bytes)
+        tail = handle.read()
+    return pq.read_metadata(pa.BufferReader(PARQUET_MAGIC + tail[-footer_bytes:]))
+
+
+def _footers_rows(location: LakeLocation, relative_paths: Sequence[str]) -> list[int]:
+    """Row counts of many files: the footers read by a few threads (on ADLS each is a request
+    or two whose round trip, not their bytes, is the cost)."""
+    if len(relative_paths) <= 1:
+        return [_footer_rows(location, path) for path in relative_paths]
+    with ThreadPoolExecutor(max_workers=FOOTER_READERS, thread_name_prefix="footers") as pool:
+        return list(pool.map(lambda path: _footer_rows(location, path), relative_paths))
 
 
 def table_version(location: LakeLocation) -> int | None:

@@ -29,6 +29,7 @@ from llm_observatory.io.delta_lake import (
     rows_per_day,
     table_version,
 )
+from llm_observatory.io.evidence import read_evidence
 from llm_observatory.resources.lake import LakeResource
 
 UTC = dt.UTC
@@ -355,3 +356,18 @@ def test_a_footer_is_read_from_the_files_last_bytes_only(tmp_path, columns):
     path.write_bytes(path.read_bytes()[:-100])
     with open(path, "rb") as handle, pytest.raises(pa.ArrowInvalid):
         footer_metadata(handle)
+
+
+def test_the_evidence_of_some_files_is_read_without_the_rest(tmp_path):
+    """A day's checksum check asks for its own files' evidence: the same rows as the whole
+    table's evidence gives for them, and no other file's."""
+    location = LakeResource(url=str(tmp_path / "lake")).location("bronze", "t")
+    for day in (1, 2, 1, 3):
+        write_day(location, day, rows_for(day, 20))
+    everything = read_evidence(location)
+    day_one = [
+        path for path, _ in current_files(open_table(location), [("date", "=", "2026-11-01")])
+    ]
+    assert len(everything) > len(day_one) > 0
+    assert read_evidence(location, day_one) == {path: everything[path] for path in day_one}
+    assert read_evidence(location, ["date=2026-11-09/none.parquet"]) == {}

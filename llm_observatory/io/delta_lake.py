@@ -1222,7 +1222,7 @@ def retention_properties(days: int) -> dict[str, str]:
 def recorded_files(location: LakeLocation, table: DeltaTable, paths: Sequence[str]) -> dict:
     """The evidence (path, bytes, rows, sha256) of `paths`, by path: from the table's evidence
     table; for files written before it existed, from the commits' metadata (read only then)."""
-    recorded = read_evidence(location)
+    recorded = read_evidence(location, paths)
     if any(path not in recorded for path in paths):
         legacy = {entry["path"]: entry for entry in commit_files(table)}
         recorded = {**legacy, **recorded}

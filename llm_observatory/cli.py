@@ -690,7 +690,7 @@ def sync(
             f"{len(value('days_reconciled') or [])} day(s): {value('deleted_keys')} deleted, "
             f"{value('moved_keys')} moved, {value('repaired_keys')} repaired; "
             f"watermark {value('extracted_from') and value('watermark_before')} -> "
-            f"{metadata['watermark'].value if 'watermark' in metadata else None}; "
+            f"{_timestamp_text(value('watermark'))}; "
             f"lag {value('lag_seconds')} s",
             file=out,
         )
@@ -751,6 +751,14 @@ def _sync_leases_held(tables) -> list[str]:
     finally:
         control.engine.dispose()
     return held
+
+
+def _timestamp_text(value) -> str | None:
+    """A timestamp metadata value (epoch seconds) as the ISO text the line's other instant
+    uses (it printed 1796342401.837128)."""
+    if isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(value, dt.UTC).isoformat()
+    return value
 
 
 def _error_of_class(error, class_name: str):

@@ -62,6 +62,11 @@ def test_sync_after_the_demo_changed_brings_every_change(synced_demo):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "sync: completed" in completed.stdout
     assert "1 deleted" in completed.stdout
+    # Both instants of the watermark line in ISO, the new one as the old (it printed epoch
+    # seconds: "watermark 2026-12-04T00:00:01+00:00 -> 1796342401.8").
+    line = next(text for text in completed.stdout.splitlines() if "llm_interactions:" in text)
+    after = line.split(" -> ", 1)[1].split(";")[0]
+    assert dt.datetime.fromisoformat(after).tzinfo is not None, line
     silver = pl.read_delta(str(home / "lake" / "silver" / "llm_interactions"))
     by_key = {row["interaction_id"]: row for row in silver.to_dicts()}
     assert by_key[keys["updated"]]["latency_ms"] == 1

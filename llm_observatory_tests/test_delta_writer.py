@@ -6,6 +6,7 @@ import decimal
 import hashlib
 import io
 import json
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -29,8 +30,8 @@ from llm_observatory.io.delta_lake import (
     rows_per_day,
     table_version,
 )
-from llm_observatory.io.evidence import read_evidence
-from llm_observatory.resources.lake import LakeResource
+from llm_observatory.io.evidence import evidence_location, read_evidence
+from llm_observatory.resources.lake import CHECKPOINT_INTERVAL, LakeResource
 
 UTC = dt.UTC
 SCHEMA = pa.schema(
@@ -371,3 +372,23 @@ def test_the_evidence_of_some_files_is_read_without_the_rest(tmp_path):
     assert len(everything) > len(day_one) > 0
     assert read_evidence(location, day_one) == {path: everything[path] for path in day_one}
     assert read_evidence(location, ["date=2026-11-09/none.parquet"]) == {}
+
+
+def test_a_new_table_writes_a_checkpoint_every_twenty_commits(tmp_path):
+    """Opening a table replays every commit since its last checkpoint (Delta's default: one in
+    100); a table of the lake checkpoints every CHECKPOINT_INTERVAL commits, so an opening
+    reads at most that many commits, and reads the same rows."""
+    location = LakeResource(url=str(tmp_path / "lake")).location("silver", "t")
+    for commit in range(CHECKPOINT_INTERVAL):
+        write_day(location, 1 + commit % 3, rows_for(1 + commit % 3, 10, tag=f"v{commit}"))
+    table = open_table(location)
+    assert table.metadata().configuration["delta.checkpointInterval"] == str(CHECKPOINT_INTERVAL)
+    evidence = open_table(evidence_location(location)).metadata().configuration
+    assert evidence["delta.checkpointInterval"] == str(CHECKPOINT_INTERVAL)
+    log = Path(location.fs_path) / "_delta_log"
+    checkpoints = sorted(path.name for path in log.glob("*.checkpoint.parquet"))
+    # One checkpoint (Delta's default would have none yet), fewer commits after it than the
+    # interval.
+    assert len(checkpoints) == 1, checkpoints
+    assert table.version() - int(checkpoints[0].split(".")[0]) < CHECKPOINT_INTERVAL
+    assert rows_per_day(location) == {f"2026-11-0{day}": 10 for day in (1, 2, 3)}

@@ -38,7 +38,7 @@ from deltalake.transaction import AddAction, RemoveAction
 from llm_observatory.io.evidence import read_evidence, record_evidence
 from llm_observatory.io.native_memory import release_large_blocks_eagerly
 from llm_observatory.io.uploads import StoredBlob, open_upload, stored_blob
-from llm_observatory.resources.lake import LakeLocation
+from llm_observatory.resources.lake import CHECKPOINT_INTERVAL, LakeLocation
 
 logger = logging.getLogger(__name__)
 
@@ -1216,6 +1216,7 @@ def retention_properties(days: int) -> dict[str, str]:
     return {
         "delta.logRetentionDuration": interval,
         "delta.deletedFileRetentionDuration": interval,
+        "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
     }
 
 

@@ -34,7 +34,7 @@ from deltalake.schema import Field
 from deltalake.transaction import AddAction, RemoveAction
 
 from llm_observatory.io.uploads import open_upload
-from llm_observatory.resources.lake import LakeLocation
+from llm_observatory.resources.lake import CHECKPOINT_INTERVAL, LakeLocation
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def _create(evidence: LakeLocation) -> DeltaTable:
             EVIDENCE_SCHEMA,
             mode="ignore",
             storage_options=evidence.storage_options or None,
+            configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
         )
     except Exception:
         table = _open(evidence)

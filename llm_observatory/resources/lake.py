@@ -23,6 +23,11 @@ from pydantic import Field, PrivateAttr
 from llm_observatory.resources.urls import LAKE_SCHEMES, check_lake_url, display_lake_url
 
 LAYERS = ("bronze", "silver", "gold")
+# Every table of the lake (and its evidence table) writes a checkpoint every this many commits:
+# opening a table replays each commit since its last checkpoint, and Delta's default of 100
+# made a month of daily commits a replay of up to 99 commit files per opening (silver's of the
+# interactions: about 80 KB each, downloaded on ADLS), 40-100 openings a day.
+CHECKPOINT_INTERVAL = 20
 AZURE_SCHEMES = LAKE_SCHEMES
 LAKE_URL_VARIABLE = "LLM_OBS_LAKE_URL"
 

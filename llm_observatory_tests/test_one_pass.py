@@ -20,7 +20,7 @@ from llm_observatory.assets.gold import DAILY_METRICS_KEY, DAILY_METRICS_SCHEMA,
 from llm_observatory.assets.migration import migration_asset, migration_assets
 from llm_observatory.checks import quality as quality_module
 from llm_observatory.checks import timestamps as timestamps_module
-from llm_observatory.checks.day_profile import recorded_profile
+from llm_observatory.checks.day_profile import COMMITS_SEARCHED, recorded_profile
 from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.checks.quality import lake_rule_tally
 from llm_observatory.checks.timestamps import lake_event_profile
@@ -436,3 +436,29 @@ def test_checks_use_the_profile_recorded_with_the_commit_while_the_files_are_tho
     quarantined_keys = DeltaTable(quarantine.uri).to_pyarrow_table(columns=[table.key])
     DeltaTable(quarantine.uri).delete(f"{table.key} = '{quarantined_keys.column(0)[0]}'")
     assert recorded_profile(table, silver, DAY, quarantine) is None
+
+
+def test_a_profile_is_found_behind_other_days_commits_and_not_beyond_the_search(
+    source_url, tmp_path
+):
+    """Runs of other days commit to the same table between a day's pass and its checks (a
+    parallel backfill): the day's profile is found behind a few of them; behind more than the
+    search reaches, the checks read the files (a profile is never guessed)."""
+    lake = LakeResource(url=str(tmp_path / "lake"))
+    assert migrate(source_url, lake).success
+    table = LLM_INTERACTIONS
+    bronze = bronze_location(lake, table)
+    schema = DeltaTable(bronze.uri).schema().to_arrow()
+
+    def other_day_commits(count: int) -> None:
+        for n in range(count):
+            other = DAY + dt.timedelta(days=1 + n)
+            writer = delta_lake.DeltaPartitionWriter(
+                bronze, pa.schema(schema), ["date"], replace=[("date", "=", other.isoformat())]
+            )
+            writer.commit({"partition": other.isoformat()})
+
+    other_day_commits(3)
+    assert recorded_profile(table, bronze, DAY) is not None
+    other_day_commits(COMMITS_SEARCHED[-1])
+    assert recorded_profile(table, bronze, DAY) is None

@@ -33,8 +33,9 @@ from llm_observatory.tables import TableSpec
 
 PROFILE = "day_profile"
 # The day's commit is the newest one right after the pass; other days' runs may commit to the
-# same table in between (a parallel backfill), hence a few more.
-COMMITS_SEARCHED = 8
+# same table in between (a parallel backfill), and then a few more are read. On ADLS each commit
+# read is a download (silver's of the interactions: about 80 KB), so the first look is short.
+COMMITS_SEARCHED = (2, 8)
 
 
 class DayProfile:
@@ -109,15 +110,10 @@ def recorded_profile(
     if table is None:
         return None
     found = None
-    for entry in table.history(limit=COMMITS_SEARCHED):
-        text = entry.get(f"{COMMIT_METADATA_PREFIX}{PROFILE}")
-        if text is None:
-            continue
-        body = json.loads(text)
-        if body.get("day") == day.isoformat() and (
-            found is None or entry.get("version", -1) > found[0].get("version", -1)
-        ):
-            found = (entry, body)
+    for limit in COMMITS_SEARCHED:
+        found = _newest_profile(table.history(limit=limit), day)
+        if found is not None:
+            break
     if found is None:
         return None
     entry, body = found
@@ -138,6 +134,21 @@ def recorded_profile(
         rules = RuleTally.from_json(table_spec, body["rules"])
     events = (body["per_hour"], body["outside_keys"], body["outside"])
     return RecordedProfile(events=events, fingerprints=fingerprints, rules=rules)
+
+
+def _newest_profile(history: list[dict], day: dt.date) -> tuple[dict, dict] | None:
+    """The newest of these commits that recorded a profile of `day`: (commit, profile)."""
+    found = None
+    for entry in history:
+        text = entry.get(f"{COMMIT_METADATA_PREFIX}{PROFILE}")
+        if text is None:
+            continue
+        body = json.loads(text)
+        if body.get("day") == day.isoformat() and (
+            found is None or entry.get("version", -1) > found[0].get("version", -1)
+        ):
+            found = (entry, body)
+    return found
 
 
 def _day_files(table, day: dt.date) -> set[str]:

@@ -2,13 +2,19 @@
 asset carries checks."""
 
 import datetime as dt
+import os
 import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from llm_observatory.assets.monitoring import QUERY_LATENCY_KEY, SOURCE_HEALTH_KEY
 from llm_observatory.definitions import CUTOVER_REPORT_JOB, MIGRATE_HISTORY_JOB, defs
+from llm_observatory.io.native_memory import (
+    DELTA_RS_ALLOCATOR_SETTINGS,
+    DELTA_RS_ALLOCATOR_VARIABLE,
+)
 from llm_observatory.operate.jobs import MONITORING_JOB, SOURCE_HEALTH_JOB, SOURCE_HEALTH_SCHEDULE
 from llm_observatory.partitions import daily_partitions
 
@@ -88,3 +94,31 @@ def test_source_health_has_its_own_job_and_schedule_and_monitoring_stays_on_the_
     with dg.build_schedule_context(scheduled_execution_time=moment) as context:
         [request] = list(schedule.evaluate_tick(context).run_requests)
     assert request.run_key == "source-health-20261204T1740"
+
+
+@pytest.mark.parametrize("preset", [None, "dirty_decay_ms:1000"])
+def test_delta_rs_allocator_settings_are_in_place_before_deltalake_loads(preset):
+    """delta-rs' jemalloc reads `_RJEM_MALLOC_CONF` once, at its first allocation: importing
+    the package sets it (a value the operator set is kept) before deltalake is loaded. Polars,
+    imported later, puts its own defaults in front; jemalloc takes an option's last value."""
+    variable = DELTA_RS_ALLOCATOR_VARIABLE
+    env = {k: v for k, v in os.environ.items() if k != variable}
+    if preset is not None:
+        env[variable] = preset
+    probe = (
+        "import os, sys\n"
+        "import llm_observatory\n"
+        "loaded_before = 'deltalake' in sys.modules\n"
+        "import llm_observatory.definitions\n"
+        f"print(loaded_before, 'deltalake' in sys.modules, os.environ['{variable}'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    loaded_before, loaded_after, settings = done.stdout.split()
+    assert (loaded_before, loaded_after) == ("False", "True")
+    effective = dict(option.split(":") for option in settings.split(",") if option)
+    expected = dict(
+        option.split(":") for option in (preset or DELTA_RS_ALLOCATOR_SETTINGS).split(",")
+    )
+    assert {name: effective[name] for name in expected} == expected

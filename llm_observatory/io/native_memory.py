@@ -11,10 +11,11 @@ resident memory that grows with the partition (measured on a 1M-row day):
   builds its snapshot there (all its files), and a day's run opens about forty, so a backfill's
   resident memory sat 50 MiB higher (12 demo days: 447 MiB at the end, 394 MiB with a zero
   decay). It costs time, pages handed back and faulted in again: 8 demo days took 31-33 s
-  against 28-29 s (peaks 405 MiB against 445-455 MiB); memory is the limit that must hold. Its configuration is read once, from `_RJEM_MALLOC_CONF`, when delta-rs first
-  allocates: `before_native_libraries_load()` sets it from the package's `__init__`, before
-  anything imports `deltalake` (a value already in the environment is kept). Polars, imported
-  later, puts its own defaults in front of the value; jemalloc takes each option's last value.
+  against 28-29 s (peaks 405 MiB against 445-455 MiB); memory is the limit that must hold.
+  Its configuration is read once, from `_RJEM_MALLOC_CONF`, when delta-rs first allocates:
+  `before_native_libraries_load()` sets it from the package's `__init__`, before anything
+  imports `deltalake` (a value already in the environment is kept). Polars, imported later,
+  puts its own defaults in front of the value; jemalloc takes each option's last value.
 """
 
 from __future__ import annotations

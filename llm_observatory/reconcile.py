@@ -539,17 +539,14 @@ def _lake_batches(
         columns += [name for name in deep_schema.names if name not in columns]
     for location in (silver_location(lake, table), quarantine_location(lake, table)):
         for batch in scan_partition(location, day_filter(day), columns):
-            times = batch.column(1)
-            if times.type.tz is None:
-                times = pc.assume_timezone(times, "UTC")
-            hours = pc.hour(pc.cast(times, pa.timestamp("us", tz="UTC")))
+            hours, change_micros = _hours_and_micros(batch.column(1), batch.column(2))
             if hours_wanted is not None:
                 wanted = pc.is_in(hours, value_set=pa.array(sorted(hours_wanted), hours.type))
                 batch, hours = batch.filter(wanted), hours.filter(wanted)
+                change_micros = change_micros.filter(wanted)
                 if batch.num_rows == 0:
                     continue
-            changes = pc.cast(batch.column(2), pa.timestamp("us", tz="UTC"))
-            yield hours, pc.cast(changes, pa.int64()), batch
+            yield hours, change_micros, batch
 
 
 def _lake_rows(
@@ -601,8 +598,10 @@ class HourlyFingerprints:
         self.sums: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
 
     def add(self, keys: pa.Array, times: pa.Array, changes: pa.Array) -> None:
+        self.add_hours(keys, *_hours_and_micros(times, changes))
+
+    def add_hours(self, keys: pa.Array, hours: pa.Array, change_micros: pa.Array) -> None:
         """`key|micros` texts built by Arrow; Python only runs MD5 on them."""
-        hours, change_micros = _hours_and_micros(times, changes)
         texts = pc.binary_join_element_wise(
             pc.fill_null(pc.cast(keys, pa.string()), ""),
             pc.fill_null(pc.cast(change_micros, pa.string()), ""),
@@ -636,10 +635,8 @@ def lake_hourly_fingerprints(
     """Per-hour fingerprints of the lake's day in one streaming pass, keeping only the sums."""
     if deep_schema is None:
         fingerprints = HourlyFingerprints()
-        columns = [table.key, table.event_time, table.change_column]
-        for location in (silver_location(lake, table), quarantine_location(lake, table)):
-            for batch in scan_partition(location, day_filter(day), columns):
-                fingerprints.add(batch.column(0), batch.column(1), batch.column(2))
+        for hours, change_micros, batch in _lake_batches(table, lake, day, None):
+            fingerprints.add_hours(batch.column(0), hours, change_micros)
         return fingerprints.result()
     sums: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     for hour, key, version in _lake_rows(table, lake, day, deep_schema):

@@ -262,8 +262,7 @@ class DayValidator:
         verdict = evaluate(batch, self.table.rules)
         self.broken_counts.update(verdict.broken_counts)
         # Most batches break no rule: they go to silver as they are, without a filtered copy.
-        failed = verdict.failed_rows.num_rows
-        passing = batch.filter(verdict.passed) if failed else batch
+        passing = batch.filter(verdict.passed) if verdict.failed_rows.num_rows else batch
         self.silver_rows += passing.num_rows
         self.silver_writer.write(with_silver_partitions(passing, self.table))
         self.profile.add_written(passing)

@@ -1002,21 +1002,36 @@ def current_files(
     ]
 
 
-# The file list of each opened snapshot, parsed once: a caller that walks a month of days on
-# one opened table (the sync's checks, gold's rebuild) asked the log for every file and parsed
-# all of them again per day (2,400 files of silver: 5 ms a day, 4 s of a 30-day sync).
-# Keyed by the table object's id, dropped when the object is (DeltaTable is not hashable).
-_FILE_INDEX: dict[int, tuple[int, list]] = {}
+# What is derived from an opened snapshot's file list, computed once per table object and
+# version: a caller that walks a month of days on one opened table (the sync's checks, gold's
+# rebuild) asked the log for every file and parsed all of them again per day (2,400 files of
+# silver: 5 ms a day, 4 s of a 30-day sync). Keyed by the table object's id and what was
+# derived, dropped with the object (DeltaTable is not hashable); an updated table is parsed
+# again.
+_PER_SNAPSHOT: dict[tuple[int, object], tuple[int, object]] = {}
+
+
+def _per_snapshot(table: DeltaTable, what: object, derive):
+    """`derive(add actions)` of the table's current version, computed once per `what`."""
+    version = table.version()
+    key = (id(table), what)
+    cached = _PER_SNAPSHOT.get(key)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    derived = derive(pa.table(table.get_add_actions(flatten=True)))
+    if key not in _PER_SNAPSHOT:
+        weakref.finalize(table, _PER_SNAPSHOT.pop, key, None)
+    _PER_SNAPSHOT[key] = (version, derived)
+    return derived
 
 
 def _indexed_files(table: DeltaTable) -> list[tuple[str, dict[str, object], dict[str, str]]]:
     """(path, partition values, partition values as text) of the table's current files,
-    sorted by path; cached per table object and version (an updated table is parsed again)."""
-    version = table.version()
-    cached = _FILE_INDEX.get(id(table))
-    if cached is not None and cached[0] == version:
-        return cached[1]
-    actions = pa.table(table.get_add_actions(flatten=True))
+    sorted by path."""
+    return _per_snapshot(table, "files", _files_of)
+
+
+def _files_of(actions: pa.Table) -> list[tuple[str, dict[str, object], dict[str, str]]]:
     partition_columns = [n for n in actions.column_names if n.startswith("partition.")]
     values = {
         n.removeprefix("partition."): actions.column(n).to_pylist() for n in partition_columns
@@ -1030,9 +1045,6 @@ def _indexed_files(table: DeltaTable) -> list[tuple[str, dict[str, object], dict
         }
         files.append((unquote(raw_path), partition, shown))
     files.sort(key=lambda entry: entry[0])
-    if id(table) not in _FILE_INDEX:
-        weakref.finalize(table, _FILE_INDEX.pop, id(table), None)
-    _FILE_INDEX[id(table)] = (version, files)
     return files
 
 
@@ -1066,18 +1078,15 @@ def data_files(
     ]
 
 
-_DATA_FILE_INDEX: dict[tuple[int, str | None], tuple[int, list[DataFile]]] = {}
-
-
 def _indexed_data_files(table: DeltaTable, bounds_of: str | None) -> list[DataFile]:
-    """Every current data file of the table, sorted by path, parsed once per table object,
-    version and bounds column (as `_indexed_files`: the sync asks day by day)."""
-    version = table.version()
-    cache_key = (id(table), bounds_of)
-    cached = _DATA_FILE_INDEX.get(cache_key)
-    if cached is not None and cached[0] == version:
-        return cached[1]
-    actions = pa.table(table.get_add_actions(flatten=True))
+    """Every current data file of the table with the log's bounds of `bounds_of`, sorted by
+    path."""
+    return _per_snapshot(
+        table, ("data files", bounds_of), lambda actions: _data_files_of(actions, bounds_of)
+    )
+
+
+def _data_files_of(actions: pa.Table, bounds_of: str | None) -> list[DataFile]:
     names = set(actions.column_names)
     partition_columns = [n for n in actions.column_names if n.startswith("partition.")]
 
@@ -1106,9 +1115,6 @@ def _indexed_data_files(table: DeltaTable, bounds_of: str | None) -> list[DataFi
         )
     ]
     files.sort(key=lambda entry: entry.path)
-    if cache_key not in _DATA_FILE_INDEX:
-        weakref.finalize(table, _DATA_FILE_INDEX.pop, cache_key, None)
-    _DATA_FILE_INDEX[cache_key] = (version, files)
     return files
 
 

@@ -294,17 +294,43 @@ def worker_read(args: argparse.Namespace) -> dict:
 TREE_SAMPLE_S = 0.05
 
 
-def _tree_rss_bytes(root) -> int:
-    """Resident bytes of a process and every process below it (a run's step processes)."""
+def _tree_rss_bytes(root, children_seen: set[str] | None = None) -> int:
+    """Resident bytes of a process and every process below it (a run's step processes, the
+    `tail` and watcher processes Dagster starts to mirror a run's output). A child that has
+    forked and not yet exec'd a new program (its command line is still its parent's) shares
+    its parent's pages and is left out, or one sample would count them twice. The command lines
+    of the processes below go to `children_seen`."""
     import psutil
 
     total = 0
+    try:
+        root_command = root.cmdline()
+    except psutil.Error:
+        return 0
     for process in [root, *root.children(recursive=True)]:
         try:
+            if process is not root:
+                command = process.cmdline()
+                if command == root_command:
+                    continue
+                if children_seen is not None:
+                    children_seen.add(" ".join(command)[:200] or process.name())
             total += process.memory_info().rss
         except psutil.Error:
             continue
     return total
+
+
+def _own_peak_rss_bytes(pid: int) -> int:
+    """The process's own high-water mark (VmHWM), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def run_backfill_command(args: argparse.Namespace, first: str, last: str,
@@ -335,6 +361,9 @@ def run_backfill_command(args: argparse.Namespace, first: str, last: str,
     peak = 0
     lines: list[tuple[float, str]] = []
     samples: list[tuple[float, int]] = []
+    children_seen: set[str] = set()
+    own_peak = 0
+    own_peaks: list[tuple[float, int]] = []
     with subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, errors="replace") as child:
         def read() -> None:
@@ -345,8 +374,10 @@ def run_backfill_command(args: argparse.Namespace, first: str, last: str,
         reader.start()
         root = psutil.Process(child.pid)
         while child.poll() is None:
-            rss = _tree_rss_bytes(root)
+            rss = _tree_rss_bytes(root, children_seen)
+            own_peak = max(own_peak, _own_peak_rss_bytes(child.pid))
             samples.append((time.perf_counter(), rss))
+            own_peaks.append((time.perf_counter(), own_peak))
             peak = max(peak, rss)
             time.sleep(TREE_SAMPLE_S)
         reader.join()
@@ -364,7 +395,9 @@ def run_backfill_command(args: argparse.Namespace, first: str, last: str,
         peak_of_day = max((rss for at, rss in samples if previous <= at <= moment), default=0)
         days[match.group(1)] = {"seconds": moment - previous, "status": match.group(2),
                                 "rows": int(match.group(3).replace(",", "")),
-                                "peak_rss_bytes_sampled": peak_of_day}
+                                "peak_rss_bytes_sampled": peak_of_day,
+                                "own_peak_rss_bytes": max(
+                                    (peak for at, peak in own_peaks if at <= moment), default=0)}
         previous = moment
     failed = [line.strip() for _, line in lines if "failing checks" in line or "run failed" in line]
     step_seconds = backfill_step_seconds(home / "dagster")
@@ -376,6 +409,7 @@ def run_backfill_command(args: argparse.Namespace, first: str, last: str,
     return {"seconds": wall, "cpu_seconds": cpu, "cpu_cores_used": cpu / wall if wall else 0.0,
             "peak_rss_bytes": peak, "days": days, "failed_checks": failed,
             "step_seconds": step_seconds, "exit_code": child.returncode,
+            "child_processes": sorted(children_seen), "own_peak_rss_bytes": own_peak,
             "output_tail": text[-2000:]}
 
 
@@ -886,7 +920,8 @@ def worker_history_full(args: argparse.Namespace) -> dict:
         "lake_bytes_by_table": lake_bytes,
         **{name: ran[name] for name in ("seconds", "cpu_seconds", "cpu_cores_used",
                                         "peak_rss_bytes", "days", "failed_checks",
-                                        "step_seconds")},
+                                        "step_seconds", "child_processes",
+                                        "own_peak_rss_bytes")},
     }
 
 
@@ -1394,6 +1429,9 @@ def measure_history(sources: Sources, args: argparse.Namespace, workdir: Path) -
                          server_cpu, **options)
         say(f"full load: {full['seconds']:,.1f} s, peak RSS {full['peak_rss_bytes'] / MIB:,.0f} "
             f"MiB, {full['rows']:,} rows")
+        if full.get("child_processes"):
+            say("processes the command started (their resident memory is in its peak): "
+                + "; ".join(full["child_processes"]))
         if full["failed_checks"]:
             say(f"FAILED CHECKS in the full load: {'; '.join(full['failed_checks'][:10])}")
         deleted = delete_history_rows(url)
@@ -1601,6 +1639,14 @@ def history_lines(history: dict) -> list[str]:
             f"process tree peak on the first day {peaks[0] / MIB:,.0f} MiB, on the last "
             f"{peaks[-1] / MIB:,.0f} MiB"
         )
+        own = [figures.get("own_peak_rss_bytes", 0) for figures in per_day]
+        if any(own):
+            lines.append(
+                "  the command's own peak (VmHWM) after the first day "
+                f"{own[0] / MIB:,.0f} MiB, after the 10th {own[min(9, len(own) - 1)] / MIB:,.0f}"
+                f" MiB, after the last {own[-1] / MIB:,.0f} MiB; the rest of the tree is "
+                "Dagster's output mirroring (a `tail` and a watcher interpreter per stream)"
+            )
     steps = full.get("step_seconds") or {}
     if steps:
         lines.append(

@@ -149,6 +149,7 @@ def backfill(first: dt.date, last: dt.date, table_names: list[str] | None, out=s
 
 def _backfill_days(job, instance, backfill_id, leases, tables, days, selection, out) -> int:
     """One run per day, under the backfill's leases (their token is handed to each run)."""
+    from llm_observatory.io.native_memory import return_freed_pages
     from llm_observatory.resources.leases import LEASE_TOKEN_TAG
 
     first, last = days[0], days[-1]
@@ -170,6 +171,9 @@ def _backfill_days(job, instance, backfill_id, leases, tables, days, selection, 
                 LEASE_TOKEN_TAG: leases.token,
             },
         )
+        # The runs share this process: what a day's run freed must not stay resident for the
+        # next one (a few MiB a day otherwise, which a months-long backfill cannot afford).
+        return_freed_pages()
         rows = _run_rows(result, "bronze")
         total_rows += rows
         failed_checks = _failed_checks(result)

@@ -16,6 +16,12 @@ resident memory that grows with the partition (measured on a 1M-row day):
   `before_native_libraries_load()` sets it from the package's `__init__`, before anything
   imports `deltalake` (a value already in the environment is kept). Polars, imported later,
   puts its own defaults in front of the value; jemalloc takes each option's last value.
+
+What glibc frees in the middle of its arenas stays resident until `malloc_trim` hands it back,
+and a command that runs day after day in one process (a backfill of 16 demo days) grew 40 MiB
+at rest and 20 MiB at its peak that way, a few MiB a day, without a Python object to show for
+it: `return_freed_pages()` after each day's run keeps it flat (16 days: 312-331 MiB at rest,
+399 MiB peak, against 312-358 and 420).
 """
 
 from __future__ import annotations
@@ -50,6 +56,28 @@ def release_large_blocks_eagerly() -> bool:
     return arrow and libc
 
 
+def return_freed_pages() -> bool:
+    """Hands glibc's free pages back to the system (`malloc_trim(0)`, every arena); a no-op
+    where the C library has no such call. Meant for the pause between two runs of a command
+    that works day after day in one process: it costs a walk over the heap."""
+    trim = _glibc_function("malloc_trim")
+    if trim is None:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    return bool(trim(0))
+
+
+@functools.cache
+def _glibc_function(name: str):
+    library = ctypes.util.find_library("c")
+    if not library:
+        return None
+    try:
+        return getattr(ctypes.CDLL(library), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def _arrow_pool_returns_memory() -> bool:
     import pyarrow as pa
 
@@ -64,13 +92,8 @@ def _arrow_pool_returns_memory() -> bool:
 
 def _glibc_mmaps_large_blocks() -> bool:
     """Tells glibc to mmap large blocks (and trim eagerly); a no-op elsewhere."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))

@@ -29,8 +29,12 @@ are written from the source stream, so the 2.0 reads of bronze that built silver
 read of silver that built gold are gone from the model. Since then too (same day, Azurite): the
 checks of a freshly written day use the profile the pass recorded with its commit
 (checks/day_profile.py) instead of reading silver three times and bronze once more, and a
-file's row count reads its last 16 KiB, not 64 KiB (the footer is 3 KiB); bronze is read whole
-once more, by the spot check. `llm_observatory_tests/test_traffic.py` runs such a backfill on
+file's row count reads its last 16 KiB, not 64 KiB (the footer is 3 KiB). Since 2026-12-05 the
+spot check reads only the row groups of bronze its seeded sample falls in (1/32 of a day's
+groups, at least one, and a neighbour when a sampled row sits at a group's edge), no longer the
+whole day, and a read of part of a file fetches only its column chunks (adlfs read 50 MiB
+ahead of every miss): measured on a 100k-row day, the backfill read back 0.19 bytes per byte
+stored, down from 0.58. `llm_observatory_tests/test_traffic.py` runs such a backfill on
 Azurite and holds the model to what it moved: when code changes what a step reads, change its
 line here.
 """
@@ -104,7 +108,9 @@ TERMS: tuple[Term, ...] = (
         True,
     ),
     Term("checksum check re-reads bronze", DOWN, "bronze", CHECKSUM_CHECK_READS, LAKE, True),
-    Term("spot check reads bronze's day", DOWN, "bronze", 1.0, LAKE),
+    # SAMPLED_ROW_GROUP_SHARE (1/32) of a large day's row groups, and a neighbour at times; a
+    # small day's one or two groups are its whole bronze.
+    Term("spot check reads a few row groups of bronze", DOWN, "bronze", 0.05, LAKE),
     Term("checksum check re-reads silver", DOWN, "silver", CHECKSUM_CHECK_READS, LAKE, True),
     Term(
         "Delta log and evidence reads (silver, gold, checks)", DOWN, "table_days", 1_083_000, LAKE

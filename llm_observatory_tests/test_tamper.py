@@ -257,6 +257,70 @@ def test_the_spot_check_finds_a_value_made_null_a_changed_number_and_a_lost_row(
     assert result.metadata["missing_keys"].value == [str(keys[lost])]
 
 
+def _in_row_groups(path: str, rows: int, order: str) -> list[str]:
+    """Rewrites bronze's file in row groups of `rows` rows, its rows sorted by event time or
+    shuffled (as a source read without ORDER BY may leave them); returns the keys."""
+    table = pq.read_table(path)
+    if order == "sorted":
+        table = table.sort_by("timestamp")
+    else:
+        table = table.take(pa.array(list(reversed(range(0, table.num_rows, 2)))
+                                    + list(range(1, table.num_rows, 2))))
+    pq.write_table(table, path, compression="zstd", row_group_size=rows)
+    return table.column("interaction_id").to_pylist()
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_the_spot_check_reads_only_the_row_groups_its_sample_needs(migrated, order):
+    """Bronze's day in 30 row groups: the instants are drawn inside one of them, chosen by
+    the seed from the footers, and only the groups whose event-time range may hold a sampled
+    row are read (in event-time order, one or two; shuffled, more, never a wrong verdict)."""
+    from llm_observatory.checks.spot_check import spot_check_result
+
+    source, lake = migrated
+    path = one_file(bronze_location(lake, LLM_INTERACTIONS))
+    _in_row_groups(path, 10, order)
+    described = source.describe_table(LLM_INTERACTIONS)
+    result = spot_check_result(LLM_INTERACTIONS, source, described, lake, DAY, 40, "s")
+    assert result.passed, result.metadata
+    assert result.metadata["sampled_in"].value == "1 of 30 row groups' event-time ranges"
+    read, total = map(int, result.metadata["row_groups_read"].value.split(" of "))
+    assert total == 30
+    if order == "sorted":
+        assert read <= 2
+    again = spot_check_result(LLM_INTERACTIONS, source, described, lake, DAY, 40, "s")
+    assert again.metadata["row_groups_read"].value == result.metadata["row_groups_read"].value
+
+
+def test_the_spot_check_in_row_groups_still_finds_changed_values_and_lost_rows(migrated):
+    """Sampled inside a few row groups, a value changed in every row and rows lost from the
+    lake are still named, and no row the lake holds is reported missing."""
+    from llm_observatory.checks.spot_check import spot_check_result
+
+    source, lake = migrated
+    path = one_file(bronze_location(lake, LLM_INTERACTIONS))
+    keys = _in_row_groups(path, 10, "sorted")
+    lost = set(keys[::3])
+
+    def tamper(t: pa.Table) -> pa.Table:
+        t = t.set_column(
+            t.schema.get_field_index("prompt_tokens"),
+            "prompt_tokens",
+            pc.add(t.column("prompt_tokens"), 1),
+        )
+        return t.filter(pc.invert(pc.is_in(t.column("interaction_id"), pa.array(list(lost)))))
+
+    table = tamper(pq.read_table(path))
+    pq.write_table(table, path, compression="zstd", row_group_size=10)
+    described = source.describe_table(LLM_INTERACTIONS)
+    result = spot_check_result(LLM_INTERACTIONS, source, described, lake, DAY, 40, "s")
+    assert not result.passed
+    missing = set(result.metadata["missing_keys"].value)
+    assert missing and missing <= {str(key) for key in lost}
+    columns = {m["column"] for m in result.metadata["mismatches"].value}
+    assert columns == {"prompt_tokens"}
+
+
 def test_the_spot_check_sample_is_seeded_and_drawn_in_the_source(migrated):
     from llm_observatory.checks.spot_check import sample_positions, sample_query, sample_rows
 

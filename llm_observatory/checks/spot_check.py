@@ -8,10 +8,21 @@ The same seed and day give the same sample. A row's chance is the time since the
 (its share of the day), split evenly among rows of the same instant, so every row, a missing
 one included, can be drawn; a day with no more rows than the sample is read whole. Only the
 sampled rows cross the network.
+
+On the lake side, finding 10,000 sampled keys in bronze's day meant reading the day whole: on
+ADLS, a download of about half of what the backfill had just stored (the largest share of its
+traffic back over the link). So the instants are drawn inside the event-time ranges of
+SAMPLED_ROW_GROUPS row groups of bronze's day, chosen by the seed from the files' footers,
+and the lake reads only the row groups whose range may hold a sampled row's event time:
+every copy of a sampled row is found wherever it sits, so a row missing from the lake or a
+differing value is still caught, and a day written in event-time order costs a few groups'
+bytes. A day with no more row groups than that (or groups without statistics) is sampled
+over the whole day, as before.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 import math
@@ -25,7 +36,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from llm_observatory.io.delta_lake import scan_partition
+from llm_observatory.io.delta_lake import RowGroupSpan, row_group_spans, scan_row_groups
 from llm_observatory.layout import bronze_location, day_filter
 from llm_observatory.partitions import day_window
 from llm_observatory.resources.lake import LakeResource
@@ -40,6 +51,13 @@ from llm_observatory.tables import TableSpec
 SPOT_CHECK = "spot_check_matches_source"
 SHOWN_MISMATCHES = 20
 VALUE_SHOWN = 100
+# The share of bronze's row groups of a day the sample is drawn in (at least one): about 3 %
+# of the day's bytes read back, and each run's new seed draws other groups.
+SAMPLED_ROW_GROUP_SHARE = 1 / 32
+ONE_MICROSECOND = dt.timedelta(microseconds=1)
+
+# Half-open [start, end) ranges of event time the instants are drawn in.
+Windows = list[tuple[dt.datetime, dt.datetime]]
 
 
 class seeded_hash(FunctionElement):  # noqa: N801 - SQL function names are lower case
@@ -75,12 +93,68 @@ def _seeded_hash_default(element, compiler, **kw):
     )
 
 
-def sample_positions(day: dt.date, rows: int, seed: str) -> list[dt.datetime]:
-    """`rows` instants of the day drawn from `seed` (the same seed, the same instants)."""
+def sample_positions(
+    day: dt.date, rows: int, seed: str, windows: Windows | None = None
+) -> list[dt.datetime]:
+    """`rows` instants of the day drawn from `seed` (the same seed, the same instants), spread
+    over the `windows` in proportion to their length (the whole day when None)."""
     start, end = day_window(day)
-    span_us = int((end - start).total_seconds() * 1_000_000)
+    lengths = [
+        (low, int((high - low) / ONE_MICROSECOND)) for low, high in (windows or [(start, end)])
+    ]
+    lengths = [(low, length) for low, length in lengths if length > 0]
+    if not lengths:
+        return []
+    total = sum(length for _, length in lengths)
     draw = random.Random(f"{day.isoformat()}:{seed}")  # noqa: S311 - a sample, not a secret
-    return sorted(start + dt.timedelta(microseconds=draw.randrange(span_us)) for _ in range(rows))
+    positions = []
+    for _ in range(rows):
+        offset = draw.randrange(total)
+        for low, length in lengths:
+            if offset < length:
+                positions.append(low + dt.timedelta(microseconds=offset))
+                break
+            offset -= length
+    return sorted(positions)
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """Aware UTC (a naive event time is UTC in the lake and the source alike)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def sampled_windows(spans: list[RowGroupSpan], day: dt.date, seed: str) -> Windows | None:
+    """The event-time ranges, within the day, of the row groups of bronze's day the seed
+    chooses (SAMPLED_ROW_GROUP_SHARE of them, at least one); None (sample the whole day) when
+    the day has no row group or one lacks statistics."""
+    if not spans or any(span.low is None for span in spans):
+        return None
+    start, end = day_window(day)
+    ordered = sorted(spans, key=lambda span: (span.path, span.index))
+    chosen = max(1, math.ceil(len(ordered) * SAMPLED_ROW_GROUP_SHARE))
+    draw = random.Random(f"{day.isoformat()}:{seed}:row groups")  # noqa: S311 - a sample
+    windows = []
+    for span in draw.sample(ordered, chosen):
+        low = max(_utc(span.low), start)
+        high = min(_utc(span.high) + ONE_MICROSECOND, end)
+        if low < high:
+            windows.append((low, high))
+    return windows or None
+
+
+def _spans_holding(spans: list[RowGroupSpan], moments: list[dt.datetime]) -> list[RowGroupSpan]:
+    """The row groups whose event-time range may hold one of `moments` (sorted, aware)."""
+    holding = []
+    for span in spans:
+        if span.low is None or span.high is None:
+            holding.append(span)
+            continue
+        first = bisect.bisect_left(moments, _utc(span.low))
+        if first < len(moments) and moments[first] <= _utc(span.high):
+            holding.append(span)
+    return holding
 
 
 def instants_table(
@@ -144,16 +218,22 @@ def sample_query(
 
 
 def sample_rows(
-    source: SourceDatabase, described: SourceTable, day: dt.date, rows: int, seed: str
+    source: SourceDatabase,
+    described: SourceTable,
+    day: dt.date,
+    rows: int,
+    seed: str,
+    windows: Windows | None = None,
 ) -> pa.Table:
     """The seeded sample of the day from the source, in the order of its instants (the whole
-    day when it holds no more than `rows`, counted on the event-time index)."""
+    day when it holds no more than `rows`, counted on the event-time index); the instants are
+    drawn inside `windows` when given (see the module's docstring)."""
     schema = described.arrow_schema
     start, end = day_window(day)
     if source.count_rows(described, start, end) <= rows:
         query = source.range_query(described, start, end)
         return pa.Table.from_batches(list(source.stream_query(query, schema)), schema=schema)
-    positions = sample_positions(day, rows, seed)
+    positions = sample_positions(day, rows, seed, windows)
     query = sample_query(source, described, day, positions, seed)
     key_schema = pa.schema([schema.field(described.spec.key)])
     batches = source.stream_query(query, key_schema)
@@ -228,14 +308,22 @@ def spot_check_result(
 ) -> dg.AssetCheckResult:
     """The seeded sample against bronze, column by column in Arrow: only the keys (and the
     values that differ) become Python objects, so a day read whole costs little."""
-    sampled = sample_rows(source, described, day, rows, seed)
+    location = bronze_location(lake, table)
+    spans = row_group_spans(location, day_filter(day), described.event_time.name)
+    # A day with no more rows than the sample is read whole from the source (sample_rows).
+    windows = sampled_windows(spans, day, seed) if sum(s.rows for s in spans) > rows else None
+    sampled = sample_rows(source, described, day, rows, seed, windows)
     source_keys = sampled.column(table.key).to_pylist()
     keys = pa.array(source_keys, type=described.arrow_schema.field(table.key).type)
+    moments = sorted(
+        _utc(moment)
+        for moment in sampled.column(described.event_time.name).to_pylist()
+        if moment is not None
+    )
+    holding = _spans_holding(spans, moments)
     chosen = [
         batch.filter(pc.is_in(batch.column(table.key), value_set=keys))
-        for batch in scan_partition(
-            bronze_location(lake, table), day_filter(day), described.arrow_schema.names
-        )
+        for batch in scan_row_groups(location, holding, described.arrow_schema.names)
     ]
     lake_rows = (
         pa.Table.from_batches(chosen)
@@ -283,5 +371,11 @@ def spot_check_result(
                 [{**m, "key": str(m["key"])} for m in mismatches[:SHOWN_MISMATCHES]]
             ),
             "keys_with_several_versions": duplicated,
+            "sampled_in": (
+                "the whole day"
+                if windows is None
+                else f"{len(windows)} of {len(spans)} row groups' event-time ranges"
+            ),
+            "row_groups_read": f"{len(holding)} of {len(spans)}",
         },
     )

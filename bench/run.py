@@ -1687,6 +1687,8 @@ def history_lines(history: dict) -> list[str]:
     lines.append("  aims: " + "; ".join(
         f"{name} {aim['shown']} ({'met' if aim['met'] else 'MISSED'})"
         for name, aim in history["aims"].items()))
+    if history.get("other_load"):
+        lines.append(other_load_line(history["other_load"]) + " (before the month)")
     return lines
 
 
@@ -2448,6 +2450,8 @@ def format_table(result: dict) -> str:
         for item in result["lines"] if item.get("cpu_cores_used") is not None
     ]
     lines.append("CPU cores busy: " + "; ".join(cores))
+    if result.get("other_load"):
+        lines.append(other_load_line(result["other_load"]) + " (before this size)")
     for name, aim in result["aims"].items():
         value = aim["value"]
         shown = aim.get("shown") or (f"{value:.0%}" if "ratio" in name else f"{value:,.0f} MiB")
@@ -2462,6 +2466,8 @@ def format_table(result: dict) -> str:
         lines.extend(spot_check_lines(result["spot_check"]))
     if result.get("sync"):
         lines.extend(sync_lines(result["sync"]))
+    if result.get("wire"):
+        lines.extend(wire_lines(result["wire"]))
     for label, summary in result.get("profiles", {}).items():
         lines.extend(profile_lines(label, summary))
     return "\n".join(lines)
@@ -2537,6 +2543,47 @@ def machine() -> dict:
         "platform": platform.platform(),
         "packages": versions,
     }
+
+
+def other_load(window_s: float = 1.0) -> dict:
+    """What else the machine is doing, measured before a size is timed: the 1-minute load
+    average and the CPU the processes outside this bench's own tree used over `window_s`
+    (the busiest named), so a figure taken beside a test session says so."""
+    import psutil
+
+    own = {os.getpid(), *(child.pid for child in psutil.Process().children(recursive=True))}
+    before = {}
+    for process in psutil.process_iter(["pid", "name"]):
+        if process.pid in own:
+            continue
+        try:
+            times = process.cpu_times()
+            before[process.pid] = (process.info["name"], times.user + times.system)
+        except psutil.Error:
+            continue
+    time.sleep(window_s)
+    busy: dict[str, float] = {}
+    for pid, (name, cpu) in before.items():
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        used = times.user + times.system - cpu
+        if used > 0:
+            busy[name] = busy.get(name, 0.0) + used / window_s
+    top = sorted(busy.items(), key=lambda item: -item[1])[:3]
+    return {
+        "load_average_1m": os.getloadavg()[0],
+        "other_cores_busy": sum(busy.values()),
+        "busiest": [{"name": name, "cores": round(cores, 2)} for name, cores in top],
+    }
+
+
+def other_load_line(load: dict) -> str:
+    busiest = ", ".join(f"{item['name']} {item['cores']:.2f}" for item in load["busiest"])
+    return (f"other load on the machine: load average {load['load_average_1m']:.2f} (1 min), "
+            f"other processes {load['other_cores_busy']:.2f} cores busy"
+            + (f" ({busiest})" if busiest else ""))
 
 
 def parse_sizes(args: argparse.Namespace) -> list[int]:
@@ -2686,7 +2733,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sources.start()
         for size in sizes:
+            load = other_load()
+            say(other_load_line(load))
             result = measure_size(sources, size, args, workdir)
+            result["other_load"] = load
             report["results"].append(result)
             table = format_table(result)
             tables.append(table)
@@ -2702,7 +2752,10 @@ def main(argv: list[str] | None = None) -> int:
             say("--source-url: the month of small days generates and changes its own source, "
                 "so it is skipped")
         elif not args.skip_history:
+            load = other_load()
+            say(other_load_line(load))
             report["history"] = measure_history(sources, args, workdir)
+            report["history"]["other_load"] = load
             print("\n" + "\n".join(history_lines(report["history"])) + "\n", flush=True)
             output.write_text(json.dumps(report, indent=2, default=str))
     finally:

@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 import pytest
 import sqlalchemy as sa
 
+from llm_observatory.incremental import merge
 from llm_observatory.incremental.cycle import SyncSettings, repair_days, run_cycle
 from llm_observatory.layout import (
     bronze_location,
@@ -444,3 +445,44 @@ def test_spent_departures_are_purged_and_none_a_cycle_still_needs(captured_histo
         left = connection.execute(sa.select(departures.c.key_value)).scalars().all()
     assert left == [str(second_victim)]
     assert history.cycle().deleted_keys == 1
+
+
+def test_the_files_holding_departed_keys_are_found_by_one_read(captured_history, monkeypatch):
+    """The cycle looks the departed keys up in silver and quarantine once (where the lake
+    still holds them); the merge takes the files to rewrite from that lookup instead of reading
+    every file's key column of those days a second time, and the lake ends as the source."""
+    history = captured_history
+    history.cycle()
+    interactions = history.table("llm_interactions")
+    deleted = {spec.name: set() for spec in TABLES}
+    for offset in (1, 3, 4):
+        for key in history.keys_on(LLM_INTERACTIONS, START + dt.timedelta(days=offset))[:3]:
+            deleted["llm_interactions"].add(key)
+    deleted["llm_interactions"].add(_quarantined_key(history, START + dt.timedelta(days=2)))
+    history.execute(
+        sa.delete(interactions).where(
+            interactions.c.interaction_id.in_(sorted(deleted["llm_interactions"], key=str))
+        )
+    )
+    reads: list[tuple[str, tuple]] = []
+    real_scan = merge.scan_file
+
+    def counting(location, path, columns=None, *args, **kwargs):
+        reads.append((location.uri, tuple(columns or ())))
+        return real_scan(location, path, columns, *args, **kwargs)
+
+    monkeypatch.setattr(merge, "scan_file", counting)
+    result = history.cycle()
+    assert result.deleted_keys == len(deleted["llm_interactions"])
+    lake_sides = {
+        silver_location(history.lake, LLM_INTERACTIONS).uri,
+        quarantine_location(history.lake, LLM_INTERACTIONS).uri,
+    }
+    looked_up = [uri for uri, columns in reads if uri in lake_sides and len(columns) == 2]
+    read_again = [
+        uri for uri, columns in reads if uri in lake_sides and columns == (LLM_INTERACTIONS.key,)
+    ]
+    assert looked_up, "the departures were looked up in silver and quarantine"
+    assert read_again == []
+    monkeypatch.setattr(merge, "scan_file", real_scan)
+    assert_everything_matches(history, deleted)

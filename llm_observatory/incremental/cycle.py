@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from llm_observatory.incremental.merge import (
     CapturedRows,
+    KeyLookup,
     KeySet,
     MergeOutcome,
     apply_changes,
@@ -652,14 +653,17 @@ def _current_days(captured: CapturedRows | None, wanted: KeySet) -> dict[object,
 
 
 def _held_departures(
-    table: TableSpec, lake: LakeResource, departed: dict[dt.date, set]
+    table: TableSpec, lake: LakeResource, departed: dict[dt.date, set], lookup: KeyLookup
 ) -> dict[dt.date, set]:
     """The departures the lake still holds on the day they left: a re-delivered departure (the
-    overlap window) or one of a row the lake never had changes nothing and rewrites nothing."""
+    overlap window) or one of a row the lake never had changes nothing and rewrites nothing.
+    `lookup` records which files hold them: the merge rewrites those without a second read."""
     if not departed:
         return {}
-    wanted = KeySet(set().union(*departed.values()))
-    held = lake_versions_of(table, lake, sorted(departed), wanted)
+    lookup.keys = set().union(*departed.values())
+    held = lake_versions_of(
+        table, lake, sorted(departed), KeySet(lookup.keys), found_in=lookup.found_in
+    )
     found: dict[dt.date, set] = defaultdict(set)
     for key, places in held.items():
         for day, _ in places:
@@ -704,7 +708,8 @@ def _reconcile_and_repair(
                     to_reread.append(difference.raw_key)
             else:
                 to_reread.append(difference.raw_key)
-    for day, keys in _held_departures(table, lake, _departed_by_day(departed)).items():
+    lookup = KeyLookup(set())
+    for day, keys in _held_departures(table, lake, _departed_by_day(departed), lookup).items():
         extras[day] |= keys
     leaving = {key for keys in extras.values() for key in keys}
     current_day = _current_days(captured, KeySet(leaving))
@@ -743,4 +748,5 @@ def _reconcile_and_repair(
         {day: keys for day, keys in deleted.items() if keys},
         tag,
         leases=leases,
+        looked_up=lookup,
     )

@@ -324,6 +324,31 @@ def lake_versions_of(
     return found
 
 
+@dataclass
+class KeyLookup:
+    """Which files of which days were read for which keys: `found_in` as `lake_versions_of`
+    fills it (per table URI and day, every file of the day with the looked-up keys it holds).
+    A merge whose keys to drop on a day were all looked up there knows the files to rewrite
+    without reading their keys again. Files are immutable, so a lookup made on another
+    version of the table still describes every file it lists."""
+
+    keys: set
+    found_in: dict[tuple[str, dt.date], dict[str, set]] = field(default_factory=dict)
+
+
+def _known_files(
+    uri: str, day: dt.date, drop: set, lookups: Iterable[KeyLookup]
+) -> dict[str, set] | None:
+    """Per file of the day, the keys to drop it holds, when the lookups that read the day
+    covered every key in `drop`; a file missing from one of them is left out (read again)."""
+    used = [lookup.found_in[(uri, day)] for lookup in lookups if (uri, day) in lookup.found_in]
+    covered = set().union(*(lookup.keys for lookup in lookups if (uri, day) in lookup.found_in))
+    if not used or not drop <= covered:
+        return None
+    paths = set(used[0]).intersection(*used[1:])
+    return {path: set().union(*(files[path] for files in used)) for path in paths}
+
+
 def _route(batch: pa.RecordBatch, table: TableSpec, source_schema: pa.Schema):
     """A batch of current source rows split into silver rows and quarantine rows."""
     verdict = evaluate(batch, table.rules)
@@ -418,11 +443,13 @@ def apply_changes(
     detected_at: dt.datetime | None = None,
     *,
     leases: Leases | None = None,
+    looked_up: KeyLookup | None = None,
 ) -> MergeOutcome:
     """Merges captured rows and removes keys; see the module docstring for the guarantees.
 
     `removals` are keys to take out of given days (deleted from the source, or moved away);
-    `deleted` is the subset to record under `silver/_deleted`.
+    `deleted` is the subset to record under `silver/_deleted`. `looked_up`: where the caller
+    already found keys among them (the departures it checked), not read again.
     """
     outcome = MergeOutcome()
     # Everything below is derived from these versions; the commits are made against them, so
@@ -450,15 +477,16 @@ def apply_changes(
             upserts[key] = (int(captured.versions[row]), as_day(captured.days[row]))
     candidate_days = {day for _, day in upserts.values()}
     # Which files of those days hold the keys, from the same read: no second pass over them.
-    found_in: dict[tuple[str, dt.date], dict[str, set]] = {}
+    own_lookup = KeyLookup(set(upserts))
     in_lake = lake_versions_of(
         table,
         lake,
         sorted(candidate_days),
-        KeySet(set(upserts)),
+        KeySet(own_lookup.keys),
         tables={name: opened[name] for name in ("silver", "quarantine")},
-        found_in=found_in,
+        found_in=own_lookup.found_in,
     )
+    lookups = [own_lookup] + ([looked_up] if looked_up is not None else [])
     stale_days: dict[dt.date, set] = defaultdict(set)
     for key, places in in_lake.items():
         version, day = upserts[key]
@@ -509,12 +537,9 @@ def apply_changes(
     }
 
     def known(location: LakeLocation) -> dict[dt.date, dict[str, set]]:
-        # Only days with no removal: their keys to drop are all among those looked up.
-        return {
-            day: found_in[(location.uri, day)]
-            for day in days
-            if not removals.get(day) and (location.uri, day) in found_in
-        }
+        # Days whose keys to drop were all looked up there (by this merge or its caller).
+        files = {day: _known_files(location.uri, day, drops[day].keys, lookups) for day in days}
+        return {day: held for day, held in files.items() if held is not None}
 
     silver_hits, expected_rows = files_holding(
         silver, opened["silver"], drops, table.key, known(silver)

@@ -1059,11 +1059,35 @@ def current_files(
         if operator != "=":
             raise ValueError(f"only '=' partition filters are supported, got {operator!r}")
         wanted.append((name, str(value)))
+    if wanted:
+        # The files of one value of the first filter's column, from an index built once per
+        # snapshot: a sync over a month of days asked for one day's files at a time, and each
+        # ask compared every file's partition values (4,320 silver files, 261 asks: 0.2 s).
+        name, value = wanted[0]
+        candidates = _files_by_partition(table, name).get(value, [])
+        wanted = wanted[1:]
+    else:
+        candidates = _indexed_files(table)
     return [
         (path, dict(partition))
-        for path, partition, shown in _indexed_files(table)
+        for path, partition, shown in candidates
         if all(shown.get(name) == value for name, value in wanted)
     ]
+
+
+def _files_by_partition(
+    table: DeltaTable, name: str
+) -> dict[str | None, list[tuple[str, dict[str, object], dict[str, str]]]]:
+    """The current files grouped by their partition value of `name` (as text), each group
+    sorted by path."""
+
+    def grouped(_actions: pa.Table) -> dict:
+        groups: dict[str | None, list] = {}
+        for entry in _indexed_files(table):
+            groups.setdefault(entry[2].get(name), []).append(entry)
+        return groups
+
+    return _per_snapshot(table, ("by partition", name), grouped)
 
 
 # What is derived from an opened snapshot's file list, computed once per table object and

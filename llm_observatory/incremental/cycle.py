@@ -55,7 +55,9 @@ from llm_observatory.io.delta_lake import (
     COMMIT_METADATA_PREFIX,
     current_files,
     open_table,
+    open_table_now,
     restore_partition,
+    reusing_opened_tables,
     snapshot_partition,
     table_version,
 )
@@ -227,7 +229,8 @@ def initial_watermark(
     copy whose commit landed (its application transaction is in the log, which checkpoints
     keep); evidence of a copy that never landed does not count."""
     location = bronze_location(lake, table)
-    bronze = open_table(location)
+    # Moved to an older version: an object of its own, never one shared for reading.
+    bronze = open_table(location) if as_of_version is None else open_table_now(location)
     if bronze is None:
         return None
     if as_of_version is not None:
@@ -374,9 +377,14 @@ def run_cycle(
             raise CycleInProgressError(
                 f"{table.name}: another sync cycle is running: {error}"
             ) from None
-        return _run_cycle_holding(
-            table, source, lake, control, settings, leases, run_id, log, spill_folder
-        )
+        # A cycle asks for the same tables many times (the lookups, the checks of the days it
+        # rewrote, gold's rebuild): each is opened once and brought up to date after, which
+        # reads only the commits since (a month of commits: 30 ms an opening locally, and on
+        # ADLS a checkpoint of megabytes). The merge's writers open their own.
+        with reusing_opened_tables():
+            return _run_cycle_holding(
+                table, source, lake, control, settings, leases, run_id, log, spill_folder
+            )
 
 
 def repair_days(

@@ -49,6 +49,7 @@ from llm_observatory.io.delta_lake import (
     data_files,
     file_rows,
     open_table,
+    open_table_now,
     scan_file,
     table_schema,
 )
@@ -454,10 +455,12 @@ def apply_changes(
     outcome = MergeOutcome()
     # Everything below is derived from these versions; the commits are made against them, so
     # a concurrent rewrite of the same table makes this merge fail instead of undoing it.
+    # Objects of the merge's own (`open_table_now`): a table shared for reading is brought up
+    # to date by whoever asks for it next.
     opened = {
-        "bronze": open_table(bronze_location(lake, table)),
-        "silver": open_table(silver_location(lake, table)),
-        "quarantine": open_table(quarantine_location(lake, table)),
+        "bronze": open_table_now(bronze_location(lake, table)),
+        "silver": open_table_now(silver_location(lake, table)),
+        "quarantine": open_table_now(quarantine_location(lake, table)),
     }
     read_versions = {
         name: None if delta is None else delta.version() for name, delta in opened.items()

@@ -64,7 +64,7 @@ $(UV_BOOTSTRAP)/bin/uv:
 # comparison in `make bench`) and every extra.
 # Re-synced only when pyproject.toml or uv.lock change (or .venv is gone).
 $(VENV_STAMP): pyproject.toml uv.lock | $(UV_PREREQ)
-	UV_PROJECT_ENVIRONMENT="$(abspath $(VENV))" $(UV) sync --frozen --all-extras --group dev --group bench
+	UV_PROJECT_ENVIRONMENT="$(abspath $(VENV))" $(UV) sync --frozen --compile-bytecode --all-extras --group dev --group bench
 	touch $@
 
 venv .venv: $(VENV_STAMP)

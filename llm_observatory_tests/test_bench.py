@@ -172,22 +172,41 @@ def _bench_module():
 
 
 def _run(seconds, **extra):
-    return {"rows": 1000, "seconds": seconds, "peak_rss_bytes": 100 * 2**20,
-            "cpu_cores_used": 1.0, **extra}
+    return {
+        "rows": 1000,
+        "seconds": seconds,
+        "peak_rss_bytes": 100 * 2**20,
+        "cpu_cores_used": 1.0,
+        **extra,
+    }
 
 
 def test_a_reconciliation_that_does_not_match_is_a_missed_aim_with_its_differences():
     bench = _bench_module()
-    source = {"rows_in_day": 1000, "pg_table_size": 10**6, "pg_total_relation_size": 2 * 10**6,
-              "avg_row_bytes_table": 1000, "table": "llm_interactions", "day": "2026-11-01"}
+    source = {
+        "rows_in_day": 1000,
+        "pg_table_size": 10**6,
+        "pg_total_relation_size": 2 * 10**6,
+        "avg_row_bytes_table": 1000,
+        "table": "llm_interactions",
+        "day": "2026-11-01",
+    }
     floor = _run(0.5, copy_bytes=10**6)
     bronze = _run(2.0, lake_bytes=10**5, copy_seconds=1.5)
     full = _run(4.0, lake_bytes=2 * 10**5)
     reconcile = _run(
-        1.5, path="reconcile", source_rows=1000, lake_rows=999, matches=False,
-        source_queries=9, hours_compared=24, hours_differing=[3], difference_count=1,
+        1.5,
+        path="reconcile",
+        source_rows=1000,
+        lake_rows=999,
+        matches=False,
+        source_queries=9,
+        hours_compared=24,
+        hours_differing=[3],
+        difference_count=1,
         differences=["llm_interactions 2026-11-01 03h key abc: missing"],
-        source_on_loopback=True, loopback_bytes=40_000,
+        source_on_loopback=True,
+        loopback_bytes=40_000,
         source_socket_bytes={"connections": 1, "received_bytes": 30_000, "sent_bytes": 9_000},
         phases={"lake: hash rows (Python MD5)": {"seconds": 1.0, "calls": 30}},
         phases_unaccounted_seconds=0.5,
@@ -206,30 +225,68 @@ def test_a_reconciliation_that_does_not_match_is_a_missed_aim_with_its_differenc
 
 def test_a_month_whose_lake_does_not_match_after_the_sync_says_so():
     bench = _bench_module()
-    full = _run(100.0, days={"2026-11-04": {"seconds": 3.0, "status": "ok", "rows": 1000,
-                                            "peak_rss_bytes_sampled": 300 * 2**20}},
-                failed_checks=[], step_seconds={"one pass": 40.0, "checks": 30.0})
-    cycle = {"seconds": 5.0, "peak_rss_bytes_sampled": 200 * 2**20, "rows_extracted": 0,
-             "departure_capture": "on", "departures_read": 2, "deleted_keys": 1,
-             "moved_keys": 0, "repaired_keys": 0, "days_rewritten": ["2026-11-04"],
-             "days_reconciled": ["2026-11-04", "2026-12-03", "2026-12-04"]}
-    synced = {"seconds": 5.0, "peak_rss_bytes": 600 * 2**20,
-              "cycles": {"llm_interactions": cycle}}
-    deleted = {"llm_interactions": {"rows": 2, "by_day": {"2026-11-04": 2}, "rows_left": 998,
-                                    "keys": {"a", "b"}}}
-    verification = {"matches": False, "tables": {},
-                    "mismatches": ["llm_interactions: 1 deleted key(s) still in silver"]}
+    full = _run(
+        100.0,
+        days={
+            "2026-11-04": {
+                "seconds": 3.0,
+                "status": "ok",
+                "rows": 1000,
+                "peak_rss_bytes_sampled": 300 * 2**20,
+            }
+        },
+        failed_checks=[],
+        step_seconds={"one pass": 40.0, "checks": 30.0},
+    )
+    cycle = {
+        "seconds": 5.0,
+        "peak_rss_bytes_sampled": 200 * 2**20,
+        "rows_extracted": 0,
+        "departure_capture": "on",
+        "departures_read": 2,
+        "deleted_keys": 1,
+        "moved_keys": 0,
+        "repaired_keys": 0,
+        "days_rewritten": ["2026-11-04"],
+        "days_reconciled": ["2026-11-04", "2026-12-03", "2026-12-04"],
+    }
+    synced = {"seconds": 5.0, "peak_rss_bytes": 600 * 2**20, "cycles": {"llm_interactions": cycle}}
+    deleted = {
+        "llm_interactions": {
+            "rows": 2,
+            "by_day": {"2026-11-04": 2},
+            "rows_left": 998,
+            "keys": {"a", "b"},
+        }
+    }
+    verification = {
+        "matches": False,
+        "tables": {},
+        "mismatches": ["llm_interactions: 1 deleted key(s) still in silver"],
+    }
     summary = type("Summary", (), {"rows": {"llm_interactions": 1000}})()
-    first = bench.history_first_day(30, today=bench.dt.date(2026, 12, 4))
+    # bench/month_history.py, importable once run.py has put bench/ on sys.path.
+    month_history = importlib.import_module("month_history")
+    first = month_history.history_first_day(30, today=bench.dt.date(2026, 12, 4))
     assert first == bench.dt.date(2026, 11, 4)
-    history = bench.history_summary(30, 1000, first, bench.dt.date(2026, 12, 3), summary, 1.0,
-                                    full, deleted, synced, verification)
+    history = month_history.history_summary(
+        30,
+        1000,
+        first,
+        bench.dt.date(2026, 12, 3),
+        summary,
+        1.0,
+        full,
+        deleted,
+        synced,
+        verification,
+    )
 
     assert history["sync"]["share_of_full_seconds"] == 0.05
     assert "keys" not in history["deleted"]["llm_interactions"]
     assert history["aims"]["sync_leaves_the_lake_as_the_source"]["met"] is False
     assert history["aims"]["sync_peak_rss_mib"]["met"] is False  # 600 MiB
-    lines = "\n".join(bench.history_lines(history))
+    lines = "\n".join(month_history.history_lines(history))
     assert "(2 rows deleted): 5.0 s (= 5.0 % of the full load)" in lines
     assert "MISMATCH after the sync: llm_interactions: 1 deleted key(s) still in silver" in lines
     assert "sync_peak_rss_mib 600 MiB (MISSED)" in lines

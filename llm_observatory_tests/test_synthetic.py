@@ -34,7 +34,7 @@ from llm_observatory.synthetic import (
     generate_batches,
     generate_source,
 )
-from llm_observatory.synthetic.generator import _pg_copy_binary
+from llm_observatory.synthetic.pg_copy import _pg_copy_binary
 
 REPO = Path(__file__).resolve().parents[1]
 START = dt.date(2024, 1, 1)

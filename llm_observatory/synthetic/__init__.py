@@ -7,18 +7,8 @@ the exact row, defect and expected-quarantine counts per table and day. Command 
 ``python -m llm_observatory.synthetic --help``.
 """
 
-from llm_observatory.synthetic.generator import (
-    ALLOWED_MODELS,
-    ARROW_SCHEMAS,
-    DEFECT_RULES,
-    MAX_LATENCY_MS,
-    UNKNOWN_MODELS,
-    DefectRates,
-    SourceBatch,
-    SyntheticSummary,
-    generate_batches,
-    generate_source,
-)
+from llm_observatory.synthetic.batches import generate_batches
+from llm_observatory.synthetic.generator import generate_source
 from llm_observatory.synthetic.schema import (
     INTERACTIONS,
     LOGS,
@@ -27,6 +17,16 @@ from llm_observatory.synthetic.schema import (
     TABLE_NAMES,
     ddl_script,
     reference_metadata,
+)
+from llm_observatory.synthetic.spec import (
+    ALLOWED_MODELS,
+    ARROW_SCHEMAS,
+    DEFECT_RULES,
+    MAX_LATENCY_MS,
+    UNKNOWN_MODELS,
+    DefectRates,
+    SourceBatch,
+    SyntheticSummary,
 )
 
 __all__ = [

@@ -262,14 +262,14 @@ def worker_materialize(args: argparse.Namespace) -> dict:
     warnings.filterwarnings("ignore")
     import dagster as dg
 
-    from llm_observatory.assets.bronze import bronze_key
-    from llm_observatory.assets.gold import DAILY_METRICS_KEY
     from llm_observatory.assets.migration import migration_asset
-    from llm_observatory.assets.silver import silver_key
     from llm_observatory.layout import (
+        DAILY_METRICS_KEY,
+        bronze_key,
         bronze_location,
         daily_metrics_location,
         quarantine_location,
+        silver_key,
         silver_location,
     )
     from llm_observatory.resources.control import ControlDatabase

@@ -69,6 +69,8 @@ class TableSpec:
     row_count_tolerance: float = 0.0
     # Source records per partition and run compared on every column with the lake.
     spot_check_rows: int = 10_000
+    # Its silver rows are summarised in gold/daily_metrics (the table holds LLM calls).
+    feeds_daily_metrics: bool = False
 
     @property
     def required_columns(self) -> tuple[str, ...]:
@@ -100,6 +102,7 @@ LLM_INTERACTIONS = TableSpec(
     ),
     silver_model_column="model_name",
     description="One row per LLM call: prompt, response, latency, tokens and cost.",
+    feeds_daily_metrics=True,
 )
 
 METADATA = TableSpec(

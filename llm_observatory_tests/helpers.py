@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from llm_observatory.assets.migration import migration_asset, migration_assets
-from llm_observatory.assets.silver import silver_key
 from llm_observatory.checks.factory import integrity_checks
+from llm_observatory.layout import silver_key
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase

@@ -18,7 +18,6 @@ import pytest
 from deltalake.exceptions import CommitFailedError
 
 from llm_observatory.incremental import cycle as cycle_module
-from llm_observatory.incremental.cycle import lake_locations
 from llm_observatory.io import delta_lake
 from llm_observatory.io.delta_lake import (
     CommitOutcomeUnknownError,
@@ -29,6 +28,7 @@ from llm_observatory.io.delta_lake import (
 from llm_observatory.layout import (
     bronze_location,
     bronze_schema,
+    lake_locations,
     quarantine_location,
     silver_location,
 )
@@ -315,8 +315,8 @@ def test_a_failed_blocking_check_leaves_the_day_as_it_was(tmp_path, monkeypatch)
     converges to the source."""
     import sqlalchemy as sa
 
-    from llm_observatory.assets.bronze import bronze_key
     from llm_observatory.assets.migration import migration_assets
+    from llm_observatory.layout import bronze_key
     from llm_observatory.resources.source import SourceDatabase
 
     url = f"sqlite:///{tmp_path / 'source.sqlite'}"

@@ -22,7 +22,7 @@ from llm_observatory.assets.migration import migration_assets
 from llm_observatory.assets.report import build_cutover_report, migration_check_keys
 from llm_observatory.checks.checksums import verify_checksums_by_day
 from llm_observatory.checks.factory import integrity_checks
-from llm_observatory.incremental.cycle import initial_watermark, lake_locations
+from llm_observatory.incremental.cycle import initial_watermark
 from llm_observatory.io.delta_lake import (
     DeltaPartitionWriter,
     LakeWriteError,
@@ -31,7 +31,7 @@ from llm_observatory.io.delta_lake import (
     restore_partition,
     snapshot_partition,
 )
-from llm_observatory.layout import bronze_location, day_filter
+from llm_observatory.layout import bronze_location, day_filter, lake_locations
 from llm_observatory.operate.compaction import vacuum
 from llm_observatory.operate.rollback import RollbackError, plan_rollback
 from llm_observatory.resources.control import ControlDatabase

@@ -16,7 +16,6 @@ from deltalake import DeltaTable
 
 from llm_observatory import reconcile as reconcile_module
 from llm_observatory.assets import silver as silver_module
-from llm_observatory.assets.gold import DAILY_METRICS_KEY, DAILY_METRICS_SCHEMA, day_metrics
 from llm_observatory.assets.migration import migration_asset, migration_assets
 from llm_observatory.checks import quality as quality_module
 from llm_observatory.checks import timestamps as timestamps_module
@@ -26,6 +25,7 @@ from llm_observatory.checks.quality import lake_rule_tally
 from llm_observatory.checks.timestamps import lake_event_profile
 from llm_observatory.io import delta_lake
 from llm_observatory.layout import (
+    DAILY_METRICS_KEY,
     bronze_location,
     daily_metrics_location,
     quarantine_location,
@@ -36,6 +36,14 @@ from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.synthetic.generator import DefectRates, generate_source
 from llm_observatory.tables import LLM_INTERACTIONS, LOGS
+from llm_observatory.transform import dedup as dedup_module
+from llm_observatory.transform import metrics as metrics_module
+from llm_observatory.transform.metrics import (
+    DAILY_METRICS_SCHEMA,
+    DayMetrics,
+    daily_metrics,
+    day_metrics,
+)
 from llm_observatory_tests.helpers import control_beside, materialize_silver_alone
 
 DAY = dt.date(2026, 11, 2)
@@ -116,9 +124,8 @@ def test_one_pass_reads_the_source_once_and_never_reads_the_lake_back(
     monkeypatch.setattr(SourceDatabase, "stream_range", counted)
     # Silver from bronze and gold from silver are the only readers of a layer's rows.
     monkeypatch.setattr(silver_module, "scan_partition", no_read_back)
-    import llm_observatory.assets.gold as gold_module
-
-    monkeypatch.setattr(gold_module, "scan_partition", no_read_back)
+    monkeypatch.setattr(dedup_module, "scan_partition", no_read_back)
+    monkeypatch.setattr(metrics_module, "scan_partition", no_read_back)
     result = migrate(source_url, lake)
     assert result.success, result.get_step_failure_events()
     assert sorted(streams) == ["llm_interactions", "logs", "metadata"]
@@ -301,10 +308,7 @@ def test_an_error_routing_silver_commits_nothing(source_url, tmp_path, monkeypat
 def test_streamed_metrics_spill_latencies_to_disk_and_stay_exact(monkeypatch):
     """A model's latencies past the memory cap go to a temporary file; the percentiles and the
     mean are those of every latency, as DuckDB's quantile_cont would give."""
-    import llm_observatory.assets.gold as gold_module
-    from llm_observatory.assets.gold import DayMetrics, daily_metrics
-
-    monkeypatch.setattr(gold_module, "LATENCY_MEMORY_BYTES", 1024)  # 128 latencies
+    monkeypatch.setattr(metrics_module, "LATENCY_MEMORY_BYTES", 1024)  # 128 latencies
     rows = 5_000
     batch = pa.record_batch(
         {

@@ -8,11 +8,12 @@ import numpy as np
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from llm_observatory.assets.silver import LatestVersions
 from llm_observatory.io.delta_lake import DeltaPartitionWriter
 from llm_observatory.layout import bronze_location, bronze_schema, silver_location
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.tables import LOGS
+from llm_observatory.transform import dedup
+from llm_observatory.transform.dedup import LatestVersions, RepeatedHashes
 from llm_observatory_tests.helpers import control_beside, materialize_silver_alone
 
 UTC = dt.timezone.utc
@@ -156,8 +157,6 @@ def test_a_failed_silver_commit_puts_the_quarantine_back(tmp_path, monkeypatch):
 
 
 def test_repeated_keys_are_found_the_same_when_the_hashes_spill_to_disk(tmp_path):
-    from llm_observatory.assets import silver
-    from llm_observatory.assets.silver import RepeatedHashes
 
     rng = np.random.default_rng(3)
     batches = [rng.integers(0, 50_000, 10_000).astype(np.uint64) for _ in range(12)]
@@ -179,12 +178,12 @@ def test_repeated_keys_are_found_the_same_when_the_hashes_spill_to_disk(tmp_path
     lake = LakeResource(url=str(tmp_path / "lake"))
     write_bronze(lake, logs(list(range(3000)), [0] * 3000), replace=True)
     write_bronze(lake, logs([7, 7, 2999], [4, 2, 1]), replace=False)
-    original = silver.HASH_MEMORY_BYTES
-    silver.HASH_MEMORY_BYTES = 1024
+    original = dedup.HASH_MEMORY_BYTES
+    dedup.HASH_MEMORY_BYTES = 1024
     try:
         latest, rows, distinct = LatestVersions.scan(LOGS, lake, DAY)
     finally:
-        silver.HASH_MEMORY_BYTES = original
+        dedup.HASH_MEMORY_BYTES = original
     assert (rows, distinct) == (3003, 3000)
     assert latest.winning_version == {
         7: dt.datetime(2026, 11, 3, 8, 4, tzinfo=UTC),

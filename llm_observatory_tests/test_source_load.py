@@ -19,13 +19,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
 from llm_observatory import settings
-from llm_observatory.assets.bronze import bronze_key
 from llm_observatory.assets.migration import migration_asset
 from llm_observatory.assets.monitoring import source_health
 from llm_observatory.automation import source_changes_sensor
 from llm_observatory.checks.spot_check import sample_rows
 from llm_observatory.definitions import defs
-from llm_observatory.layout import bronze_location
+from llm_observatory.layout import bronze_key, bronze_location
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.resources.source_load import (

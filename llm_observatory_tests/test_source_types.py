@@ -19,15 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
 from llm_observatory.checks.spot_check import spot_check_result
+from llm_observatory.fingerprint import canonical_text, column_kind
 from llm_observatory.io.delta_lake import DeltaPartitionWriter, scan_partition
 from llm_observatory.layout import bronze_location, bronze_schema, day_filter, silver_location
 from llm_observatory.partitions import day_window
-from llm_observatory.reconcile import (
-    canonical_text,
-    column_kind,
-    hourly_fingerprint_query,
-    reconcile_day,
-)
+from llm_observatory.reconcile import hourly_fingerprint_query, reconcile_day
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase, SourceTable, UnsupportedColumnError
 from llm_observatory.resources.source_types import (

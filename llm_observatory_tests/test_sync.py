@@ -19,16 +19,16 @@ import pytest
 import sqlalchemy as sa
 from deltalake import DeltaTable
 
-from llm_observatory.assets.gold import daily_metrics
 from llm_observatory.assets.migration import migration_asset, migration_assets
-from llm_observatory.assets.silver import silver_key
 from llm_observatory.incremental import cycle as cycle_module
-from llm_observatory.incremental.cycle import SyncSettings, lake_locations, run_cycle
+from llm_observatory.incremental.cycle import SyncSettings, run_cycle
 from llm_observatory.io import delta_lake
 from llm_observatory.layout import (
     daily_metrics_location,
     deleted_location,
+    lake_locations,
     quarantine_location,
+    silver_key,
     silver_location,
 )
 from llm_observatory.quality import rule_violations
@@ -38,6 +38,7 @@ from llm_observatory.resources.leases import Leases, sync_resource
 from llm_observatory.resources.source import SourceDatabase, SourceError
 from llm_observatory.synthetic.generator import DefectRates, generate_source
 from llm_observatory.tables import LLM_INTERACTIONS, TABLES
+from llm_observatory.transform.metrics import daily_metrics
 
 START = dt.date(2026, 11, 1)
 DAYS = 3

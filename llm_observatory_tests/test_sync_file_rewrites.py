@@ -21,7 +21,6 @@ import sqlalchemy as sa
 from deltalake import DeltaTable
 
 from llm_observatory.assets.sync import rewritten_days_match_bronze
-from llm_observatory.incremental.cycle import lake_locations
 from llm_observatory.io import delta_lake
 from llm_observatory.io.delta_lake import (
     DeltaPartitionWriter,
@@ -34,6 +33,7 @@ from llm_observatory.io.delta_lake import (
 from llm_observatory.layout import (
     bronze_location,
     daily_metrics_location,
+    lake_locations,
     quarantine_location,
     silver_location,
 )

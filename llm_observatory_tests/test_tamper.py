@@ -13,14 +13,13 @@ import sqlalchemy as sa
 from deltalake import DeltaTable
 from sqlalchemy.dialects import mssql
 
-from llm_observatory.assets.bronze import bronze_key
 from llm_observatory.assets.migration import migration_assets
 from llm_observatory.checks.checksums import checksum_result
 from llm_observatory.checks.quality import silver_rule_results
 from llm_observatory.checks.row_counts import bronze_matches_source
 from llm_observatory.checks.timestamps import timestamp_results
 from llm_observatory.io.delta_lake import current_files
-from llm_observatory.layout import bronze_location, day_filter, silver_location
+from llm_observatory.layout import bronze_key, bronze_location, day_filter, silver_location
 from llm_observatory.partitions import day_window
 from llm_observatory.report import account_days
 from llm_observatory.resources.lake import LakeResource

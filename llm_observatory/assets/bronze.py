@@ -17,7 +17,13 @@ import pyarrow as pa
 from llm_observatory import settings
 from llm_observatory.assets.progress import Throughput
 from llm_observatory.io.delta_lake import CommitSummary, DeltaPartitionWriter
-from llm_observatory.layout import bronze_location, bronze_schema, day_filter, with_event_day
+from llm_observatory.layout import (
+    bronze_key,
+    bronze_location,
+    bronze_schema,
+    day_filter,
+    with_event_day,
+)
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase, SourceTable
 from llm_observatory.resources.source_load import (
@@ -27,10 +33,6 @@ from llm_observatory.resources.source_load import (
     pool_limit_in_force,
 )
 from llm_observatory.tables import TableSpec
-
-
-def bronze_key(table: TableSpec) -> dg.AssetKey:
-    return dg.AssetKey(["bronze", table.name])
 
 
 def refuse_if_source_overloaded(context: dg.AssetExecutionContext, source: SourceDatabase) -> None:

@@ -24,30 +24,21 @@ import dagster as dg
 from llm_observatory.assets.blocking_checks import put_back_if_failed
 from llm_observatory.assets.bronze import (
     bronze_commit_metadata,
-    bronze_key,
     bronze_result,
     bronze_rows,
     bronze_writer,
     refuse_if_source_overloaded,
     wait_for_healthy_source,
 )
-from llm_observatory.assets.gold import (
-    DAILY_METRICS_KEY,
-    GOLD_REQUESTS_CHECK,
-    DayMetrics,
-    gold_day,
-)
+from llm_observatory.assets.gold import GOLD_REQUESTS_CHECK, gold_day
 from llm_observatory.assets.partition_lease import day_lease
 from llm_observatory.assets.progress import Throughput
 from llm_observatory.assets.retries import write_with_read_back_retries
 from llm_observatory.assets.silver import (
     DayValidator,
-    RepeatedHashes,
     ValidatedDay,
     checked_silver,
-    key_hashes,
     silver_from_bronze,
-    silver_key,
     silver_snapshots,
 )
 from llm_observatory.checks.day_profile import DayProfile
@@ -58,13 +49,21 @@ from llm_observatory.checks.row_counts import (
 )
 from llm_observatory.io.delta_lake import CommitSummary, ReadBackMismatchError, snapshot_partition
 from llm_observatory.io.uploads import UploadRefusedError
-from llm_observatory.layout import bronze_location, day_filter
+from llm_observatory.layout import (
+    DAILY_METRICS_KEY,
+    bronze_key,
+    bronze_location,
+    day_filter,
+    silver_key,
+)
 from llm_observatory.partitions import daily_partitions
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase, SourceTable
 from llm_observatory.resources.source_load import SOURCE_POOL
 from llm_observatory.tables import LLM_INTERACTIONS, TABLES, TableSpec
+from llm_observatory.transform.dedup import RepeatedHashes, key_hashes
+from llm_observatory.transform.metrics import DayMetrics
 
 LAKE_KINDS = {"delta", "parquet"}
 

@@ -21,9 +21,8 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from llm_observatory import settings
-from llm_observatory.assets.silver import silver_key
 from llm_observatory.io.delta_lake import current_files, open_table
-from llm_observatory.layout import silver_location
+from llm_observatory.layout import silver_key, silver_location
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase, SourceError, SourceTable
 from llm_observatory.resources.source_load import (

@@ -5,11 +5,10 @@ import datetime as dt
 import dagster as dg
 
 from llm_observatory import settings
-from llm_observatory.assets.gold import DAILY_METRICS_KEY
 from llm_observatory.assets.migration import migration_assets
-from llm_observatory.assets.silver import silver_key
 from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.checks.quality import QUARANTINE_SHARE_CHECK
+from llm_observatory.layout import DAILY_METRICS_KEY, silver_key
 from llm_observatory.partitions import daily_partitions
 from llm_observatory.report import (
     CutoverReport,

@@ -12,21 +12,22 @@ from collections import Counter
 import dagster as dg
 
 from llm_observatory import settings
-from llm_observatory.assets.gold import DAILY_METRICS_KEY
-from llm_observatory.assets.silver import LatestVersions, silver_key
 from llm_observatory.incremental.cycle import SyncSettings, run_cycle
 from llm_observatory.io.delta_lake import count_rows_by_partition, open_table
 from llm_observatory.layout import (
+    DAILY_METRICS_KEY,
     DATE_FIELD,
     bronze_location,
     quarantine_location,
+    silver_key,
     silver_location,
 )
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
 from llm_observatory.resources.source_load import SOURCE_POOL
-from llm_observatory.tables import LLM_INTERACTIONS, TABLES, TableSpec
+from llm_observatory.tables import TABLES, TableSpec
+from llm_observatory.transform.dedup import LatestVersions
 
 SYNC_GROUP = "sync"
 SYNC_LAYERS_CHECK = "rewritten_days_match_bronze"
@@ -92,7 +93,7 @@ def rewritten_days_match_bronze(
 
 def sync_asset(table: TableSpec) -> dg.AssetsDefinition:
     deps = [silver_key(table)]
-    if table.name == LLM_INTERACTIONS.name:
+    if table.feeds_daily_metrics:
         deps.append(DAILY_METRICS_KEY)
 
     @dg.asset(

@@ -25,9 +25,9 @@ import pyarrow as pa
 
 from llm_observatory.checks.quality import RuleTally
 from llm_observatory.checks.timestamps import EventTimes
+from llm_observatory.fingerprint import Fingerprint, HourlyFingerprints
 from llm_observatory.io.delta_lake import COMMIT_METADATA_PREFIX, current_files, open_table
 from llm_observatory.layout import day_filter
-from llm_observatory.reconcile import Fingerprint, HourlyFingerprints
 from llm_observatory.resources.lake import LakeLocation
 from llm_observatory.tables import TableSpec
 

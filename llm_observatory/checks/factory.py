@@ -9,8 +9,6 @@ day goes unproven longer than the rotation period.
 
 import dagster as dg
 
-from llm_observatory.assets.bronze import bronze_key
-from llm_observatory.assets.silver import silver_key
 from llm_observatory.checks.checksums import CHECKSUM_CHECK, checksum_result
 from llm_observatory.checks.day_profile import recorded_profile
 from llm_observatory.checks.quality import (
@@ -26,9 +24,11 @@ from llm_observatory.checks.timestamps import (
 )
 from llm_observatory.io.delta_lake import reusing_opened_tables
 from llm_observatory.layout import (
+    bronze_key,
     bronze_location,
     day_filter,
     quarantine_location,
+    silver_key,
     silver_location,
 )
 from llm_observatory.partitions import daily_partitions

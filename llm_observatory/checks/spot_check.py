@@ -33,16 +33,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 
+from llm_observatory.fingerprint import seeded_hash
 from llm_observatory.io.delta_lake import RowGroupSpan, row_group_spans, scan_row_groups
 from llm_observatory.layout import bronze_location, day_filter
 from llm_observatory.partitions import day_window
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.odbc import parameter_text
 from llm_observatory.resources.source import (
-    SQLITE_HASH_FUNCTION,
     SourceDatabase,
     SourceTable,
 )
@@ -58,39 +56,6 @@ ONE_MICROSECOND = dt.timedelta(microseconds=1)
 
 # Half-open [start, end) ranges of event time the instants are drawn in.
 Windows = list[tuple[dt.datetime, dt.datetime]]
-
-
-class seeded_hash(FunctionElement):  # noqa: N801 - SQL function names are lower case
-    """md5 of `column || seed` in the source's own SQL: a repeatable pseudo-random order."""
-
-    type = sa.String()
-    inherit_cache = True
-    name = "seeded_hash"
-
-
-@compiles(seeded_hash, "postgresql")
-def _seeded_hash_postgresql(element, compiler, **kw):
-    column, seed = list(element.clauses)
-    return f"md5(CAST({compiler.process(column, **kw)} AS TEXT) || {compiler.process(seed, **kw)})"
-
-
-@compiles(seeded_hash, "mssql")
-def _seeded_hash_mssql(element, compiler, **kw):
-    column, seed = list(element.clauses)
-    return (
-        f"HASHBYTES('MD5', CONCAT(CAST({compiler.process(column, **kw)} AS NVARCHAR(400)), "
-        f"{compiler.process(seed, **kw)}))"
-    )
-
-
-@compiles(seeded_hash)
-def _seeded_hash_default(element, compiler, **kw):
-    # SQLite has no hash function: the source resource registers this one on each connection.
-    column, seed = list(element.clauses)
-    return (
-        f"{SQLITE_HASH_FUNCTION}(CAST({compiler.process(column, **kw)} AS TEXT) || "
-        f"{compiler.process(seed, **kw)})"
-    )
 
 
 def sample_positions(

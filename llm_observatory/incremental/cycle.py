@@ -64,18 +64,15 @@ from llm_observatory.io.delta_lake import (
 from llm_observatory.io.evidence import read_evidence
 from llm_observatory.layout import (
     bronze_location,
-    daily_metrics_location,
-    deleted_location,
-    quarantine_location,
-    silver_location,
+    lake_locations,
 )
 from llm_observatory.partitions import start_date
 from llm_observatory.reconcile import reconcile_day
 from llm_observatory.resources.control import COMPLETED, ControlDatabase, as_utc
-from llm_observatory.resources.lake import LakeLocation, LakeResource
+from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.leases import LeaseHeldError, Leases, sync_resource
 from llm_observatory.resources.source import SourceDatabase, SourceError
-from llm_observatory.tables import LLM_INTERACTIONS, TableSpec
+from llm_observatory.tables import TableSpec
 
 logger = logging.getLogger(__name__)
 
@@ -202,19 +199,6 @@ def _iso(moment: dt.datetime | None) -> str | None:
 def cycle_tag(table: TableSpec, cycle_id: int) -> str:
     """What a cycle's commits carry as `llm_observatory.cycle_id`."""
     return f"{table.name}#{cycle_id}"
-
-
-def lake_locations(lake: LakeResource, table: TableSpec) -> dict[str, LakeLocation]:
-    """Every lake table a cycle of `table` may change, by a stable name."""
-    locations = {
-        "bronze": bronze_location(lake, table),
-        "silver": silver_location(lake, table),
-        "quarantine": quarantine_location(lake, table),
-        "deleted": deleted_location(lake, table),
-    }
-    if table.name == LLM_INTERACTIONS.name:
-        locations["gold"] = daily_metrics_location(lake)
-    return locations
 
 
 def initial_watermark(

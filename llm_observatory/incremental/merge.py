@@ -68,11 +68,12 @@ from llm_observatory.layout import (
     with_event_day,
     with_silver_partitions,
 )
-from llm_observatory.quality import evaluate
 from llm_observatory.resources.lake import LakeLocation, LakeResource
 from llm_observatory.resources.leases import Leases, day_resource
 from llm_observatory.resources.source import read_ahead
-from llm_observatory.tables import LLM_INTERACTIONS, TableSpec
+from llm_observatory.tables import TableSpec
+from llm_observatory.transform.metrics import gold_requests, rebuild_daily_metrics
+from llm_observatory.transform.routing import route
 
 SPILL_BATCH_ROWS = 16_384
 # Kept rows are re-read in small batches: with a few in flight (read-ahead) and the writer's
@@ -350,19 +351,6 @@ def _known_files(
     return {path: set().union(*(files[path] for files in used)) for path in paths}
 
 
-def _route(batch: pa.RecordBatch, table: TableSpec, source_schema: pa.Schema):
-    """A batch of current source rows split into silver rows and quarantine rows."""
-    verdict = evaluate(batch, table.rules)
-    passing = with_silver_partitions(batch.filter(verdict.passed), table)
-    failed = verdict.failed_rows
-    if failed.num_rows:
-        failed = with_event_day(failed.select(source_schema.names), table.event_time)
-        failed = failed.append_column(
-            "quarantine_rule", verdict.failed_rows.column("quarantine_rule")
-        ).append_column("quarantine_reason", verdict.failed_rows.column("quarantine_reason"))
-    return passing, failed, verdict.broken_counts
-
-
 def files_holding(
     location: LakeLocation,
     delta: DeltaTable | None,
@@ -602,8 +590,10 @@ def apply_changes(
                     continue
                 batch = batch.filter(pa.array(mask)).cast(source_schema)
                 bronze_writer.write(with_event_day(batch, table.event_time))
-                passing, failed, broken = _route(batch, table, source_schema)
-                outcome.broken_counts.update(broken)
+                routed = route(batch, table, source_schema)
+                passing = with_silver_partitions(routed.passing, table)
+                failed = routed.quarantined
+                outcome.broken_counts.update(routed.broken_counts)
                 silver_writer.write(passing)
                 outcome.silver_rows_added += passing.num_rows
                 _count_by_day(passing, expected_rows)
@@ -643,9 +633,7 @@ def apply_changes(
         outcome.deleted_recorded = _record_deleted(
             table, lake, source_schema, recorded, commit_metadata, detected_at
         )
-    if table.silver_model_column and table.name == LLM_INTERACTIONS.name:
-        from llm_observatory.assets.gold import rebuild_daily_metrics
-
+    if table.silver_model_column and table.feeds_daily_metrics:
         rebuild_daily_metrics(lake, days, commit_metadata, touched_models)
 
     _check_days(table, lake, days, expected_rows)
@@ -719,7 +707,7 @@ def _check_days(
     silver, quarantine = silver_location(lake, table), quarantine_location(lake, table)
     silver_table, quarantine_table = open_table(silver), open_table(quarantine)
     gold_table = (
-        open_table(daily_metrics_location(lake)) if table.name == LLM_INTERACTIONS.name else None
+        open_table(daily_metrics_location(lake)) if table.feeds_daily_metrics else None
     )
     for day in days:
         silver_rows = count_partition_rows(silver, day_filter(day), silver_table)
@@ -733,9 +721,7 @@ def _check_days(
                 f"{day}: silver {silver_rows} + quarantine {quarantined} != "
                 f"{expected_rows[day]} rows written"
             )
-        if table.name == LLM_INTERACTIONS.name:
-            from llm_observatory.assets.gold import gold_requests
-
+        if table.feeds_daily_metrics:
             requests = gold_requests(lake, day, gold_table)
             if requests != silver_rows:
                 problems.append(f"{day}: gold requests {requests} != silver rows {silver_rows}")

@@ -24,6 +24,7 @@ from dagster._core.scheduler.instigation import InstigatorStatus
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from llm_observatory.io.delta_lake import open_table
+from llm_observatory.layout import lake_tables
 from llm_observatory.resources.control import ControlDatabase
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.tables import TABLES
@@ -124,8 +125,6 @@ class AutomationReport:
 
 
 def lake_state(lake: LakeResource) -> list[LakeTableState]:
-    from llm_observatory.operate.rollback import lake_tables
-
     states = []
     for name, lake_table in lake_tables(lake).items():
         table = open_table(lake_table.location)

@@ -32,8 +32,7 @@ from llm_observatory.io.delta_lake import (
     open_table,
     scan_partition,
 )
-from llm_observatory.layout import day_filter
-from llm_observatory.operate.rollback import GOLD_TABLE, LakeTable
+from llm_observatory.layout import DAILY_METRICS, LakeTable, day_filter
 from llm_observatory.resources.lake import LakeLocation
 from llm_observatory.settings import MINIMUM_VACUUM_RETENTION_DAYS
 
@@ -181,7 +180,7 @@ def vacuum(location: LakeLocation, retention_days: int) -> int:
 
 def cluster_columns(table: LakeTable) -> tuple[str, ...]:
     """Model, then event time: what the typical queries filter and range on."""
-    if table.name == GOLD_TABLE:
+    if table.role == DAILY_METRICS.role:
         return ("model",)
     spec = table.source_table
     columns = [spec.silver_model_column] if spec.silver_model_column else []

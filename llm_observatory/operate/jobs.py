@@ -15,6 +15,7 @@ import dagster as dg
 from llm_observatory import settings
 from llm_observatory.assets.monitoring import QUERY_LATENCY_KEY, SOURCE_HEALTH_KEY
 from llm_observatory.io.delta_lake import TARGET_FILE_BYTES
+from llm_observatory.layout import asset_key_of, select_tables
 from llm_observatory.operate.automation_state import LOCATION_NAME, set_automation
 from llm_observatory.operate.compaction import compact_tables
 from llm_observatory.operate.departures import purge_departures
@@ -24,7 +25,6 @@ from llm_observatory.operate.rollback import (
     parse_target,
     plan_rollback,
     refuse_while_runs_in_progress,
-    select_tables,
 )
 from llm_observatory.partitions import days_between
 from llm_observatory.resources.control import ControlDatabase
@@ -59,13 +59,6 @@ def _days(config: CompactionConfig) -> list[dt.date]:
     return days_between(first, last)
 
 
-def _asset_key(name: str) -> dg.AssetKey | None:
-    """Lake tables that are assets (bronze/…, silver/…, gold/daily_metrics) get observations."""
-    if "/_" in name:
-        return None
-    return dg.AssetKey(name.split("/"))
-
-
 @dg.op(
     name="compact_lake_tables",
     description="Merges small files into target-size files per day, then vacuums.",
@@ -90,7 +83,7 @@ def compact_lake_tables(
     for result in results:
         context.log.info(result.describe())
         summary[result.table] = result.metadata()
-        key = _asset_key(result.table)
+        key = asset_key_of(result.table)
         if key is not None and (result.days_compacted or result.vacuumed_files):
             context.log_event(
                 dg.AssetObservation(

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from llm_observatory.io.delta_lake import current_files, open_table
-from llm_observatory.operate.rollback import LakeTable
+from llm_observatory.layout import LakeTable
 from llm_observatory.resources.lake import LakeResource
 
 DEFAULT_COOL_AFTER_DAYS = 730

@@ -17,73 +17,29 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
+import dagster as dg
 from deltalake import CommitProperties, DeltaTable
 
-from llm_observatory.incremental.cycle import initial_watermark, lake_locations
+from llm_observatory.incremental.cycle import initial_watermark
 from llm_observatory.io.delta_lake import COMMIT_METADATA_PREFIX, current_files, open_table
 from llm_observatory.layout import (
+    LakeTable,
+    UnknownLakeTableError,
     bronze_location,
+    select_tables,
 )
+from llm_observatory.operate.automation_state import IN_PROGRESS
 from llm_observatory.resources.control import ControlDatabase
-from llm_observatory.resources.lake import LakeLocation, LakeResource
+from llm_observatory.resources.lake import LakeResource
 from llm_observatory.tables import TABLES, TableSpec
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_DAYS = 30
-GOLD_TABLE = "gold/daily_metrics"
 
 
 class RollbackError(RuntimeError):
     """The rollback cannot be done as asked; nothing was changed."""
-
-
-@dataclass(frozen=True)
-class LakeTable:
-    name: str  # as the CONTRACT names it: silver/llm_interactions
-    location: LakeLocation
-    source_table: TableSpec  # whose watermark covers it
-
-
-# The lake tables a sync cycle of a source table may change (`lake_locations`), by their
-# names in the layout (CONTRACT §5).
-LAYOUT_NAMES = {
-    "bronze": "bronze/{table}",
-    "silver": "silver/{table}",
-    "quarantine": "silver/_quarantine/{table}",
-    "deleted": "silver/_deleted/{table}",
-    "gold": GOLD_TABLE,
-}
-
-
-def lake_tables(lake: LakeResource) -> dict[str, LakeTable]:
-    """Every table of the lake, by its name in the layout, with the source table whose
-    watermark covers it."""
-    tables: dict[str, LakeTable] = {}
-    for table in TABLES:
-        for role, location in lake_locations(lake, table).items():
-            name = LAYOUT_NAMES[role].format(table=table.name)
-            tables[name] = LakeTable(name, location, table)
-    return tables
-
-
-def select_tables(lake: LakeResource, names: list[str] | None) -> list[LakeTable]:
-    """A lake table by name, or a source table's name for all its layers (and gold with
-    `llm_interactions`); none: the whole lake."""
-    every = lake_tables(lake)
-    if not names:
-        return list(every.values())
-    chosen: dict[str, LakeTable] = {}
-    for name in names:
-        if name in every:
-            chosen[name] = every[name]
-            continue
-        layers = [t for t in every.values() if t.source_table.name == name]
-        if not layers:
-            known = ", ".join(sorted(every)) + ", or " + ", ".join(t.name for t in TABLES)
-            raise RollbackError(f"unknown table {name!r}; known: {known}")
-        chosen.update({t.name: t for t in layers})
-    return list(chosen.values())
 
 
 def parse_target(text: str) -> int | dt.datetime:
@@ -175,7 +131,10 @@ def plan_rollback(
     RollbackError when it cannot be done."""
     now = now or dt.datetime.now(dt.UTC)
     horizon = now - dt.timedelta(days=retention_days)
-    chosen = select_tables(lake, names)
+    try:
+        chosen = select_tables(lake, names)
+    except UnknownLakeTableError as error:
+        raise RollbackError(str(error)) from None
     if isinstance(target, int) and len(chosen) != 1:
         raise RollbackError(
             "a Delta version names one table's state: give exactly one lake table with "
@@ -254,10 +213,6 @@ def plan_rollback(
 
 def refuse_while_runs_in_progress(instance, own_run_id: str | None = None) -> None:
     """A rollback under a running backfill or sync would race its commits: refused."""
-    import dagster as dg
-
-    from llm_observatory.operate.automation_state import IN_PROGRESS
-
     running = [
         record.dagster_run.run_id
         for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS))

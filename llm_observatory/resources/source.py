@@ -11,7 +11,6 @@ with server-side cursors and are converted to Arrow batch by batch.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -25,6 +24,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from pydantic import PrivateAttr
 
+from llm_observatory.fingerprint import register_sqlite_functions
 from llm_observatory.io.native_memory import release_large_blocks_eagerly
 from llm_observatory.resources.departures import CaptureStatus, capture_status, migration_departures
 from llm_observatory.resources.odbc import (
@@ -137,7 +137,7 @@ class SourceDatabase(dg.ConfigurableResource):
         if self._engine is None:
             self._engine = sa.create_engine(self.sa_url, pool_pre_ping=True)
             if self.dialect_name == "sqlite":
-                sa.event.listen(self._engine, "connect", _register_sqlite_functions)
+                sa.event.listen(self._engine, "connect", register_sqlite_functions)
         return self._engine
 
     def stream_query(self, query: sa.Select, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -635,44 +635,6 @@ def uuid_text(raw: pa.Array | pa.ChunkedArray) -> pa.Array:
     text[:, _UUID_DIGIT_POSITIONS] = digits
     values = pa.array(text.view("S36").ravel(), type=pa.binary(36)).cast(pa.string())
     return pc.if_else(pc.is_valid(raw), values, pa.scalar(None, pa.string()))
-
-
-# SQLite has no hash function; checks that order or fingerprint rows in SQL call this one.
-SQLITE_HASH_FUNCTION = "llm_obs_md5"
-
-
-def _md5_text(value) -> str | None:
-    return None if value is None else hashlib.md5(str(value).encode()).hexdigest()  # noqa: S324
-
-
-SQLITE_ROW_HASH_FUNCTION = "llm_obs_row_hash"
-SQLITE_DEEP_HASH_FUNCTION = "llm_obs_deep_hash"
-
-
-def _deep_hash_part(part: int, kinds: str, *values) -> int:
-    from llm_observatory.reconcile import deep_row_hash_parts
-
-    return deep_row_hash_parts(list(values), kinds.split("|"))[part]
-
-
-def _row_hash_part(key, change, part: int) -> int | None:
-    """The reconciliation fingerprint of one row (see `reconcile.py`), for SQLite."""
-    from llm_observatory.reconcile import micros, row_hash_parts
-
-    moment = None
-    if change is not None:
-        moment = dt.datetime.fromisoformat(change) if isinstance(change, str) else change
-    return row_hash_parts(key, micros(moment))[part]
-
-
-def _register_sqlite_functions(dbapi_connection, _record) -> None:
-    dbapi_connection.create_function(SQLITE_HASH_FUNCTION, 1, _md5_text, deterministic=True)
-    dbapi_connection.create_function(
-        SQLITE_ROW_HASH_FUNCTION, 3, _row_hash_part, deterministic=True
-    )
-    dbapi_connection.create_function(
-        SQLITE_DEEP_HASH_FUNCTION, -1, _deep_hash_part, deterministic=True
-    )
 
 
 _END = object()

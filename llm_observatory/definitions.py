@@ -17,6 +17,7 @@ from llm_observatory.automation import (
 )
 from llm_observatory.checks.factory import integrity_checks
 from llm_observatory.executors import selected_executor
+from llm_observatory.io.lake_io_manager import LAKE_IO_MANAGER_KEY, LakeIOManager
 from llm_observatory.operate.jobs import (
     compact_lake,
     daily_query_monitoring_schedule,
@@ -53,6 +54,14 @@ cutover_report_job = dg.define_asset_job(
 
 
 def build_resources() -> dict:
+    lake = LakeResource(
+        url=settings.lake_url(),
+        retention_days=settings.lake_retention_days(),
+        azure_storage_connection_string=settings.azure_connection_string(),
+        azure_storage_account_name=settings.azure_account_name(),
+        azure_storage_account_key=settings.azure_account_key(),
+        azure_storage_sas_token=settings.azure_sas_token(),
+    )
     return {
         "source": SourceDatabase(
             url=settings.source_url(),
@@ -60,14 +69,9 @@ def build_resources() -> dict:
             reader=settings.source_reader(),
             streams=settings.source_streams(),
         ),
-        "lake": LakeResource(
-            url=settings.lake_url(),
-            retention_days=settings.lake_retention_days(),
-            azure_storage_connection_string=settings.azure_connection_string(),
-            azure_storage_account_name=settings.azure_account_name(),
-            azure_storage_account_key=settings.azure_account_key(),
-            azure_storage_sas_token=settings.azure_sas_token(),
-        ),
+        "lake": lake,
+        # Analysts' own assets in this code location read and write the lake through it.
+        LAKE_IO_MANAGER_KEY: LakeIOManager(lake=lake),
         "control": ControlDatabase(
             url=settings.control_url(), lease_seconds=settings.lease_seconds()
         ),

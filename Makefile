@@ -5,7 +5,7 @@
 #   make test     the whole suite, PostgreSQL- and Azurite-backed tests included (PYTEST_ARGS=...)
 #   make dev      the Dagster UI on the same definitions (DAGSTER_HOME shared with the CLI)
 #   make bench    the benchmark (bench/run.py, BENCH_ARGS=...)
-#   make lint     ruff
+#   make lint     ruff check, ruff format --check, the import structure
 #   make clean    remove caches and the installed environments (.venv, node_modules)
 
 SHELL := /bin/bash
@@ -124,8 +124,12 @@ dev: $(VENV_STAMP)
 bench: $(VENV_STAMP) $(NODE_STAMP) odbc
 	$(VENV_PYTHON) bench/run.py $(BENCH_ARGS)
 
+# The style, enforced: ruff's rules (complexity limit 15 included, pyproject.toml), ruff's
+# formatting, and the package's shape (imports pointing one way, none hidden in a function).
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV_PYTHON) -m pytest -q -p no:cacheprovider llm_observatory_tests/test_structure.py
 
 clean:
 	rm -rf $(VENV) $(UV_BOOTSTRAP) node_modules .pytest_cache .ruff_cache

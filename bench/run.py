@@ -147,9 +147,33 @@ def run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure_size(
-    sources: Sources, rows: int | None, args: argparse.Namespace, workdir: Path
-) -> dict:
+class SizeChildren:
+    """Runs the measurement workers of one size (one source day), each in its own process,
+    and says each one's rows/s and peak memory as it finishes."""
+
+    def __init__(self, url: str, day: str, workdir: Path, tag: str, server_cpu: ServerCpu):
+        self.url, self.day, self.workdir, self.tag = url, day, workdir, tag
+        self.server_cpu = server_cpu
+
+    def __call__(self, kind: str, label: str, **options) -> dict:
+        figures = run_child(
+            kind,
+            self.url,
+            self.day,
+            self.workdir,
+            f"{self.tag}-{label}",
+            self.server_cpu,
+            **options,
+        )
+        say(
+            f"{label}: {figures['rows'] / figures['seconds']:,.0f} rows/s, "
+            f"peak RSS {figures['peak_rss_bytes'] / MIB:,.0f} MiB"
+        )
+        return figures
+
+
+def _source_of_size(sources: Sources, rows: int | None, args: argparse.Namespace) -> tuple:
+    """The source day to measure: the given database's, or one generated; its URL and facts."""
     if args.source_url:
         url = args.source_url
         day = args.day or busiest_day(url)
@@ -165,108 +189,136 @@ def measure_size(
         f"(with indexes {source['pg_total_relation_size'] / MIB:,.0f} MiB), "
         f"{source['avg_row_bytes_table']:,.0f} B/row"
     )
-    server_cpu = ServerCpu(sources.postmaster_pid)
-    tag = f"{source['rows_in_day']}"
+    return url, day, source
 
-    say("warm-up read (floor, discarded)")
-    warmup = run_child("floor", url, day, workdir, f"{tag}-warmup", server_cpu)
-    floors: list[dict] = []
-    bronzes: list[dict] = []
-    fulls: list[dict] = []
-    backfills: list[dict] = []
-    reconciles: list[dict] = []
-    synced: dict | None = None
 
-    def child(kind: str, label: str, **options) -> dict:
-        figures = run_child(kind, url, day, workdir, f"{tag}-{label}", server_cpu, **options)
-        say(
-            f"{label}: {figures['rows'] / figures['seconds']:,.0f} rows/s, "
-            f"peak RSS {figures['peak_rss_bytes'] / MIB:,.0f} MiB"
-        )
-        return figures
-
+def _measure_reads(child: SizeChildren, args: argparse.Namespace) -> dict:
+    """The floor and bronze, each read path, parallel streams and dlt."""
+    reads: dict = {"floors": [], "bronzes": [], "read_paths": {}, "streamed": {}, "dlts": {}}
     for round_number in range(1, args.repeats + 1):
-        floors.append(child("floor", f"floor-{round_number}"))
-        bronzes.append(child("bronze", f"bronze-{round_number}"))
-    read_paths: dict[str, list[dict]] = {}
+        reads["floors"].append(child("floor", f"floor-{round_number}"))
+        reads["bronzes"].append(child("bronze", f"bronze-{round_number}"))
     for round_number in range(1, 1 if args.skip_read_paths else args.repeats + 1):
         for path in READ_PATHS:
             figures = child(f"read-{path}", f"read-{path}-{round_number}")
-            read_paths.setdefault(path, []).append(figures)
-    streamed: dict[int, dict] = {}
+            reads["read_paths"].setdefault(path, []).append(figures)
     for count in () if args.skip_streams else (2, 4):
-        streamed[count] = child("bronze", f"bronze-{count}-streams", streams=count)
-    dlts: dict[str, dict] = {}
-    if not args.skip_dlt:
-        if importlib.util.find_spec("dlt") is None:
-            say("dlt is not installed (the `bench` dependency group): its rows are skipped")
-        else:
-            for kind in ("dlt-connectorx", "dlt-pyarrow"):
-                dlts[kind] = child(kind, kind)
-    if not args.skip_full:
-        reconciling = not args.skip_reconcile or not args.skip_sync
-        full_lakes = []
-        for round_number in range(1, args.full_repeats + 1):
-            label = f"bronze+silver+gold-{round_number}"
-            fulls.append(child("full", label, keep_lake=reconciling))
-            full_lakes.append(workdir / f"lake-{tag}-{label}")
-        for round_number in range(1, args.full_repeats + 1):
-            backfills.append(child("backfill", f"backfill-{round_number}"))
+        reads["streamed"][count] = child("bronze", f"bronze-{count}-streams", streams=count)
+    if args.skip_dlt:
+        return reads
+    if importlib.util.find_spec("dlt") is None:
+        say("dlt is not installed (the `bench` dependency group): its rows are skipped")
+        return reads
+    for kind in ("dlt-connectorx", "dlt-pyarrow"):
+        reads["dlts"][kind] = child(kind, kind)
+    return reads
+
+
+def _measure_reconcile(child: SizeChildren, args: argparse.Namespace, lake: Path) -> list[dict]:
+    """Reconciliation against a full run's lake (its silver + quarantine are the day's rows)."""
+    reconciles = []
+    for round_number in range(1, args.repeats + 1):
+        figures = child("reconcile", f"reconcile-{round_number}", lake=lake)
+        say(
+            f"reconcile-{round_number}: {figures['seconds']:,.2f} s, "
+            f"{figures['source_queries']} source queries, "
+            f"{'matches' if figures['matches'] else 'DOES NOT MATCH'} the source"
+        )
+        if not figures["matches"]:
+            say_differences(figures)
+        reconciles.append(figures)
+    return reconciles
+
+
+def _measure_full(child: SizeChildren, args: argparse.Namespace) -> dict:
+    """The whole path (materialize, then the backfill command), reconciliation and a sync on
+    its lake."""
+    full: dict = {"fulls": [], "backfills": [], "reconciles": [], "synced": None}
+    if args.skip_full:
         if not args.skip_reconcile:
-            # Against the last full run's lake: its silver + quarantine are the day's rows.
-            for round_number in range(1, args.repeats + 1):
-                figures = child("reconcile", f"reconcile-{round_number}", lake=full_lakes[-1])
-                say(
-                    f"reconcile-{round_number}: {figures['seconds']:,.2f} s, "
-                    f"{figures['source_queries']} source queries, "
-                    f"{'matches' if figures['matches'] else 'DOES NOT MATCH'} the source"
-                )
-                if not figures["matches"]:
-                    say_differences(figures)
-                reconciles.append(figures)
-        if not args.skip_sync and args.source_url:
-            say("--source-url: the sync bench changes the source, so it is skipped here")
-        elif not args.skip_sync:
-            changed = change_source_for_sync(url, day)
-            say(
-                f"source changed after the full load: {changed['updated']:,} rows updated over "
-                f"the day, {changed['inserted']:,} new rows on the next day"
-            )
-            synced = child("sync", "sync", lake=full_lakes[-1])
-            synced["source_change"] = changed
-        if reconciling and not os.environ.get("BENCH_KEEP_LAKES"):
-            for folder in full_lakes:
-                shutil.rmtree(folder, ignore_errors=True)
-    elif not args.skip_reconcile:
-        say("--skip-full: no silver to reconcile, reconciliation skipped")
+            say("--skip-full: no silver to reconcile, reconciliation skipped")
+        return full
+    reconciling = not args.skip_reconcile or not args.skip_sync
+    full_lakes = []
+    for round_number in range(1, args.full_repeats + 1):
+        label = f"bronze+silver+gold-{round_number}"
+        full["fulls"].append(child("full", label, keep_lake=reconciling))
+        full_lakes.append(child.workdir / f"lake-{child.tag}-{label}")
+    for round_number in range(1, args.full_repeats + 1):
+        full["backfills"].append(child("backfill", f"backfill-{round_number}"))
+    if not args.skip_reconcile:
+        full["reconciles"] = _measure_reconcile(child, args, full_lakes[-1])
+    if not args.skip_sync and args.source_url:
+        say("--source-url: the sync bench changes the source, so it is skipped here")
+    elif not args.skip_sync:
+        changed = change_source_for_sync(child.url, child.day)
+        say(
+            f"source changed after the full load: {changed['updated']:,} rows updated over "
+            f"the day, {changed['inserted']:,} new rows on the next day"
+        )
+        full["synced"] = child("sync", "sync", lake=full_lakes[-1])
+        full["synced"]["source_change"] = changed
+    if reconciling and not os.environ.get("BENCH_KEEP_LAKES"):
+        for folder in full_lakes:
+            shutil.rmtree(folder, ignore_errors=True)
+    return full
+
+
+def _add_profiles(result: dict, child: SizeChildren) -> None:
+    """Extra runs, never the measured ones: sampling slows a worker down a little."""
+    result["profiles"] = {}
+    for kind in ("bronze", "full"):
+        path = child.workdir / f"{child.tag}-{kind}-profile.txt"
+        say(f"profiling {kind} with py-spy")
+        child(kind, f"{kind}-profiled", profile=path)
+        result["profiles"][kind] = profile_summary(path)
+
+
+def _add_sync(result: dict, synced: dict, fulls: list[dict]) -> None:
+    result["sync"] = sync_summary(synced, best(fulls))
+    result["aims"]["sync_share_of_full_seconds"] = {
+        "aim": f"1 % change synced in <= {AIM_SYNC_SHARE:.0%} of the full load's seconds",
+        "value": result["sync"]["share_of_full_seconds"],
+        "shown": f"{result['sync']['share_of_full_seconds']:.1%}",
+        "met": result["sync"]["share_of_full_seconds"] <= AIM_SYNC_SHARE,
+    }
+
+
+def measure_size(
+    sources: Sources, rows: int | None, args: argparse.Namespace, workdir: Path
+) -> dict:
+    url, day, source = _source_of_size(sources, rows, args)
+    server_cpu = ServerCpu(sources.postmaster_pid)
+    tag = f"{source['rows_in_day']}"
+    say("warm-up read (floor, discarded)")
+    warmup = run_child("floor", url, day, workdir, f"{tag}-warmup", server_cpu)
+    child = SizeChildren(url, day, workdir, tag, server_cpu)
+    reads = _measure_reads(child, args)
+    full = _measure_full(child, args)
     result = summarize(
-        source, warmup, floors, bronzes, fulls, reconciles, dlts, streamed, backfills
+        source,
+        warmup,
+        reads["floors"],
+        reads["bronzes"],
+        full["fulls"],
+        full["reconciles"],
+        reads["dlts"],
+        reads["streamed"],
+        full["backfills"],
     )
-    if read_paths:
-        result["read_paths"] = read_path_summary(read_paths, floors)
+    if reads["read_paths"]:
+        result["read_paths"] = read_path_summary(reads["read_paths"], reads["floors"])
         result["aims"]["odbc_share_of_adbc_rows_per_second"] = result["read_paths"]["aim"]
     result["spot_check"] = spot_check_cost(url, day)
     say(spot_check_lines(result["spot_check"])[0])
     if args.profile:
-        # Extra runs, never the measured ones: sampling slows a worker down a little.
-        result["profiles"] = {}
-        for kind in ("bronze", "full"):
-            path = workdir / f"{tag}-{kind}-profile.txt"
-            say(f"profiling {kind} with py-spy")
-            child(kind, f"{kind}-profiled", profile=path)
-            result["profiles"][kind] = profile_summary(path)
+        _add_profiles(result, child)
     if not args.skip_wire:
         result["wire"] = measure_wire(url, day, workdir)
         print("\n".join(wire_lines(result["wire"])) + "\n", flush=True)
         result["aims"].update(wire_aims(result["wire"]))
-    if synced is not None:
-        result["sync"] = sync_summary(synced, best(fulls))
-        result["aims"]["sync_share_of_full_seconds"] = {
-            "aim": f"1 % change synced in <= {AIM_SYNC_SHARE:.0%} of the full load's seconds",
-            "value": result["sync"]["share_of_full_seconds"],
-            "shown": f"{result['sync']['share_of_full_seconds']:.1%}",
-            "met": result["sync"]["share_of_full_seconds"] <= AIM_SYNC_SHARE,
-        }
+    if full["synced"] is not None:
+        _add_sync(result, full["synced"], full["fulls"])
     return result
 
 
@@ -448,10 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.worker:
-        return run_worker(args)
+def settle_options(args: argparse.Namespace) -> None:
+    """Defaults that depend on other options (--quick), and the options' limits."""
     if args.source_url and args.pg_admin_url:
         raise SystemExit("--source-url and --pg-admin-url exclude each other")
     if args.repeats is None:
@@ -468,9 +518,40 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.history_days < 1 or args.history_rows_per_day < 1:
         raise SystemExit("--history-days and --history-rows-per-day must be positive")
-    sizes = [None] if args.source_url else parse_sizes(args)
     if not args.source_url and not args.day:
         args.day = default_day()
+
+
+def measure_beyond_sizes(
+    report: dict, sources: Sources, args: argparse.Namespace, workdir: Path, output: Path
+) -> None:
+    """The departure trigger's cost and the month of small days, after the sizes."""
+    if not args.skip_departures and args.source_url:
+        say("--source-url: no server to make copies in, the departure trigger cost is skipped")
+    elif not args.skip_departures:
+        report["departures"] = measure_departure_cost(sources, args)
+        print("\n".join(departure_lines(report["departures"])) + "\n", flush=True)
+        output.write_text(json.dumps(report, indent=2, default=str))
+    if not args.skip_history and args.source_url:
+        say(
+            "--source-url: the month of small days generates and changes its own source, "
+            "so it is skipped"
+        )
+    elif not args.skip_history:
+        load = other_load()
+        say(other_load_line(load))
+        report["history"] = measure_history(sources, args, workdir)
+        report["history"]["other_load"] = load
+        print("\n" + "\n".join(history_lines(report["history"])) + "\n", flush=True)
+        output.write_text(json.dumps(report, indent=2, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        return run_worker(args)
+    settle_options(args)
+    sizes = [None] if args.source_url else parse_sizes(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = Path(args.output) if args.output else RESULTS_DIR / f"bench-{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -507,24 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             tables.append(table)
             print("\n" + table + "\n", flush=True)
             output.write_text(json.dumps(report, indent=2, default=str))
-        if not args.skip_departures and args.source_url:
-            say("--source-url: no server to make copies in, the departure trigger cost is skipped")
-        elif not args.skip_departures:
-            report["departures"] = measure_departure_cost(sources, args)
-            print("\n".join(departure_lines(report["departures"])) + "\n", flush=True)
-            output.write_text(json.dumps(report, indent=2, default=str))
-        if not args.skip_history and args.source_url:
-            say(
-                "--source-url: the month of small days generates and changes its own source, "
-                "so it is skipped"
-            )
-        elif not args.skip_history:
-            load = other_load()
-            say(other_load_line(load))
-            report["history"] = measure_history(sources, args, workdir)
-            report["history"]["other_load"] = load
-            print("\n" + "\n".join(history_lines(report["history"])) + "\n", flush=True)
-            output.write_text(json.dumps(report, indent=2, default=str))
+        measure_beyond_sizes(report, sources, args, workdir, output)
     finally:
         sources.cleanup()
         if args.keep:

@@ -189,7 +189,10 @@ def run_measured(
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "llm_observatory.cli", *arguments],
-        env=env, cwd=cwd, capture_output=True, text=True,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
     )
     seconds = time.perf_counter() - started
     up_after, down_after = proxy.counts()

@@ -47,9 +47,7 @@ daily_cycle = dg.define_asset_job(
 
 def changes_only_config(tables) -> dict:
     return {
-        "ops": {
-            sync_op_name(table): {"config": {"reconcile_recent_days": 0}} for table in tables
-        }
+        "ops": {sync_op_name(table): {"config": {"reconcile_recent_days": 0}} for table in tables}
     }
 
 

@@ -22,7 +22,8 @@ QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}
 
 
 def _prepare_environment() -> Path:
-    """Points DAGSTER_HOME at the shared instance folder (CONTRACT §3) and makes sure it exists."""
+    """Points DAGSTER_HOME at the shared instance folder (README's Configuration) and makes
+    sure it exists."""
     from llm_observatory import settings
 
     settings.home().mkdir(parents=True, exist_ok=True)
@@ -146,7 +147,7 @@ def backfill(first: dt.date, last: dt.date, table_names: list[str] | None, out=s
 
 def _backfill_days(job, instance, backfill_id, leases, tables, days, selection, out) -> int:
     """One run per day, under the backfill's leases (their token is handed to each run)."""
-    from llm_observatory.io.native_memory import return_freed_pages
+    from llm_observatory.native_memory import return_freed_pages
     from llm_observatory.resources.leases import LEASE_TOKEN_TAG
 
     first, last = days[0], days[-1]
@@ -291,9 +292,7 @@ def automation(running: bool, cancel_runs: bool = False, out=sys.stdout) -> int:
     return EXIT_OK
 
 
-def rollback(
-    target_text: str, table_names: list[str] | None, dry_run: bool, out=sys.stdout
-) -> int:
+def rollback(target_text: str, table_names: list[str] | None, dry_run: bool, out=sys.stdout) -> int:
     """Restores lake tables to an earlier version or moment and rewinds the watermarks;
     non-zero with nothing changed when it cannot."""
     _prepare_environment()
@@ -642,15 +641,7 @@ def sync(
     from llm_observatory.definitions import defs
 
     tables = _selected_tables(table_names)
-    config: dict = {}
-    if changes_only:
-        config["reconcile_recent_days"] = 0
-    if overlap_minutes is not None:
-        config["overlap_minutes"] = overlap_minutes
-    if reconcile_days is not None:
-        config["reconcile_recent_days"] = reconcile_days
-    if rotation_days is not None:
-        config["rotation_period_days"] = rotation_days
+    config = _sync_config(changes_only, overlap_minutes, reconcile_days, rotation_days)
     run_config = {
         **QUIET_RUN_CONFIG,
         "ops": {sync_op_name(table): {"config": dict(config)} for table in tables},
@@ -669,6 +660,49 @@ def sync(
         asset_selection=[sync_key(table) for table in tables],
         tags={"llm_observatory/command": "sync", "llm_observatory/cycle": "manual"},
     )
+    _print_cycles(result, out)
+    failed_checks = _failed_checks(result)
+    refused = _print_step_failures(result)
+    for reason in refused:
+        print(f"error: sync refused, nothing was changed: {reason}", file=sys.stderr)
+    for check in failed_checks:
+        print(f"error: check failed: {check}", file=sys.stderr)
+    ok = result.success and not failed_checks
+    only_refused = (
+        bool(refused)
+        and not failed_checks
+        and (len(refused) == len(result.get_step_failure_events()))
+    )
+    outcome = "completed" if ok else "FAILED (watermark and lake left as they were)"
+    if only_refused:
+        outcome = "refused (another cycle holds the table; nothing was changed)"
+    print(f"sync: {outcome} in {_format_seconds(time.perf_counter() - started)}", file=out)
+    if only_refused:
+        return EXIT_USAGE
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _sync_config(
+    changes_only: bool,
+    overlap_minutes: float | None,
+    reconcile_days: int | None,
+    rotation_days: int | None,
+) -> dict:
+    """The `sync_lake` ops' config from the command's options (unset: the job's defaults)."""
+    config: dict = {}
+    if changes_only:
+        config["reconcile_recent_days"] = 0
+    if overlap_minutes is not None:
+        config["overlap_minutes"] = overlap_minutes
+    if reconcile_days is not None:
+        config["reconcile_recent_days"] = reconcile_days
+    if rotation_days is not None:
+        config["rotation_period_days"] = rotation_days
+    return config
+
+
+def _print_cycles(result, out) -> None:
+    """One line per table's cycle from its materialization's metadata."""
     for event in result.get_asset_materialization_events():
         metadata = event.event_specific_data.materialization.metadata
         name = event.event_specific_data.materialization.asset_key.path[-1]
@@ -694,7 +728,11 @@ def sync(
             print(f"  {name}: departure capture {capture}", file=out)
         elif capture:
             print(f"  {name}: {value('departures_read')} departure(s) read", file=out)
-    failed_checks = _failed_checks(result)
+
+
+def _print_step_failures(result) -> list[str]:
+    """Prints each failed step's error; returns the refusals (another cycle held the table)
+    apart, which say nothing was changed."""
     refused = []
     for failure in result.get_step_failure_events():
         error = failure.event_specific_data.error
@@ -706,21 +744,7 @@ def sync(
             continue
         message = error.message.strip() if error else "unknown error"
         print(f"error: {failure.step_key}: {message}", file=sys.stderr)
-    for reason in refused:
-        print(f"error: sync refused, nothing was changed: {reason}", file=sys.stderr)
-    for check in failed_checks:
-        print(f"error: check failed: {check}", file=sys.stderr)
-    ok = result.success and not failed_checks
-    only_refused = bool(refused) and not failed_checks and (
-        len(refused) == len(result.get_step_failure_events())
-    )
-    outcome = "completed" if ok else "FAILED (watermark and lake left as they were)"
-    if only_refused:
-        outcome = "refused (another cycle holds the table; nothing was changed)"
-    print(f"sync: {outcome} in {_format_seconds(time.perf_counter() - started)}", file=out)
-    if only_refused:
-        return EXIT_USAGE
-    return EXIT_OK if ok else EXIT_FAILED
+    return refused
 
 
 def _sync_leases_held(tables) -> list[str]:

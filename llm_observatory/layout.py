@@ -1,5 +1,6 @@
-"""The lake's layout (CONTRACT §5), declared once: which tables each source table has in the
-lake, where each sits, which of them are assets, and with which partition columns.
+"""The lake's layout (README: How the lake is written), declared once: which tables each
+source table has in the lake, where each sits, which of them are assets, and with which
+partition columns.
 
 Every list of lake tables (a sync cycle's, rollback's, compaction's, the asset keys of the
 jobs' observations) is derived from `LAKE_ROLES` and `DAILY_METRICS` here, so a new layer or a
@@ -164,7 +165,7 @@ def deleted_location(lake: LakeResource, table: TableSpec) -> LakeLocation:
 
 
 def deleted_schema(table: TableSpec, source_schema: pa.Schema) -> pa.Schema:
-    """CONTRACT §5: the key, the deleted row's event day and when the deletion was found."""
+    """The key, the deleted row's event day and when the deletion was found."""
     return pa.schema(
         [
             pa.field(table.key, source_schema.field(table.key).type),

@@ -7,7 +7,7 @@ import os
 
 import dagster as dg
 
-# The synthetic demo database starts here; CONTRACT §3 makes it the default first partition.
+# The synthetic demo database starts here; it is the default first partition (LLM_OBS_START_DATE).
 DEMO_START_DATE = dt.date(2026, 11, 1)
 DEMO_DAYS = 7
 

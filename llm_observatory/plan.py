@@ -19,7 +19,9 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, field
 
+import dagster as dg
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import REGCLASS
 
 from llm_observatory.resources.source import SourceDatabase, SourceError, describe_error
 from llm_observatory.resources.urls import display_url
@@ -233,8 +235,6 @@ def catalog_rows_and_bytes(
     dialect = source.dialect_name
     name = sa.bindparam("table_name", table.name)
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import REGCLASS
-
         oid = sa.cast(name, REGCLASS)
         query = sa.select(
             sa.select(sa.column("reltuples"))
@@ -361,8 +361,6 @@ def inventory(source: SourceDatabase, tables: tuple[TableSpec, ...]) -> list[Tab
 
 
 def _recent_metadata(instance, key, limit: int = RECENT_RUNS) -> list[dict]:
-    import dagster as dg
-
     records = instance.fetch_materializations(dg.AssetKey(key), limit=limit).records
     found = []
     for record in records:

@@ -49,6 +49,7 @@ from llm_observatory.resources.source import (
     SourceDatabase,
     SourceError,
     SourceTable,
+    describe_error,
 )
 from llm_observatory.tables import TableSpec
 
@@ -188,8 +189,6 @@ class SourceSide:
             with self.source.engine.connect() as connection:
                 return connection.execute(query).all()
         except sa.exc.SQLAlchemyError as error:
-            from llm_observatory.resources.source import describe_error
-
             raise SourceError(describe_error(self.source.sa_url, error)) from None
 
     def hourly(self, day: dt.date) -> dict[int, Fingerprint]:

@@ -13,8 +13,16 @@ import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
 
-from llm_observatory.io.delta_lake import rows_per_day
-from llm_observatory.layout import bronze_location, quarantine_location, silver_location
+import pyarrow.compute as pc
+
+from llm_observatory.checks.checksums import FULL, METADATA, verify_checksums_by_day
+from llm_observatory.io.delta_lake import rows_per_day, scan_partition
+from llm_observatory.layout import (
+    bronze_location,
+    daily_metrics_location,
+    quarantine_location,
+    silver_location,
+)
 from llm_observatory.partitions import day_window
 from llm_observatory.resources.lake import LakeResource
 from llm_observatory.resources.source import SourceDatabase
@@ -297,25 +305,7 @@ class CutoverReport:
         for name, rules in self.quarantine_by_rule.items():
             for rule, count in sorted(rules.items()):
                 lines.append(f"- {name}: `{rule}` {count:,}")
-        lines += ["", f"## Checksums ({self.files_verified:,} files verified now)", ""]
-        if self.checksum_mode == "metadata":
-            lines += [
-                f"{self.files_by_metadata:,} confirmed by the storage service's properties "
-                f"(size, Content-MD5 and ETag as uploaded), {self.files_reread:,} re-read in "
-                f"full ({self.bytes_reread:,} bytes; a sample of {self.files_sampled:,} seeded "
-                f"`{self.sample_seed}`). `llm-observatory report --full` re-reads every file.",
-                "",
-            ]
-        else:
-            lines += [f"Every file re-read in full ({self.bytes_reread:,} bytes).", ""]
-        if not self.checksum_failures:
-            lines.append("Every file matches the SHA-256 recorded when it was committed.")
-        for failure in self.checksum_failures:
-            lines.append(
-                f"- {failure['table']} {failure['day']}: {failure['mismatched']} changed, "
-                f"{failure['missing']} missing, {failure['unrecorded']} unrecorded "
-                f"(e.g. `{failure['example']}`)"
-            )
+        lines += self._checksums_markdown()
         lines += [
             "",
             "## Check results (latest per partition)",
@@ -351,6 +341,28 @@ class CutoverReport:
                 f"- {missing['asset']} `{missing['check']}` partition {missing['partition']}"
             )
         return "\n".join(lines) + "\n"
+
+    def _checksums_markdown(self) -> list[str]:
+        lines = ["", f"## Checksums ({self.files_verified:,} files verified now)", ""]
+        if self.checksum_mode == "metadata":
+            lines += [
+                f"{self.files_by_metadata:,} confirmed by the storage service's properties "
+                f"(size, Content-MD5 and ETag as uploaded), {self.files_reread:,} re-read in "
+                f"full ({self.bytes_reread:,} bytes; a sample of {self.files_sampled:,} seeded "
+                f"`{self.sample_seed}`). `llm-observatory report --full` re-reads every file.",
+                "",
+            ]
+        else:
+            lines += [f"Every file re-read in full ({self.bytes_reread:,} bytes).", ""]
+        if not self.checksum_failures:
+            lines.append("Every file matches the SHA-256 recorded when it was committed.")
+        for failure in self.checksum_failures:
+            lines.append(
+                f"- {failure['table']} {failure['day']}: {failure['mismatched']} changed, "
+                f"{failure['missing']} missing, {failure['unrecorded']} unrecorded "
+                f"(e.g. `{failure['example']}`)"
+            )
+        return lines
 
     def _reconciliation_markdown(self) -> list[str]:
         lines = [
@@ -446,9 +458,6 @@ def verify_lake_checksums(
     `full`: re-read every file; by default only on a local lake. On Azure each file's
     properties are compared with its upload's and `sample_fraction` of each table's files
     (at least one; chosen by `seed`) are re-read (checks/checksums.py)."""
-    from llm_observatory.checks.checksums import FULL, METADATA, verify_checksums_by_day
-    from llm_observatory.layout import daily_metrics_location
-
     locations = []
     for table in tables:
         locations += [
@@ -497,10 +506,6 @@ def verify_lake_checksums(
 
 def quarantine_reasons(lake: LakeResource, tables: tuple[TableSpec, ...]) -> dict:
     """Quarantined rows per table and first rule broken, over the whole quarantine table."""
-    import pyarrow.compute as pc
-
-    from llm_observatory.io.delta_lake import scan_partition
-
     counts: dict[str, dict[str, int]] = {}
     for table in tables:
         rules: dict[str, int] = {}

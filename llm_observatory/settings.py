@@ -1,4 +1,4 @@
-"""Configuration from the environment (CONTRACT §3), with the embedded defaults.
+"""Configuration from the environment (README's Configuration table), with the embedded defaults.
 
 A variable that is set is handed to Dagster as an `EnvVar`, so its value (a URL with a password,
 a storage key) is read at run time and never shown in the UI or stored in run configuration.

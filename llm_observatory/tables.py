@@ -17,7 +17,7 @@ RuleKind = Literal["required", "range", "allowed", "json"]
 class Rule:
     """One quality rule; a row breaking it goes to quarantine with the rule's name.
 
-    Names follow CONTRACT §4: `required:<column>`, `range:<column>`, `allowed:<column>`,
+    Names are `required:<column>`, `range:<column>`, `allowed:<column>`,
     `json:<column>`.
     """
 

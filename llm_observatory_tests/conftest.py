@@ -84,3 +84,19 @@ def azurite() -> Iterator[services.AzuriteServer]:
 def azurite_container(azurite: services.AzuriteServer, request: pytest.FixtureRequest) -> str:
     """Name of a fresh, empty blob container in ``azurite`` for this test."""
     return azurite.create_container(_name_for(request))
+
+
+# Fixtures that need a service started beside the tests (a PostgreSQL server, Azurite, the
+# ODBC drivers, a browser serving the UI): their tests carry the `services` marker, so
+# `pytest -m "not services"` is a developer's fast subset. `make test` runs everything.
+SERVICE_FIXTURES = {"postgres_server", "postgres_url", "azurite", "azurite_container"}
+SERVICE_FIXTURES |= {"odbc_drivers", "nasty_postgres", "ui"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_azurite = any(isinstance(value, str) and value == "azurite" for value in params.values())
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or on_azurite:
+            item.add_marker(pytest.mark.services)

@@ -542,7 +542,8 @@ class AzuriteServer:
 
     @property
     def env(self) -> dict[str, str]:
-        """The ``AZURE_STORAGE_*`` variables of CONTRACT.md §3 for a subprocess (CLI tests)."""
+        """The ``AZURE_STORAGE_*`` variables (README, Configuration) for a subprocess (CLI
+        tests)."""
         return {
             "AZURE_STORAGE_CONNECTION_STRING": self.connection_string,
             "AZURE_STORAGE_ACCOUNT_NAME": self.account_name,

@@ -113,9 +113,7 @@ def test_two_backfills_of_the_same_days_at_once(fresh_home):
     again = subprocess.run(_backfill_argv(), env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert_every_key_once(home, lake)
-    report = subprocess.run(
-        [*CLI, "report"], env=env, capture_output=True, text=True, timeout=600
-    )
+    report = subprocess.run([*CLI, "report"], env=env, capture_output=True, text=True, timeout=600)
     assert "Verdict: GO" in report.stdout, report.stdout + report.stderr
 
 

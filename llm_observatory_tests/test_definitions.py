@@ -1,4 +1,4 @@
-"""The code location loads without any service, exposes the CONTRACT's asset keys, and every
+"""The code location loads without any service, exposes the documented asset keys, and every
 asset carries checks."""
 
 import datetime as dt
@@ -11,7 +11,7 @@ import pytest
 
 from llm_observatory.assets.monitoring import QUERY_LATENCY_KEY, SOURCE_HEALTH_KEY
 from llm_observatory.definitions import CUTOVER_REPORT_JOB, MIGRATE_HISTORY_JOB, defs
-from llm_observatory.io.native_memory import (
+from llm_observatory.native_memory import (
     DELTA_RS_ALLOCATOR_SETTINGS,
     DELTA_RS_ALLOCATOR_VARIABLE,
 )
@@ -130,7 +130,7 @@ def test_freed_pages_are_handed_back_between_runs():
     `return_freed_pages()`, which the command calls after each day's run."""
     probe = (
         "import ctypes, threading\n"
-        "from llm_observatory.io.native_memory import return_freed_pages\n"
+        "from llm_observatory.native_memory import return_freed_pages\n"
         "libc = ctypes.CDLL('libc.so.6')\n"
         "libc.malloc.restype = ctypes.c_void_p\n"
         "libc.malloc.argtypes = [ctypes.c_size_t]\n"
@@ -150,9 +150,7 @@ def test_freed_pages_are_handed_back_between_runs():
         "before = resident()\n"
         "print(return_freed_pages(), before, resident())\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     returned, before, after = done.stdout.split()
     assert returned == "True"
     assert int(before) - int(after) > 60 * 2**20, done.stdout

@@ -25,9 +25,16 @@ def test_the_instance_runs_on_postgresql_with_the_source_pool_capped(
     monkeypatch.setenv("DAGSTER_PG_USER", url.username)
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", url.password or "trust-auth-ignores-it")
     monkeypatch.setenv("DAGSTER_PG_DB", url.database)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "llmlake")
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOG_CONTAINER", "dagster-logs")
     shutil.copy(DEPLOY / "dagster.yaml", tmp_path / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
+        # Step logs outlive the run pods: in the account's blob container, through dagster-azure.
+        logs = instance.compute_log_manager
+        assert type(logs).__name__ == "AzureBlobComputeLogManager"
+        assert logs._container_client.url == "https://llmlake.blob.core.windows.net/dagster-logs"
+        assert logs._blob_prefix == "llm-observatory"
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"

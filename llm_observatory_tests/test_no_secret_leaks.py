@@ -134,9 +134,7 @@ def account_sas(azurite) -> str:
         azurite.account_name,
         azurite.account_key,
         ResourceTypes(service=True, container=True, object=True),
-        AccountSasPermissions(
-            read=True, write=True, delete=True, list=True, add=True, create=True
-        ),
+        AccountSasPermissions(read=True, write=True, delete=True, list=True, add=True, create=True),
         expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2),
     )
 

@@ -165,9 +165,7 @@ def test_departure_queries_compile_for_sql_server_with_bound_parameters(tmp_path
     after, up_to = day_window(DAY)
     for table in TABLES:
         described = source.describe_table(table)
-        compiled = source.departures_query(described, after, up_to).compile(
-            dialect=mssql.dialect()
-        )
+        compiled = source.departures_query(described, after, up_to).compile(dialect=mssql.dialect())
         text = str(compiled)
         assert "SELECT DISTINCT CAST(migration_departures.key_value AS" in text
         assert ":table_name" in text and ":departed_after" in text and ":departed_up_to" in text

@@ -104,7 +104,7 @@ class Migration:
 
     def lake_state(self) -> dict:
         """Every lake table of the interactions, as sorted rows: for 'nothing changed' (a table
-        that does not exist holds no rows, like an empty one: CONTRACT §5)."""
+        that does not exist holds no rows, like an empty one)."""
         state = {}
         for name, location in lake_locations(self.lake, LLM_INTERACTIONS).items():
             table = delta_lake.open_table(location)

@@ -238,7 +238,7 @@ def test_last_modified_is_never_before_the_event_time(db: sqlite3.Connection) ->
 
 
 def _first_broken_rule(model: str | None, latency: int | None) -> str | None:
-    """CONTRACT §4's interaction rules, in their order."""
+    """tables.py's interaction rules, in their order."""
     if model is None:
         return "required:model_name"
     if latency is None:

@@ -263,8 +263,11 @@ def _in_row_groups(path: str, rows: int, order: str) -> list[str]:
     if order == "sorted":
         table = table.sort_by("timestamp")
     else:
-        table = table.take(pa.array(list(reversed(range(0, table.num_rows, 2)))
-                                    + list(range(1, table.num_rows, 2))))
+        table = table.take(
+            pa.array(
+                list(reversed(range(0, table.num_rows, 2))) + list(range(1, table.num_rows, 2))
+            )
+        )
     pq.write_table(table, path, compression="zstd", row_group_size=rows)
     return table.column("interaction_id").to_pylist()
 

@@ -59,7 +59,11 @@ def test_a_password_holding_an_unencoded_at_is_refused_naming_the_variable():
 
 def test_plan_never_prints_a_password_given_in_the_query_string(postgres_url, tmp_path):
     generate_source(
-        postgres_url, start_date=dt.date(2026, 11, 1), days=1, rows_per_day=50, seed=3,
+        postgres_url,
+        start_date=dt.date(2026, 11, 1),
+        days=1,
+        rows_per_day=50,
+        seed=3,
         defects=DefectRates(),
     )
     separator = "&" if "?" in postgres_url else "?"
@@ -68,7 +72,7 @@ def test_plan_never_prints_a_password_given_in_the_query_string(postgres_url, tm
         completed = run_cli(args, tmp_path, LLM_OBS_SOURCE_URL=url)
         assert completed.returncode == 0, completed.stdout + completed.stderr
         assert SECRET not in completed.stdout + completed.stderr
-    document = json.loads(completed.stdout[completed.stdout.index("{"):])
+    document = json.loads(completed.stdout[completed.stdout.index("{") :])
     assert document["source"].startswith("postgresql://")
 
 

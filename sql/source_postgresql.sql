@@ -1,4 +1,4 @@
--- Reference source schema of llm-observatory (CONTRACT section 4), postgresql.
+-- Reference source schema of llm-observatory (the tables it migrates), postgresql.
 -- Generated from llm_observatory/synthetic/schema.py by
 --   python -m llm_observatory.synthetic --write-ddl sql/
 -- Do not edit by hand: edit schema.py and regenerate. Idempotent: safe to run again.

@@ -1,6 +1,5 @@
 """Gold: per day and model metrics over silver, rebuilt whole for each day it covers."""
 
-
 import dagster as dg
 
 from llm_observatory.assets.progress import Throughput
@@ -19,6 +18,7 @@ from llm_observatory.tables import LLM_INTERACTIONS
 from llm_observatory.transform.metrics import DAILY_METRICS_SCHEMA, DayMetrics, day_metrics
 
 GOLD_REQUESTS_CHECK = "requests_match_silver"
+
 
 def gold_day(
     context: dg.AssetExecutionContext,

@@ -348,8 +348,7 @@ def query_latency(
     lake_rows = {name: sides["lake"].rows for name, sides in results.items()}
     yield dg.AssetCheckResult(
         check_name=ANSWERED_CHECK,
-        passed=all(rows > 0 for rows in lake_rows.values())
-        and lake_rows["interaction_by_id"] == 1,
+        passed=all(rows > 0 for rows in lake_rows.values()) and lake_rows["interaction_by_id"] == 1,
         metadata={"lake_rows": dg.MetadataValue.json(lake_rows)},
     )
 

@@ -3,6 +3,7 @@
 import datetime as dt
 
 import dagster as dg
+from dagster._core.event_api import PartitionKeyFilter
 
 from llm_observatory import settings
 from llm_observatory.assets.migration import migration_assets
@@ -41,8 +42,6 @@ def migration_check_keys() -> list[dg.AssetCheckKey]:
 
 def failed_error_checks(instance: dg.DagsterInstance, check_keys) -> list[dict]:
     """Latest result per check and partition that failed with ERROR severity (WARNs inform)."""
-    from dagster._core.event_api import PartitionKeyFilter
-
     storage = instance.event_log_storage
     failed = []
     for info in storage.get_asset_check_partition_info(list(check_keys)):

@@ -65,6 +65,7 @@ from llm_observatory.layout import (
     quarantine_schema,
     silver_location,
     silver_schema,
+    utc_day,
     with_event_day,
     with_silver_partitions,
 )
@@ -105,8 +106,6 @@ def version_micros(versions: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def day_numbers(event_time: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    from llm_observatory.layout import utc_day
-
     days = pc.cast(utc_day(event_time), pa.int32())
     return pc.fill_null(days, -1).to_numpy(zero_copy_only=False)
 
@@ -457,15 +456,7 @@ def apply_changes(
     deleted = deleted or {}
 
     # 1. The latest captured version per key, minus what the lake already holds.
-    upserts: dict[object, tuple[int, dt.date]] = {}
-    winner_rows = np.empty(0, np.int64)
-    winner_keys: list = []
-    if captured is not None and captured.rows:
-        outcome.captured_rows = captured.rows
-        winner_rows = captured.latest_per_key()
-        winner_keys = captured.keys.take(pa.array(winner_rows)).to_pylist()
-        for row, key in zip(winner_rows.tolist(), winner_keys):
-            upserts[key] = (int(captured.versions[row]), as_day(captured.days[row]))
+    upserts, winner_rows, winner_keys = _latest_captured(captured, outcome)
     candidate_days = {day for _, day in upserts.values()}
     # Which files of those days hold the keys, from the same read: no second pass over them.
     own_lookup = KeyLookup(set(upserts))
@@ -478,16 +469,7 @@ def apply_changes(
         found_in=own_lookup.found_in,
     )
     lookups = [own_lookup] + ([looked_up] if looked_up is not None else [])
-    stale_days: dict[dt.date, set] = defaultdict(set)
-    for key, places in in_lake.items():
-        version, day = upserts[key]
-        if any(place == day and held >= version for place, held in places):
-            del upserts[key]
-            outcome.unchanged_rows += 1
-            continue
-        for place, _ in places:
-            if place != day:
-                stale_days[place].add(key)
+    stale_days = _drop_versions_held(in_lake, upserts, outcome)
     outcome.upserted_rows = len(upserts)
     upsert_days = {day for _, day in upserts.values()}
     days = sorted(upsert_days | set(stale_days) | set(removals))
@@ -501,9 +483,8 @@ def apply_changes(
     outcome.removed_keys = sum(len(keys) for keys in removals.values())
 
     keep_rows = np.zeros(captured.rows if captured else 0, dtype=bool)
-    for row, key in zip(winner_rows.tolist(), winner_keys if len(winner_rows) else []):
-        if key in upserts:
-            keep_rows[row] = True
+    for row, key in zip(winner_rows.tolist(), winner_keys):
+        keep_rows[row] = key in upserts
 
     commit_metadata = {
         "operation": "sync",
@@ -547,35 +528,22 @@ def apply_changes(
         touched_models[day].add(entry.partition.get("model"))
 
     # 3. Bronze: new versions appended in their day; removed keys taken out of theirs.
-    bronze_writer = DeltaPartitionWriter(
-        bronze,
-        bronze_schema(source_schema),
-        ["date"],
-        replace=None,
-        remove=[entry for _, entry in bronze_hits],
-        file_prefix="sync",
-        buffered_bytes_limit=MERGE_WRITER_BUFFER_BYTES,
-        read_version=read_versions["bronze"],
+    bronze_writer = _merge_writer(
+        bronze, bronze_schema(source_schema), ["date"], bronze_hits, read_versions["bronze"]
     )
-    silver_writer = DeltaPartitionWriter(
+    silver_writer = _merge_writer(
         silver,
         silver_schema(table, source_schema),
         table.silver_partition_by,
-        replace=None,
-        remove=[entry for _, entry in silver_hits],
-        file_prefix="sync",
-        buffered_bytes_limit=MERGE_WRITER_BUFFER_BYTES,
-        read_version=read_versions["silver"],
+        silver_hits,
+        read_versions["silver"],
     )
-    quarantine_writer = DeltaPartitionWriter(
+    quarantine_writer = _merge_writer(
         quarantine,
         quarantine_schema(source_schema),
         ["date"],
-        replace=None,
-        remove=[entry for _, entry in quarantine_hits],
-        file_prefix="sync",
-        buffered_bytes_limit=MERGE_WRITER_BUFFER_BYTES,
-        read_version=read_versions["quarantine"],
+        quarantine_hits,
+        read_versions["quarantine"],
     )
     writers = [bronze_writer, quarantine_writer, silver_writer]
     try:
@@ -584,38 +552,18 @@ def apply_changes(
             outcome.rows_carried += batch.num_rows
 
         if captured is not None:
-            for offset, batch in captured.batches():
-                mask = keep_rows[offset : offset + batch.num_rows]
-                if not mask.any():
-                    continue
-                batch = batch.filter(pa.array(mask)).cast(source_schema)
-                bronze_writer.write(with_event_day(batch, table.event_time))
-                routed = route(batch, table, source_schema)
-                passing = with_silver_partitions(routed.passing, table)
-                failed = routed.quarantined
-                outcome.broken_counts.update(routed.broken_counts)
-                silver_writer.write(passing)
-                outcome.silver_rows_added += passing.num_rows
-                _count_by_day(passing, expected_rows)
-                if table.silver_model_column:
-                    _models_by_day(passing, touched_models)
-                if failed.num_rows:
-                    quarantine_writer.write(failed)
-                    outcome.quarantined_rows_added += failed.num_rows
-                    _count_by_day(failed, expected_rows)
+            new_rows = _NewRows(
+                table, source_schema, bronze_writer, silver_writer, quarantine_writer, outcome
+            )
+            new_rows.write(captured, keep_rows, expected_rows, touched_models)
 
         for day, batch in _kept_rows(silver, silver_hits, table, drops, source_schema.names):
             silver_writer.write(with_silver_partitions(batch.cast(source_schema), table))
             expected_rows[day] += batch.num_rows
             outcome.rows_carried += batch.num_rows
-        quarantine_columns = _file_columns(quarantine)
-        if quarantine_columns:
-            for day, batch in _kept_rows(
-                quarantine, quarantine_hits, table, drops, quarantine_columns
-            ):
-                quarantine_writer.write(with_event_day(batch, table.event_time))
-                expected_rows[day] += batch.num_rows
-                outcome.rows_carried += batch.num_rows
+        _carry_quarantine(
+            table, quarantine, quarantine_hits, drops, quarantine_writer, expected_rows, outcome
+        )
 
         # 4. Commits: bronze first (extra versions there are harmless), silver last.
         if leases is not None:
@@ -629,15 +577,129 @@ def apply_changes(
         raise
 
     recorded = {day: keys for day, keys in deleted.items() if keys}
-    if recorded:
-        outcome.deleted_recorded = _record_deleted(
-            table, lake, source_schema, recorded, commit_metadata, detected_at
-        )
+    outcome.deleted_recorded = _record_deleted(
+        table, lake, source_schema, recorded, commit_metadata, detected_at
+    )
     if table.silver_model_column and table.feeds_daily_metrics:
         rebuild_daily_metrics(lake, days, commit_metadata, touched_models)
 
     _check_days(table, lake, days, expected_rows)
     return outcome
+
+
+def _carry_quarantine(
+    table: TableSpec,
+    quarantine: LakeLocation,
+    hits: list[tuple[dt.date, DataFile]],
+    drops: dict[dt.date, KeySet],
+    writer: DeltaPartitionWriter,
+    expected_rows: Counter,
+    outcome: MergeOutcome,
+) -> None:
+    """The rows of the quarantine files rewritten that keep their place (all columns, the
+    rule and reason included), into the new files."""
+    columns = _file_columns(quarantine)
+    if not columns:
+        return
+    for day, batch in _kept_rows(quarantine, hits, table, drops, columns):
+        writer.write(with_event_day(batch, table.event_time))
+        expected_rows[day] += batch.num_rows
+        outcome.rows_carried += batch.num_rows
+
+
+def _latest_captured(
+    captured: CapturedRows | None, outcome: MergeOutcome
+) -> tuple[dict[object, tuple[int, dt.date]], np.ndarray, list]:
+    """Per captured key, its latest version and its day; and which captured rows hold them
+    (positions, keys)."""
+    upserts: dict[object, tuple[int, dt.date]] = {}
+    if captured is None or not captured.rows:
+        return upserts, np.empty(0, np.int64), []
+    outcome.captured_rows = captured.rows
+    winner_rows = captured.latest_per_key()
+    winner_keys = captured.keys.take(pa.array(winner_rows)).to_pylist()
+    for row, key in zip(winner_rows.tolist(), winner_keys):
+        upserts[key] = (int(captured.versions[row]), as_day(captured.days[row]))
+    return upserts, winner_rows, winner_keys
+
+
+def _drop_versions_held(
+    in_lake: dict, upserts: dict[object, tuple[int, dt.date]], outcome: MergeOutcome
+) -> dict[dt.date, set]:
+    """Takes out of `upserts` the keys the lake already holds at that version (or newer) on
+    their day; returns, per other day, the keys the lake holds there too (moved rows)."""
+    stale_days: dict[dt.date, set] = defaultdict(set)
+    for key, places in in_lake.items():
+        version, day = upserts[key]
+        if any(place == day and held >= version for place, held in places):
+            del upserts[key]
+            outcome.unchanged_rows += 1
+            continue
+        for place, _ in places:
+            if place != day:
+                stale_days[place].add(key)
+    return stale_days
+
+
+def _merge_writer(
+    location: LakeLocation,
+    schema: pa.Schema,
+    partition_by: list[str] | tuple[str, ...],
+    hits: list[tuple[dt.date, DataFile]],
+    read_version: int | None,
+) -> DeltaPartitionWriter:
+    """A writer that adds the merge's files and removes the files it rewrites (`hits`), in one
+    commit against the version the merge read."""
+    return DeltaPartitionWriter(
+        location,
+        schema,
+        partition_by,
+        replace=None,
+        remove=[entry for _, entry in hits],
+        file_prefix="sync",
+        buffered_bytes_limit=MERGE_WRITER_BUFFER_BYTES,
+        read_version=read_version,
+    )
+
+
+@dataclass
+class _NewRows:
+    """The captured rows the merge keeps, into bronze (every one) and, routed by the rules,
+    into silver or quarantine; counted per day for the check after the commits."""
+
+    table: TableSpec
+    source_schema: pa.Schema
+    bronze_writer: DeltaPartitionWriter
+    silver_writer: DeltaPartitionWriter
+    quarantine_writer: DeltaPartitionWriter
+    outcome: MergeOutcome
+
+    def write(
+        self,
+        captured: CapturedRows,
+        keep_rows: np.ndarray,
+        expected_rows: Counter,
+        touched_models: dict[dt.date, set],
+    ) -> None:
+        table, outcome = self.table, self.outcome
+        for offset, batch in captured.batches():
+            mask = keep_rows[offset : offset + batch.num_rows]
+            if not mask.any():
+                continue
+            batch = batch.filter(pa.array(mask)).cast(self.source_schema)
+            self.bronze_writer.write(with_event_day(batch, table.event_time))
+            routed = route(batch, table, self.source_schema)
+            passing = with_silver_partitions(routed.passing, table)
+            outcome.broken_counts.update(routed.broken_counts)
+            self.silver_writer.write(passing)
+            outcome.silver_rows_added += passing.num_rows
+            _count_by_day(passing, expected_rows)
+            if table.silver_model_column:
+                _models_by_day(passing, touched_models)
+            if routed.quarantined.num_rows:
+                self.quarantine_writer.write(routed.quarantined)
+                outcome.quarantined_rows_added += routed.quarantined.num_rows
+                _count_by_day(routed.quarantined, expected_rows)
 
 
 def _models_by_day(rows: pa.RecordBatch | pa.Table, models: dict[dt.date, set]) -> None:
@@ -676,6 +738,9 @@ def _record_deleted(
     commit_metadata: dict,
     detected_at: dt.datetime | None,
 ) -> int:
+    """Lists the deleted keys under `silver/_deleted` (nothing written when there are none)."""
+    if not deleted:
+        return 0
     detected_at = detected_at or dt.datetime.now(dt.UTC)
     schema = deleted_schema(table, source_schema)
     keys, days = [], []
@@ -706,9 +771,7 @@ def _check_days(
     problems = []
     silver, quarantine = silver_location(lake, table), quarantine_location(lake, table)
     silver_table, quarantine_table = open_table(silver), open_table(quarantine)
-    gold_table = (
-        open_table(daily_metrics_location(lake)) if table.feeds_daily_metrics else None
-    )
+    gold_table = open_table(daily_metrics_location(lake)) if table.feeds_daily_metrics else None
     for day in days:
         silver_rows = count_partition_rows(silver, day_filter(day), silver_table)
         quarantined = (

@@ -36,8 +36,8 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
 
 from llm_observatory.io.evidence import read_evidence, record_evidence
-from llm_observatory.io.native_memory import release_large_blocks_eagerly
 from llm_observatory.io.uploads import StoredBlob, open_upload, stored_blob
+from llm_observatory.native_memory import release_large_blocks_eagerly
 from llm_observatory.resources.lake import CHECKPOINT_INTERVAL, LakeLocation
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ class ReadBackMismatchError(LakeWriteError):
     """A file read back from storage does not hash to what was written (on Azure: the service
     reports another size, Content-MD5 or ETag than the upload got); nothing was committed.
 
-    The assets retry on it (a bounded number of times, Dagster `RetryPolicy`) before the run
-    fails.
+    The assets write the partition again from the start on it, a bounded number of times
+    (`assets/retries.write_with_read_back_retries`), before the run fails.
     """
 
 
@@ -1328,9 +1328,15 @@ def row_group_spans(
             group = metadata.row_group(index)
             stats = None if position is None else group.column(position).statistics
             known = stats is not None and stats.has_min_max
-            spans.append(RowGroupSpan(path, index, group.num_rows,
-                                      stats.min if known else None,
-                                      stats.max if known else None))
+            spans.append(
+                RowGroupSpan(
+                    path,
+                    index,
+                    group.num_rows,
+                    stats.min if known else None,
+                    stats.max if known else None,
+                )
+            )
         return spans
 
     if len(paths) <= 1:

@@ -12,7 +12,6 @@ merge commits several tables against the versions it read; an IO manager persist
 at a time, so they keep the lake resource's writer, and this manager refuses their keys.
 """
 
-
 import datetime as dt
 
 import dagster as dg

@@ -119,6 +119,39 @@ def _history(table: DeltaTable) -> list[tuple[int, dt.datetime]]:
     return sorted(entries)
 
 
+def _table_step(table: LakeTable, target: int | dt.datetime) -> TableStep | None:
+    """Where one table goes back to: the version asked, or the last committed at or before
+    the moment (emptied when it was created after it); None for a table that does not exist
+    and a moment asked."""
+    delta = open_table(table.location)
+    if delta is None:
+        if isinstance(target, int):
+            raise RollbackError(f"{table.name} does not exist, it has no version {target}")
+        return None
+    history = _history(delta)
+    current = delta.version()
+    if isinstance(target, int):
+        matches = [moment for version, moment in history if version == target]
+        if target > current or not matches:
+            oldest = history[0][0] if history else current
+            gone = " (older entries were cleaned up past delta.logRetentionDuration)"
+            raise RollbackError(
+                f"{table.name} has no version {target} (its log holds v{oldest}..v{current})"
+                + (gone if 0 <= target < oldest else "")
+            )
+        return TableStep(table, current, target, matches[0])
+    before = [(version, moment) for version, moment in history if moment <= target]
+    if before:
+        version, moment = before[-1]
+        return TableStep(table, current, version, moment)
+    if history and history[0][0] == 0:
+        return TableStep(table, current, None, target)
+    raise RollbackError(
+        f"{table.name}: its log no longer reaches back to {target.isoformat()} "
+        f"(oldest kept: v{history[0][0]} at {history[0][1].isoformat()})"
+    )
+
+
 def plan_rollback(
     lake: LakeResource,
     control: ControlDatabase,
@@ -149,37 +182,7 @@ def plan_rollback(
             "automation and let it finish (or the next sync undo it) before rolling back"
         )
 
-    steps: list[TableStep] = []
-    for table in chosen:
-        delta = open_table(table.location)
-        if delta is None:
-            if isinstance(target, int):
-                raise RollbackError(f"{table.name} does not exist, it has no version {target}")
-            continue
-        history = _history(delta)
-        current = delta.version()
-        if isinstance(target, int):
-            matches = [moment for version, moment in history if version == target]
-            if target > current or not matches:
-                oldest = history[0][0] if history else current
-                gone = " (older entries were cleaned up past delta.logRetentionDuration)"
-                raise RollbackError(
-                    f"{table.name} has no version {target} (its log holds v{oldest}..v{current})"
-                    + (gone if 0 <= target < oldest else "")
-                )
-            steps.append(TableStep(table, current, target, matches[0]))
-            continue
-        before = [(version, moment) for version, moment in history if moment <= target]
-        if before:
-            version, moment = before[-1]
-            steps.append(TableStep(table, current, version, moment))
-        elif history and history[0][0] == 0:
-            steps.append(TableStep(table, current, None, target))
-        else:
-            raise RollbackError(
-                f"{table.name}: its log no longer reaches back to {target.isoformat()} "
-                f"(oldest kept: v{history[0][0]} at {history[0][1].isoformat()})"
-            )
+    steps = [step for table in chosen if (step := _table_step(table, target)) is not None]
     if not steps or all(step.target_version is None for step in steps):
         asked = target.isoformat() if isinstance(target, dt.datetime) else f"v{target}"
         raise RollbackError(

@@ -1,10 +1,10 @@
 """The control database: the migration's own bookkeeping, separate from source and lake.
 
-It holds `migration_watermark` (CONTRACT §6): one row per incremental cycle and table, with the
-migration guide's columns. A cycle inserts a STARTED row before it reads anything and turns it
-into COMPLETED (with the new watermark) only after the lake holds and has checked every change;
-on failure it becomes FAILED with the error. The watermark in force is therefore always the
-latest COMPLETED row, and a failed or crashed cycle never moves it. Two columns beyond the
+It holds `migration_watermark` (sql/control_*.sql): one row per incremental cycle and table,
+with the migration guide's columns. A cycle inserts a STARTED row before it reads anything and
+turns it into COMPLETED (with the new watermark) only after the lake holds and has checked every
+change; on failure it becomes FAILED with the error. The watermark in force is therefore always
+the latest COMPLETED row, and a failed or crashed cycle never moves it. Two columns beyond the
 guide's let a later cycle clean up after one that died: the Dagster run that owned the row, and
 the lake tables' Delta versions before it wrote anything.
 
@@ -200,9 +200,7 @@ class ControlDatabase(dg.ConfigurableResource):
             )
         return self._latest(table_name, *conditions)
 
-    def rewind_watermark(
-        self, table_name: str, watermark: dt.datetime | None, note: str
-    ) -> int:
+    def rewind_watermark(self, table_name: str, watermark: dt.datetime | None, note: str) -> int:
         """Puts an earlier watermark in force (after a lake rollback): a COMPLETED row of its
         own, with the reason in `error_message`, so the audit trail keeps every cycle."""
         self.ensure_schema()

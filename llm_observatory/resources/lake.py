@@ -1,6 +1,6 @@
 """Where the lake lives: a local folder (the embedded default) or Azure Data Lake Storage.
 
-One URL template (`LLM_OBS_LAKE_URL`, CONTRACT §3) places every layer: `{layer}` in it becomes
+One URL template (`LLM_OBS_LAKE_URL`) places every layer: `{layer}` in it becomes
 `bronze`, `silver` or `gold` (one container per layer, as the migration guide creates them);
 without it the layers are folders under the root. Two clients reach the same place: delta-rs
 (commits, reads, time travel) through `storage_options`, and fsspec (adlfs on Azure) for the

@@ -23,9 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 from pydantic import PrivateAttr
+from sqlalchemy.dialects import postgresql
 
 from llm_observatory.fingerprint import register_sqlite_functions
-from llm_observatory.io.native_memory import release_large_blocks_eagerly
+from llm_observatory.native_memory import release_large_blocks_eagerly
 from llm_observatory.resources.departures import CaptureStatus, capture_status, migration_departures
 from llm_observatory.resources.odbc import (
     DEFAULT_FETCH_BYTES,
@@ -274,7 +275,6 @@ class SourceDatabase(dg.ConfigurableResource):
         """The queries' rows, one after the other on one connection, each in its own
         transaction (a slice never holds a snapshot longer than its own read)."""
         import adbc_driver_postgresql.dbapi as adbc_pg
-        from sqlalchemy.dialects import postgresql
 
         uri = self.sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
         try:

@@ -132,9 +132,9 @@ def _pg_activity() -> sa.Select:
             c.state,
             c.wait_event_type.label("waiting_on"),
             sa.func.count().label("sessions"),
-            sa.func.max(
-                sa.func.extract("epoch", sa.func.clock_timestamp() - c.query_start)
-            ).label("longest_seconds"),
+            sa.func.max(sa.func.extract("epoch", sa.func.clock_timestamp() - c.query_start)).label(
+                "longest_seconds"
+            ),
         )
         .where(c.usename == sa.func.current_user(), c.pid != sa.func.pg_backend_pid())
         .group_by(c.state, c.wait_event_type)

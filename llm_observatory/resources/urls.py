@@ -41,9 +41,7 @@ def _odbc_pairs(url: sa.URL) -> dict[str, str]:
     text = url.query.get("odbc_connect", "")
     if isinstance(text, tuple):
         text = ";".join(text)
-    return {
-        key.strip().lower(): value.strip("{}") for key, value in _ODBC_PAIR.findall(text or "")
-    }
+    return {key.strip().lower(): value.strip("{}") for key, value in _ODBC_PAIR.findall(text or "")}
 
 
 def url_secrets(url: sa.URL | str) -> list[str]:

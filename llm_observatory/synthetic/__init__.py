@@ -1,10 +1,10 @@
 """A deterministic synthetic copy of the source database, for the demo and the tests.
 
-``generate_source(url, start_date=..., days=..., rows_per_day=...)`` builds the reference tables
-of CONTRACT §4 (``schema.py``) on SQLite, PostgreSQL or any SQLAlchemy database and fills them
-with realistic rows, defects injected at known rates; the returned ``SyntheticSummary`` holds
-the exact row, defect and expected-quarantine counts per table and day. Command line:
-``python -m llm_observatory.synthetic --help``.
+``generate_source(url, start_date=..., days=..., rows_per_day=...)`` builds the tables of the
+reference source schema (``schema.py``) on SQLite, PostgreSQL or any SQLAlchemy database and
+fills them with realistic rows, defects injected at known rates; the returned
+``SyntheticSummary`` holds the exact row, defect and expected-quarantine counts per table and
+day. Command line: ``python -m llm_observatory.synthetic --help``.
 """
 
 from llm_observatory.synthetic.batches import generate_batches

@@ -43,7 +43,7 @@ def _missing_hour(text: str) -> tuple[int, int] | None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m llm_observatory.synthetic",
-        description="Build a deterministic synthetic source database (CONTRACT section 4).",
+        description="Build a deterministic synthetic source database (the reference schema).",
     )
     parser.add_argument("--url", help="SQLAlchemy URL of the database to fill")
     parser.add_argument("--start", type=dt.date.fromisoformat, help="first UTC day, YYYY-MM-DD")

@@ -1,4 +1,5 @@
-"""The reference source schema (CONTRACT §4) as SQLAlchemy ``Table`` objects, and its DDL.
+"""The reference source schema (the tables being migrated) as SQLAlchemy ``Table`` objects,
+and its DDL.
 
 This is the shape of the SQL Server tables being migrated, reproduced on PostgreSQL and SQLite
 for the demo and the tests. The migration itself never imports this module: it copies whatever
@@ -128,7 +129,7 @@ def ddl_script(dialect_name: str) -> str:
         ) from None
 
     header = (
-        f"-- Reference source schema of llm-observatory (CONTRACT section 4), {dialect_name}.\n"
+        f"-- Reference source schema of llm-observatory (the tables it migrates), {dialect_name}.\n"
         "-- Generated from llm_observatory/synthetic/schema.py by\n"
         f"--   python -m llm_observatory.synthetic --write-ddl sql/\n"
         "-- Do not edit by hand: edit schema.py and regenerate. Idempotent: safe to run again.\n"

@@ -32,7 +32,7 @@ DEFECT_RULES: dict[str, tuple[str, str]] = {
     "unknown_model": (INTERACTIONS, "allowed:model_name"),
     "invalid_json": (METADATA, "json:attributes"),
 }
-"""Each defect's table, and the first quality rule (CONTRACT §4 order) its rows break."""
+"""Each defect's table, and the first quality rule (in `tables.py` order) its rows break."""
 
 _US_PER_SECOND = 1_000_000
 _US_PER_HOUR = 3600 * _US_PER_SECOND

@@ -173,5 +173,3 @@ def _repeated(hashes: np.ndarray) -> tuple[int, np.ndarray]:
 def key_hashes(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A stable 64-bit hash per key (NULL keys hash too), as a NumPy array."""
     return pl.Series(values=keys).hash(seed=0).to_numpy()
-
-

@@ -288,5 +288,3 @@ class DayMetrics:
         rows = [self.models[model].row(self.day) for model in sorted(self.models)]
         total = sum(metrics.requests for metrics in self.models.values())
         return pa.Table.from_pylist(rows, schema=DAILY_METRICS_SCHEMA), total
-
-

@@ -136,6 +136,16 @@ def asset_key_of(name: str) -> dg.AssetKey | None:
     return None
 
 
+def categorical_columns(table: TableSpec, role: str) -> tuple[str, ...]:
+    """The text columns of a lake table with few distinct values (see `TableSpec`): the source
+    table's, and in quarantine the rule broken too; none in gold and the deleted keys."""
+    if role in (BRONZE.role, SILVER.role):
+        return table.categorical_columns
+    if role == QUARANTINE.role:
+        return (*table.categorical_columns, QUARANTINE_FIELDS[0].name)
+    return ()
+
+
 def bronze_key(table: TableSpec) -> dg.AssetKey:
     return dg.AssetKey(list(BRONZE.parts(table)))
 

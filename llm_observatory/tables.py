@@ -71,6 +71,9 @@ class TableSpec:
     spot_check_rows: int = 10_000
     # Its silver rows are summarised in gold/daily_metrics (the table holds LLM calls).
     feeds_daily_metrics: bool = False
+    # Text columns with few distinct values (a model, a status, a log level): dictionary-
+    # encoded in the lake's files, with min/max statistics readers prune on.
+    categorical_columns: tuple[str, ...] = ()
 
     @property
     def required_columns(self) -> tuple[str, ...]:
@@ -103,6 +106,7 @@ LLM_INTERACTIONS = TableSpec(
     silver_model_column="model_name",
     description="One row per LLM call: prompt, response, latency, tokens and cost.",
     feeds_daily_metrics=True,
+    categorical_columns=("model_name", "status"),
 )
 
 METADATA = TableSpec(
@@ -118,6 +122,7 @@ LOGS = TableSpec(
     key="log_id",
     event_time="created_at",
     description="Application log lines, some tied to an interaction.",
+    categorical_columns=("level",),
 )
 
 TABLES: tuple[TableSpec, ...] = (LLM_INTERACTIONS, METADATA, LOGS)

@@ -31,7 +31,9 @@ from llm_observatory.io.delta_lake import (
     table_version,
 )
 from llm_observatory.io.evidence import evidence_location, read_evidence
+from llm_observatory.layout import categorical_columns
 from llm_observatory.resources.lake import CHECKPOINT_INTERVAL, LakeResource
+from llm_observatory.tables import LOGS
 
 UTC = dt.UTC
 SCHEMA = pa.schema(
@@ -392,3 +394,51 @@ def test_a_new_table_writes_a_checkpoint_every_twenty_commits(tmp_path):
     assert len(checkpoints) == 1, checkpoints
     assert table.version() - int(checkpoints[0].split(".")[0]) < CHECKPOINT_INTERVAL
     assert rows_per_day(location) == {f"2026-11-0{day}": 10 for day in (1, 2, 3)}
+
+
+def test_a_tables_categorical_columns_are_dictionary_encoded_and_bounded(tmp_path):
+    """Which text columns get a dictionary and min/max statistics comes from the table's
+    declaration (`TableSpec.categorical_columns`), not from names the writer knows."""
+    location = LakeResource(url=str(tmp_path)).location("bronze", "logs")
+    schema = pa.schema(
+        [
+            ("log_id", pa.int64()),
+            ("level", pa.string()),
+            ("message", pa.string()),
+            ("date", pa.date32()),
+        ]
+    )
+    rows = pa.table(
+        {
+            "log_id": list(range(200)),
+            "level": ["INFO", "WARN", "ERROR", "DEBUG"] * 50,
+            "message": [f"line {i}" for i in range(200)],
+            "date": [dt.date(2026, 11, 5)] * 200,
+        },
+        schema=schema,
+    )
+    writer = DeltaPartitionWriter(
+        location,
+        schema,
+        ["date"],
+        replace=[("date", "=", "2026-11-05")],
+        categorical_columns=categorical_columns(LOGS, "bronze"),
+    )
+    writer.write(rows)
+    writer.commit({})
+    table = DeltaTable(location.uri)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    assert actions.column("min.level").to_pylist() == ["DEBUG"]
+    [path] = table.file_uris()
+    row_group = pq.ParquetFile(path).metadata.row_group(0)
+    chunks = {
+        row_group.column(i).path_in_schema: row_group.column(i)
+        for i in range(row_group.num_columns)
+    }
+    assert "RLE_DICTIONARY" in chunks["level"].encodings
+    assert chunks["level"].statistics.has_min_max
+    # Free text: plain, and no statistics in the file (a long prompt would bloat them).
+    assert "RLE_DICTIONARY" not in chunks["message"].encodings
+    assert chunks["message"].statistics is None or not chunks["message"].statistics.has_min_max
+    assert categorical_columns(LOGS, "quarantine") == ("level", "quarantine_rule")
+    assert categorical_columns(LOGS, "deleted") == ()

@@ -18,9 +18,11 @@ from llm_observatory import settings
 from llm_observatory.assets.progress import Throughput
 from llm_observatory.io.delta_lake import CommitSummary, DeltaPartitionWriter
 from llm_observatory.layout import (
+    BRONZE,
     bronze_key,
     bronze_location,
     bronze_schema,
+    categorical_columns,
     day_filter,
     with_event_day,
 )
@@ -78,6 +80,7 @@ def bronze_writer(lake: LakeResource, table: TableSpec, described: SourceTable, 
         bronze_schema(described.arrow_schema),
         ["date"],
         replace=day_filter(day),
+        categorical_columns=categorical_columns(table, BRONZE.role),
     )
 
 

@@ -28,7 +28,10 @@ from llm_observatory.io.delta_lake import (
     table_schema,
 )
 from llm_observatory.layout import (
+    QUARANTINE,
+    SILVER,
     bronze_location,
+    categorical_columns,
     day_filter,
     quarantine_location,
     quarantine_schema,
@@ -80,12 +83,14 @@ class DayValidator:
             silver_schema(table, source_schema),
             table.silver_partition_by,
             replace=day_filter(day),
+            categorical_columns=categorical_columns(table, SILVER.role),
         )
         self.quarantine_writer = DeltaPartitionWriter(
             quarantine_location(lake, table),
             quarantine_schema(source_schema),
             ["date"],
             replace=day_filter(day),
+            categorical_columns=categorical_columns(table, QUARANTINE.role),
         )
         self.broken_counts: Counter = Counter()
         self.silver_rows = self.quarantined_rows = 0

@@ -54,9 +54,13 @@ from llm_observatory.io.delta_lake import (
     table_schema,
 )
 from llm_observatory.layout import (
+    BRONZE,
     DATE_FIELD,
+    QUARANTINE,
+    SILVER,
     bronze_location,
     bronze_schema,
+    categorical_columns,
     daily_metrics_location,
     day_filter,
     deleted_location,
@@ -529,7 +533,12 @@ def apply_changes(
 
     # 3. Bronze: new versions appended in their day; removed keys taken out of theirs.
     bronze_writer = _merge_writer(
-        bronze, bronze_schema(source_schema), ["date"], bronze_hits, read_versions["bronze"]
+        bronze,
+        bronze_schema(source_schema),
+        ["date"],
+        bronze_hits,
+        read_versions["bronze"],
+        categorical_columns(table, BRONZE.role),
     )
     silver_writer = _merge_writer(
         silver,
@@ -537,6 +546,7 @@ def apply_changes(
         table.silver_partition_by,
         silver_hits,
         read_versions["silver"],
+        categorical_columns(table, SILVER.role),
     )
     quarantine_writer = _merge_writer(
         quarantine,
@@ -544,6 +554,7 @@ def apply_changes(
         ["date"],
         quarantine_hits,
         read_versions["quarantine"],
+        categorical_columns(table, QUARANTINE.role),
     )
     writers = [bronze_writer, quarantine_writer, silver_writer]
     try:
@@ -647,6 +658,7 @@ def _merge_writer(
     partition_by: list[str] | tuple[str, ...],
     hits: list[tuple[dt.date, DataFile]],
     read_version: int | None,
+    categorical: tuple[str, ...],
 ) -> DeltaPartitionWriter:
     """A writer that adds the merge's files and removes the files it rewrites (`hits`), in one
     commit against the version the merge read."""
@@ -659,6 +671,7 @@ def _merge_writer(
         file_prefix="sync",
         buffered_bytes_limit=MERGE_WRITER_BUFFER_BYTES,
         read_version=read_version,
+        categorical_columns=categorical,
     )
 
 

@@ -429,6 +429,7 @@ class DeltaPartitionWriter:
         buffered_bytes_limit: int = BUFFERED_BYTES_LIMIT,
         max_open_files: int = MAX_OPEN_FILES,
         remove: Sequence[DataFile] = (),
+        categorical_columns: Sequence[str] = (),
     ) -> None:
         release_large_blocks_eagerly()
         if remove and replace is not None:
@@ -470,12 +471,10 @@ class DeltaPartitionWriter:
             for f in self.file_schema
             if not (pa.types.is_large_string(f.type) or pa.types.is_string(f.type))
             or f.name.endswith("_id")
-            or f.name in ("model_name", "status", "level")
+            or f.name in categorical_columns
         ]
         self.dictionary_columns = [
-            f.name
-            for f in self.file_schema
-            if f.name in ("model_name", "status", "level", "quarantine_rule")
+            f.name for f in self.file_schema if f.name in categorical_columns
         ]
         self.write_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         self.buffered_bytes = 0

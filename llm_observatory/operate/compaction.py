@@ -32,7 +32,12 @@ from llm_observatory.io.delta_lake import (
     open_table,
     scan_partition,
 )
-from llm_observatory.layout import DAILY_METRICS, LakeTable, day_filter
+from llm_observatory.layout import (
+    DAILY_METRICS,
+    LakeTable,
+    categorical_columns,
+    day_filter,
+)
 from llm_observatory.resources.lake import LakeLocation
 from llm_observatory.settings import MINIMUM_VACUUM_RETENTION_DAYS
 
@@ -131,6 +136,7 @@ def compact_day(
         read_version=read_version,
         data_change=False,
         sort_by=sort_by,
+        categorical_columns=categorical_columns(table.source_table, table.role),
     )
     rows = 0
     try:

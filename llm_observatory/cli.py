@@ -15,6 +15,8 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -908,163 +910,246 @@ def demo(days: int, rows_per_day: int, seed: int, out=sys.stdout) -> int:
     return EXIT_FAILED if status or verdict else EXIT_OK
 
 
+@dataclass(frozen=True)
+class Option:
+    """One command-line option, as `argparse.add_argument` takes it."""
+
+    flags: tuple[str, ...]
+    settings: dict = field(default_factory=dict)
+
+
+def option(*flags: str, **settings) -> Option:
+    return Option(flags, settings)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command, declared once: its name, help, options, and how its options call it."""
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace], int]
+    options: tuple[Option, ...] = ()
+
+
+DAYS = (
+    option("--start", type=_day, required=True, help="first UTC day"),
+    option("--end", type=_day, required=True, help="last UTC day, included"),
+)
+SOURCE_TABLES = option(
+    "--table", action="append", dest="tables", help="a source table (repeatable)"
+)
+LAKE_TABLES = option(
+    "--table", action="append", dest="tables", help="a lake or source table (repeatable)"
+)
+
+COMMANDS = (
+    Command(
+        "demo",
+        "build the SQLite demo source and migrate it",
+        lambda a: demo(a.days, a.rows_per_day, a.seed),
+        (
+            option("--days", type=int, default=7),
+            option("--rows-per-day", type=int, default=15_000),
+            option("--seed", type=int, default=7),
+        ),
+    ),
+    Command(
+        "backfill",
+        "materialize bronze, silver and gold for days D..D with their checks",
+        lambda a: backfill(a.start, a.end, a.tables),
+        (*DAYS, SOURCE_TABLES),
+    ),
+    Command(
+        "report",
+        "build and print the cutover report (GO / NO-GO)",
+        lambda a: report(full=a.full),
+        (
+            option(
+                "--full",
+                action="store_true",
+                help="re-read every lake file to check its SHA-256 (the default on a local "
+                "lake; on Azure the storage service's properties of each file and a seeded "
+                "sample are checked)",
+            ),
+        ),
+    ),
+    Command(
+        "verify",
+        "reconcile the lake against the source for days D..D; changes nothing unless --repair",
+        lambda a: verify(a.start, a.end, a.tables, deep=a.deep, repair=a.repair),
+        (
+            *DAYS,
+            SOURCE_TABLES,
+            option(
+                "--deep",
+                action="store_true",
+                help="fingerprint every column, so a value changed in transit is found too",
+            ),
+            option(
+                "--repair",
+                action="store_true",
+                help="then apply what it found (deleted and moved keys out, missing and stale "
+                "rows re-read) under each table's sync lease, and verify the repaired days again",
+            ),
+        ),
+    ),
+    Command(
+        "sync",
+        "one incremental cycle now (what the daily schedule and sensors run)",
+        lambda a: sync(
+            a.tables,
+            changes_only=a.changes_only,
+            overlap_minutes=a.overlap_minutes,
+            reconcile_days=a.reconcile_days,
+            rotation_days=a.rotation_days,
+        ),
+        (
+            SOURCE_TABLES,
+            option(
+                "--changes-only",
+                action="store_true",
+                help="merge changed rows only, reconcile nothing (what the sensor runs)",
+            ),
+            option(
+                "--overlap-minutes", type=float, help="re-read this far behind the watermark (10)"
+            ),
+            option(
+                "--reconcile-days", type=int, help="recent days re-proven against the source (2)"
+            ),
+            option(
+                "--rotation-days",
+                type=int,
+                help="every older day is re-proven once per this many cycles (30; 0 = never)",
+            ),
+        ),
+    ),
+    Command(
+        "plan",
+        "source inventory and the capacity estimate (hours, bottleneck, daily load)",
+        lambda a: plan(a.streams, a.bandwidth_mbps, a.json, a.tables),
+        (
+            option("--streams", type=int, default=4, help="concurrent source streams (default 4)"),
+            option(
+                "--bandwidth-mbps", type=float, default=100.0, help="network to ADLS (default 100)"
+            ),
+            option("--json", action="store_true", help="machine-readable output"),
+            SOURCE_TABLES,
+        ),
+    ),
+    Command(
+        "setup-control",
+        "create the control database's watermark table (idempotent)",
+        lambda a: setup_control(),
+    ),
+    Command(
+        "compact",
+        "merge small lake files per day (default: the last 8 days), then vacuum",
+        lambda a: compact(
+            a.start,
+            a.end,
+            a.tables,
+            a.target_file_mb,
+            cluster=not a.no_cluster,
+            vacuum=not a.no_vacuum,
+        ),
+        (
+            option("--start", type=_day, help="first UTC day"),
+            option("--end", type=_day, help="last UTC day, included"),
+            LAKE_TABLES,
+            option("--target-file-mb", type=int, help="target file size (256)"),
+            option(
+                "--no-cluster",
+                action="store_true",
+                help="keep row order (no model/time clustering)",
+            ),
+            option("--no-vacuum", action="store_true", help="skip the vacuum"),
+        ),
+    ),
+    Command(
+        "tier",
+        "move data files of partitions older than N days to the Cool tier (ADLS)",
+        lambda a: tier(a.older_than_days, a.through, a.tier, a.tables, a.dry_run, a.policy_json),
+        (
+            option("--older-than-days", type=int, default=730, help="age threshold in days (730)"),
+            option(
+                "--through", type=_day, help="only partitions up to this UTC day (must be older)"
+            ),
+            option("--tier", default="Cool", help="Cool (default) or Cold; never Archive"),
+            LAKE_TABLES,
+            option("--dry-run", action="store_true", help="report, move nothing"),
+            option(
+                "--policy-json",
+                action="store_true",
+                help="print the equivalent Azure lifecycle-management policy instead",
+            ),
+        ),
+    ),
+    Command(
+        "monitor",
+        "time the typical analyst queries on the lake and the source (p50/p95)",
+        lambda a: monitor(a.repeats, include_source=not a.lake_only),
+        (
+            option("--repeats", type=int, default=5, help="runs per query (5)"),
+            option(
+                "--lake-only",
+                action="store_true",
+                help="do not time the source (gone after cutover)",
+            ),
+        ),
+    ),
+    Command(
+        "pause",
+        "turn every schedule and sensor of the migration off (pre-cutover rollback)",
+        lambda a: automation(False, cancel_runs=a.cancel_runs),
+        (
+            option(
+                "--cancel-runs",
+                action="store_true",
+                help="also cancel queued and running runs (default: let them finish)",
+            ),
+        ),
+    ),
+    Command(
+        "resume",
+        "turn every schedule and sensor of the migration on",
+        lambda a: automation(True),
+    ),
+    Command(
+        "rollback",
+        "restore lake tables to an earlier Delta version or moment, rewind the watermarks",
+        lambda a: rollback(a.target, a.tables, a.dry_run),
+        (
+            option(
+                "--to",
+                required=True,
+                dest="target",
+                help="ISO 8601 UTC time (2026-11-25T22:00:00Z), or a Delta version with one "
+                "--table",
+            ),
+            option(
+                "--table",
+                action="append",
+                dest="tables",
+                help="a lake table (silver/llm_interactions) or a source table for all its layers",
+            ),
+            option("--dry-run", action="store_true", help="show what would change, change nothing"),
+        ),
+    ),
+)
+COMMANDS_BY_NAME = {command.name: command for command in COMMANDS}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-observatory",
         description="Migrate LLM interaction logs into a Delta lake through Dagster, provably.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    demo_parser = commands.add_parser("demo", help="build the SQLite demo source and migrate it")
-    demo_parser.add_argument("--days", type=int, default=7)
-    demo_parser.add_argument("--rows-per-day", type=int, default=15_000)
-    demo_parser.add_argument("--seed", type=int, default=7)
-
-    backfill_parser = commands.add_parser(
-        "backfill", help="materialize bronze, silver and gold for days D..D with their checks"
-    )
-    backfill_parser.add_argument("--start", type=_day, required=True, help="first UTC day")
-    backfill_parser.add_argument("--end", type=_day, required=True, help="last UTC day, included")
-    backfill_parser.add_argument(
-        "--table", action="append", dest="tables", help="a source table (repeatable)"
-    )
-
-    report_parser = commands.add_parser(
-        "report", help="build and print the cutover report (GO / NO-GO)"
-    )
-    report_parser.add_argument(
-        "--full",
-        action="store_true",
-        help="re-read every lake file to check its SHA-256 (the default on a local lake; on "
-        "Azure the storage service's properties of each file and a seeded sample are checked)",
-    )
-
-    verify_parser = commands.add_parser(
-        "verify",
-        help="reconcile the lake against the source for days D..D; changes nothing unless --repair",
-    )
-    verify_parser.add_argument("--start", type=_day, required=True, help="first UTC day")
-    verify_parser.add_argument("--end", type=_day, required=True, help="last UTC day, included")
-    verify_parser.add_argument(
-        "--table", action="append", dest="tables", help="a source table (repeatable)"
-    )
-    verify_parser.add_argument(
-        "--deep",
-        action="store_true",
-        help="fingerprint every column, so a value changed in transit is found too",
-    )
-    verify_parser.add_argument(
-        "--repair",
-        action="store_true",
-        help="then apply what it found (deleted and moved keys out, missing and stale rows "
-        "re-read) under each table's sync lease, and verify the repaired days again",
-    )
-
-    sync_parser = commands.add_parser(
-        "sync", help="one incremental cycle now (what the daily schedule and sensors run)"
-    )
-    sync_parser.add_argument(
-        "--table", action="append", dest="tables", help="a source table (repeatable)"
-    )
-    sync_parser.add_argument(
-        "--changes-only",
-        action="store_true",
-        help="merge changed rows only, reconcile nothing (what the sensor runs)",
-    )
-    sync_parser.add_argument(
-        "--overlap-minutes", type=float, help="re-read this far behind the watermark (10)"
-    )
-    sync_parser.add_argument(
-        "--reconcile-days", type=int, help="recent days re-proven against the source (2)"
-    )
-    sync_parser.add_argument(
-        "--rotation-days",
-        type=int,
-        help="every older day is re-proven once per this many cycles (30; 0 = never)",
-    )
-    plan_parser = commands.add_parser(
-        "plan", help="source inventory and the capacity estimate (hours, bottleneck, daily load)"
-    )
-    plan_parser.add_argument(
-        "--streams", type=int, default=4, help="concurrent source streams (default 4)"
-    )
-    plan_parser.add_argument(
-        "--bandwidth-mbps", type=float, default=100.0, help="network to ADLS (default 100)"
-    )
-    plan_parser.add_argument("--json", action="store_true", help="machine-readable output")
-    plan_parser.add_argument(
-        "--table", action="append", dest="tables", help="a source table (repeatable)"
-    )
-    commands.add_parser(
-        "setup-control", help="create the control database's watermark table (idempotent)"
-    )
-    compact_parser = commands.add_parser(
-        "compact", help="merge small lake files per day (default: the last 8 days), then vacuum"
-    )
-    compact_parser.add_argument("--start", type=_day, help="first UTC day")
-    compact_parser.add_argument("--end", type=_day, help="last UTC day, included")
-    compact_parser.add_argument(
-        "--table", action="append", dest="tables", help="a lake or source table (repeatable)"
-    )
-    compact_parser.add_argument("--target-file-mb", type=int, help="target file size (256)")
-    compact_parser.add_argument(
-        "--no-cluster", action="store_true", help="keep row order (no model/time clustering)"
-    )
-    compact_parser.add_argument("--no-vacuum", action="store_true", help="skip the vacuum")
-    tier_parser = commands.add_parser(
-        "tier", help="move data files of partitions older than N days to the Cool tier (ADLS)"
-    )
-    tier_parser.add_argument(
-        "--older-than-days", type=int, default=730, help="age threshold in days (730)"
-    )
-    tier_parser.add_argument(
-        "--through", type=_day, help="only partitions up to this UTC day (must be older)"
-    )
-    tier_parser.add_argument("--tier", default="Cool", help="Cool (default) or Cold; never Archive")
-    tier_parser.add_argument(
-        "--table", action="append", dest="tables", help="a lake or source table (repeatable)"
-    )
-    tier_parser.add_argument("--dry-run", action="store_true", help="report, move nothing")
-    tier_parser.add_argument(
-        "--policy-json",
-        action="store_true",
-        help="print the equivalent Azure lifecycle-management policy instead",
-    )
-    monitor_parser = commands.add_parser(
-        "monitor", help="time the typical analyst queries on the lake and the source (p50/p95)"
-    )
-    monitor_parser.add_argument("--repeats", type=int, default=5, help="runs per query (5)")
-    monitor_parser.add_argument(
-        "--lake-only", action="store_true", help="do not time the source (gone after cutover)"
-    )
-    pause_parser = commands.add_parser(
-        "pause", help="turn every schedule and sensor of the migration off (pre-cutover rollback)"
-    )
-    pause_parser.add_argument(
-        "--cancel-runs",
-        action="store_true",
-        help="also cancel queued and running runs (default: let them finish)",
-    )
-    commands.add_parser("resume", help="turn every schedule and sensor of the migration on")
-    rollback_parser = commands.add_parser(
-        "rollback",
-        help="restore lake tables to an earlier Delta version or moment, rewind the watermarks",
-    )
-    rollback_parser.add_argument(
-        "--to",
-        required=True,
-        dest="target",
-        help="ISO 8601 UTC time (2026-11-25T22:00:00Z), or a Delta version with one --table",
-    )
-    rollback_parser.add_argument(
-        "--table",
-        action="append",
-        dest="tables",
-        help="a lake table (silver/llm_interactions) or a source table for all its layers",
-    )
-    rollback_parser.add_argument(
-        "--dry-run", action="store_true", help="show what would change, change nothing"
-    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        subparser = subparsers.add_parser(command.name, help=command.help)
+        for declared in command.options:
+            subparser.add_argument(*declared.flags, **declared.settings)
     return parser
 
 
@@ -1075,56 +1160,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            return demo(args.days, args.rows_per_day, args.seed)
-        if args.command == "backfill":
-            return backfill(args.start, args.end, args.tables)
-        if args.command == "report":
-            return report(full=args.full)
-        if args.command == "sync":
-            return sync(
-                args.tables,
-                changes_only=args.changes_only,
-                overlap_minutes=args.overlap_minutes,
-                reconcile_days=args.reconcile_days,
-                rotation_days=args.rotation_days,
-            )
-        if args.command == "plan":
-            return plan(args.streams, args.bandwidth_mbps, args.json, args.tables)
-        if args.command == "setup-control":
-            return setup_control()
-        if args.command == "verify":
-            return verify(args.start, args.end, args.tables, deep=args.deep, repair=args.repair)
-        if args.command in ("pause", "resume"):
-            return automation(
-                args.command == "resume", cancel_runs=getattr(args, "cancel_runs", False)
-            )
-        if args.command == "compact":
-            return compact(
-                args.start,
-                args.end,
-                args.tables,
-                args.target_file_mb,
-                cluster=not args.no_cluster,
-                vacuum=not args.no_vacuum,
-            )
-        if args.command == "tier":
-            return tier(
-                args.older_than_days,
-                args.through,
-                args.tier,
-                args.tables,
-                args.dry_run,
-                args.policy_json,
-            )
-        if args.command == "monitor":
-            return monitor(args.repeats, include_source=not args.lake_only)
-        if args.command == "rollback":
-            return rollback(args.target, args.tables, args.dry_run)
+        return COMMANDS_BY_NAME[args.command].run(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    return EXIT_USAGE
 
 
 if __name__ == "__main__":
